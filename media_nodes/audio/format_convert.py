@@ -1,0 +1,93 @@
+"""FormatConvert: moves audio between sample formats (float32/int16, planar/interleaved).
+
+Formats are named as PyAV names them: ``fltp`` float32 ``(channels, samples)``, ``flt`` float32
+``(samples, channels)``, ``s16p`` int16 ``(channels, samples)``, ``s16`` int16
+``(samples, channels)``. float to int16 is ``clip(rint(x * 32768), -32768, 32767)``; int16 to
+float is ``x / 32768``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import numpy as np
+import numpy.typing as npt
+
+from stream.errors import ConfigError, FormatError
+from stream.frames import SAMPLE_FORMATS, AudioFrame
+from stream.kernel import PyKernel
+from stream.kernel_node import KernelNode, _check_audio
+
+
+def _check_format(fmt: str) -> None:
+    if fmt not in SAMPLE_FORMATS:
+        raise ConfigError(f"format must be one of {list(SAMPLE_FORMATS)}, got {fmt!r}")
+
+
+class FormatConvertKernel(PyKernel):
+    """Python twin of ``stream._engine.FormatConvertKernel`` (docs/kernels.md)."""
+
+    def __init__(self, format: str, *, stage: str = "format_convert") -> None:
+        super().__init__(stage=stage)
+        _check_format(format)
+        self.format = format
+
+    def process(self, samples: Any, src_format: str) -> npt.NDArray[Any]:  # type: ignore[override]
+        _check_format(src_format)
+        dtype, planar = SAMPLE_FORMATS[src_format]
+        if not isinstance(samples, np.ndarray) or samples.dtype != dtype or samples.ndim != 2:
+            raise self.error(
+                FormatError,
+                f"expected a 2-D {np.dtype(dtype).name} array for {src_format}, "
+                f"got {getattr(samples, 'dtype', type(samples).__name__)} "
+                f"with {getattr(samples, 'ndim', 0)} dimension(s)",
+            )
+        if samples.size == 0:
+            c, n = samples.shape if planar else samples.shape[::-1]
+            raise self.error(FormatError, f"empty frame ({c} channels, {n} samples)")
+        planar_in = samples if planar else samples.T
+        if dtype == np.float32:
+            finite = np.isfinite(planar_in)
+            if not finite.all():
+                c, i = np.argwhere(~finite)[0]
+                raise self.error(FormatError, f"non-finite sample at channel {c}, index {i}")
+        out_dtype, out_planar = SAMPLE_FORMATS[self.format]
+        if dtype == out_dtype:
+            converted = planar_in
+        elif out_dtype == np.int16:
+            converted = np.clip(np.rint(planar_in * np.float32(32768.0)), -32768, 32767)
+        else:
+            converted = planar_in * np.float32(1.0 / 32768.0)
+        result = converted if out_planar else converted.T
+        return np.ascontiguousarray(result, dtype=out_dtype)
+
+    def output_rate(self, input_rate: int) -> int:
+        return input_rate
+
+
+class FormatConvert(KernelNode):
+    """Convert AudioFrames of any supported sample format to ``format``."""
+
+    native_kernel = "FormatConvertKernel"
+    python_kernel = FormatConvertKernel
+    fusable: ClassVar[bool] = False  # it changes dtype/layout: an edge stage, run on its own
+
+    def __init__(
+        self, format: str = "fltp", *, name: str | None = None, backend: str | None = None
+    ):
+        _check_format(format)
+        super().__init__(name=name, backend=backend)
+        self.format = format
+        self._planar = SAMPLE_FORMATS[format][1]
+
+    def kernel_args(self) -> dict[str, Any]:
+        return {"format": self.format}
+
+    def process(self, frame: Any) -> list[Any]:
+        if not isinstance(frame, AudioFrame):
+            _check_audio(self.name, frame)  # raises the standard FormatError
+        samples = self._kernel.process(frame.samples, frame.format)
+        return [AudioFrame(samples, frame.sample_rate, frame.pts, frame.time_base, self._planar)]
+
+    def flush(self) -> list[Any]:
+        return []

@@ -1,0 +1,97 @@
+"""The Node contract: settings at construction, ``initialize()`` builds state, ``process()`` per
+item, ``flush()`` at end of stream, ``cleanup()`` always runs.
+
+``process`` may be a plain function (its return value is one output; None emits nothing), a
+generator or async generator function (every yielded value is an output), or a coroutine function
+(the awaited value is one output). ``flush`` returns the tail as a list (or None), or yields it.
+A ``StreamingNode`` consumes the whole input stream instead; a ``Source`` is a streaming node
+that ignores its input and starts a pipeline.
+"""
+
+from __future__ import annotations
+
+import inspect
+import itertools
+import re
+from collections.abc import AsyncIterator, Awaitable, Iterable
+from typing import Any, ClassVar
+
+_counter = itertools.count(1)
+
+
+def _snake(name: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+
+
+class Node:
+    """Base class of pipeline stages.
+
+    ``name`` identifies the stage in errors and in ``Pipeline.describe()``; it defaults to the class
+    name in snake case plus a number. ``backend`` says where the stage ran (``"python"`` unless the
+    stage has a native kernel and runs it) and ``backend_reason`` why.
+    """
+
+    backend: str = "python"
+    backend_reason: str = "Python node"
+    #: True for stages that only ever see AudioFrames; False lets any object through.
+    accepts_any: ClassVar[bool] = True
+
+    def __init__(self, name: str | None = None) -> None:
+        self.name = name or f"{_snake(type(self).__name__)}{next(_counter)}"
+
+    def initialize(self) -> Awaitable[None] | None:
+        """Build runtime state; called once before the first item (sync or async)."""
+        return None
+
+    def process(self, item: Any) -> Any:
+        """Handle one item; return the output (None emits nothing), or yield several."""
+        return item
+
+    def flush(self) -> Iterable[Any] | Awaitable[Iterable[Any] | None] | None:
+        """End of stream: return (or yield) the items still held; default none."""
+        return None
+
+    def cleanup(self) -> Awaitable[None] | None:
+        """Release runtime state; always called once the stream ends, fails or is cancelled."""
+        return None
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r})"
+
+
+class StreamingNode(Node):
+    """A stage that consumes the whole input stream and yields its outputs.
+
+    Override ``stream``; ``items`` is None when the node is the pipeline's source.
+    """
+
+    async def stream(self, items: AsyncIterator[Any] | None) -> AsyncIterator[Any]:
+        if items is None:
+            return
+        async for item in items:
+            yield item
+
+
+class Source(StreamingNode):
+    """A streaming node that produces items and starts a pipeline (its input is ignored)."""
+
+
+def call_kind(fn: Any) -> str:
+    """How a ``process``/``flush`` callable delivers outputs: sync, gen, coro or agen."""
+    if inspect.isasyncgenfunction(fn):
+        return "agen"
+    if inspect.iscoroutinefunction(fn):
+        return "coro"
+    if inspect.isgeneratorfunction(fn):
+        return "gen"
+    return "sync"
+
+
+async def maybe_await(value: Any) -> Any:
+    """Await ``value`` if it is awaitable, else return it."""
+    if inspect.isawaitable(value):
+        return await value
+    return value
+
+
+__all__ = ["Node", "Source", "StreamingNode", "call_kind", "maybe_await"]

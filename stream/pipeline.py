@@ -1,0 +1,458 @@
+"""Pipelines: stages in order, streamed with ``async for``.
+
+Scheduling: runs of synchronous stages execute inline, one after another, in the task that pulls
+from them (they share one event-loop thread, so separate tasks would only add switches). Each
+asynchronous or streaming stage gets its own task, joined to the next by a bounded
+``asyncio.Queue`` of ``queue_size`` items (default ``DEFAULT_QUEUE_SIZE``), so I/O-bound stages
+overlap with the rest while a slow consumer holds memory to a bounded number of items.
+Consecutive native stages are fused into one engine call per frame (``FusedSegment``).
+
+A stage that raises ends the stream with ``NodeError`` (stage name, frame index, chained from the
+cause); every stage is then cleaned up and every task cancelled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
+from typing import Any
+
+from .engine import engine_version
+from .errors import ConfigError, NodeError, StreamError
+from .kernel_node import FusedSegment, KernelNode
+from .node import Node, StreamingNode, call_kind, maybe_await
+
+log = logging.getLogger("stream.pipeline")
+
+DEFAULT_QUEUE_SIZE = 8
+_EOS = object()  # end of stream, as it travels through queues
+
+
+class _Failure:
+    __slots__ = ("exc",)
+
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+
+class _Step:
+    """One scheduled unit: a node, or a fused segment of native nodes, with its counters."""
+
+    __slots__ = ("call", "emitted", "index", "kind", "node", "ns")
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self.index = 0  # items taken in
+        self.emitted = 0
+        self.ns = 0  # time spent in process(), nanoseconds
+        if isinstance(node, StreamingNode):
+            self.kind = "stream"
+        elif getattr(node, "returns_list", False):
+            self.kind = "list"
+        else:
+            self.kind = call_kind(node.process)
+        self.call = self._sync_call()
+
+    def _sync_call(self) -> Callable[[Any], list[Any]]:
+        fn = self.node.process
+        if self.kind == "list":
+            return fn
+        if self.kind == "gen":
+            return lambda item: list(fn(item))
+
+        def one(item: Any) -> list[Any]:
+            out = fn(item)
+            return [] if out is None else [out]
+
+        return one
+
+    @property
+    def inline(self) -> bool:
+        return self.kind in ("list", "sync", "gen")
+
+    def fail(self, exc: Exception, index: int | None) -> NodeError:
+        stage = getattr(exc, "stage", None) or self.node.name
+        message = str(exc)
+        if message.startswith(f"{stage}: "):
+            message = message[len(stage) + 2 :]
+        err = NodeError(stage, index, f"{type(exc).__name__}: {message}")
+        err.__cause__ = exc
+        return err
+
+    async def tail(self) -> list[Any]:
+        """The node's flush() output, whatever form it takes."""
+        flush = self.node.flush
+        try:
+            if call_kind(flush) == "agen":
+                return [x async for x in flush()]  # type: ignore[attr-defined]
+            out = await maybe_await(flush())
+            return [] if out is None else list(out)
+        except Exception as exc:
+            raise self.fail(exc, None) from exc
+
+
+def _run_inline(steps: list[_Step], start: int, items: list[Any]) -> list[Any]:
+    """Push items through ``steps[start:]``, depth by depth; order is kept."""
+    for i in range(start, len(steps)):
+        step = steps[i]
+        call = step.call
+        out: list[Any] = []
+        for item in items:
+            step.index += 1
+            t0 = time.perf_counter_ns()
+            try:
+                out.extend(call(item))
+            except Exception as exc:
+                raise step.fail(exc, step.index - 1) from exc
+            step.ns += time.perf_counter_ns() - t0
+        step.emitted += len(out)
+        items = out
+        if not items:
+            break
+    return items
+
+
+async def _flush_inline(steps: list[_Step]) -> list[Any]:
+    out: list[Any] = []
+    for i, step in enumerate(steps):
+        tail = await step.tail()
+        if tail:
+            step.emitted += len(tail)
+            out.extend(_run_inline(steps, i + 1, tail))
+    return out
+
+
+async def _as_aiter(stream: Any) -> AsyncIterator[Any]:
+    if isinstance(stream, AsyncIterable):
+        async for item in stream:
+            yield item
+    else:
+        for item in stream:
+            yield item
+
+
+async def _inline_stage(upstream: AsyncIterator[Any], steps: list[_Step]) -> AsyncIterator[Any]:
+    async with _closing(upstream):
+        async for item in upstream:
+            for out in _run_inline(steps, 0, [item]):
+                yield out
+    for out in await _flush_inline(steps):
+        yield out
+
+
+async def _async_stage(upstream: AsyncIterator[Any], step: _Step) -> AsyncIterator[Any]:
+    fn = step.node.process
+    async with _closing(upstream):
+        async for item in upstream:
+            step.index += 1
+            t0 = time.perf_counter_ns()
+            try:
+                if step.kind == "agen":
+                    outs = [x async for x in fn(item)]
+                else:
+                    out = await fn(item)
+                    outs = [] if out is None else [out]
+            except Exception as exc:
+                raise step.fail(exc, step.index - 1) from exc
+            step.ns += time.perf_counter_ns() - t0
+            step.emitted += len(outs)
+            for out in outs:
+                yield out
+    for out in await step.tail():
+        step.emitted += 1
+        yield out
+
+
+async def _streaming_stage(upstream: AsyncIterator[Any] | None, step: _Step) -> AsyncIterator[Any]:
+    node = step.node
+    assert isinstance(node, StreamingNode)
+
+    async def counted(src: AsyncIterator[Any]) -> AsyncIterator[Any]:
+        async for item in src:
+            step.index += 1
+            yield item
+
+    source = node.stream(None if upstream is None else counted(upstream))
+    try:
+        async with _closing(source), _closing(upstream):
+            async for out in source:
+                step.emitted += 1
+                yield out
+    except NodeError:
+        raise  # an upstream stage failed; it is already named
+    except Exception as exc:
+        raise step.fail(exc, step.index - 1 if step.index else None) from exc
+
+
+@contextlib.asynccontextmanager
+async def _closing(gen: AsyncIterator[Any] | None) -> AsyncIterator[None]:
+    """Close an async generator when its consumer stops early, so none is left for the GC."""
+    try:
+        yield
+    finally:
+        aclose = getattr(gen, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+
+async def _pump(source: AsyncIterator[Any], queue: asyncio.Queue[Any]) -> None:
+    try:
+        async with _closing(source):
+            async for item in source:
+                await queue.put(item)
+        await queue.put(_EOS)
+    except asyncio.CancelledError:
+        raise
+    except BaseException as exc:  # handed to the consumer, which raises it
+        await queue.put(_Failure(exc))
+
+
+async def _drain(queue: asyncio.Queue[Any]) -> AsyncIterator[Any]:
+    while True:
+        item = await queue.get()
+        if item is _EOS:
+            return
+        if isinstance(item, _Failure):
+            raise item.exc
+        yield item
+
+
+class Pipeline:
+    """An ordered chain of stages.
+
+    ``Pipeline(nodes=None, name=None, queue_size=8)``; ``add_node()`` chains. Use ``async with``
+    (initialize/cleanup) and ``async for out in pipeline.process(stream)``, or ``await run(...)``.
+    """
+
+    def __init__(
+        self,
+        nodes: Iterable[Node] | None = None,
+        name: str | None = None,
+        *,
+        queue_size: int = DEFAULT_QUEUE_SIZE,
+    ) -> None:
+        if queue_size < 1:
+            raise ConfigError(f"queue_size must be >= 1, got {queue_size}")
+        self.name = name or "pipeline"
+        self.nodes: list[Node] = []
+        self.queue_size = queue_size
+        self._steps: list[_Step] = []
+        self._initialized = False
+        self._running = False
+        for node in nodes or ():
+            self.add_node(node)
+
+    def add_node(self, node: Node) -> Pipeline:
+        """Append a stage; returns the pipeline so calls chain."""
+        if not isinstance(node, Node):
+            raise ConfigError(f"{self.name}: add_node() takes a Node, got {type(node).__name__}")
+        if self._initialized:
+            raise ConfigError(f"{self.name}: cannot add nodes to an initialized pipeline")
+        self.nodes.append(node)
+        return self
+
+    @property
+    def initialized(self) -> bool:
+        return self._initialized
+
+    async def initialize(self, use_rust: bool = True) -> None:
+        """Build every stage's state and pick backends; ``use_rust=False`` forces Python."""
+        if self._initialized:
+            return
+        names = [n.name for n in self.nodes]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ConfigError(f"{self.name}: stage names must be unique, repeated: {dupes}")
+        done: list[Node] = []
+        try:
+            for node in self.nodes:
+                if isinstance(node, KernelNode):
+                    node.force_python = not use_rust
+                await maybe_await(node.initialize())
+                done.append(node)
+        except BaseException:
+            await self._cleanup_nodes(done)
+            raise
+        self._steps = self._schedule()
+        self._initialized = True
+
+    def _schedule(self) -> list[_Step]:
+        steps: list[_Step] = []
+        run: list[KernelNode] = []
+
+        def close_run() -> None:
+            if len(run) > 1:
+                steps.append(_Step(FusedSegment(list(run))))
+            elif run:
+                steps.append(_Step(run[0]))
+            run.clear()
+
+        for node in self.nodes:
+            if isinstance(node, KernelNode) and node.backend == "rust" and node.fusable:
+                run.append(node)
+                continue
+            close_run()
+            steps.append(_Step(node))
+        close_run()
+        return steps
+
+    async def cleanup(self) -> None:
+        """Release every stage's state; runs them all even when one fails."""
+        if not self._initialized:
+            return
+        self._initialized = False
+        await self._cleanup_nodes(self.nodes)
+
+    async def _cleanup_nodes(self, nodes: list[Node]) -> None:
+        first: BaseException | None = None
+        for node in nodes:
+            try:
+                await maybe_await(node.cleanup())
+            except Exception as exc:
+                log.error("%s: cleanup of %s failed: %s", self.name, node.name, exc)
+                first = first or exc
+        if first is not None:
+            raise first
+
+    async def __aenter__(self) -> Pipeline:
+        await self.initialize()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.cleanup()
+
+    async def process(self, stream: Any = None) -> AsyncIterator[Any]:
+        """Stream items through the stages; with no ``stream`` the first stage is the source.
+
+        ``stream`` is any iterable or async iterable. Initializes (and afterwards cleans up) the
+        pipeline if it was not initialized. Raises NodeError when a stage fails.
+        """
+        owned = not self._initialized
+        if owned:
+            await self.initialize()
+        if self._running:
+            raise StreamError(f"{self.name}: process() is already running")
+        self._running = True
+        tasks: list[asyncio.Task[None]] = []
+        try:
+            upstream = self._build(stream, tasks)
+            async with _closing(upstream):
+                async for item in upstream:
+                    yield item
+        finally:
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(BaseException):
+                    await task
+            self._running = False
+            if owned:
+                await self.cleanup()
+
+    def _build(self, stream: Any, tasks: list[asyncio.Task[None]]) -> AsyncIterator[Any]:
+        steps = self._steps
+        upstream: AsyncIterator[Any] | None
+        if stream is None:
+            if not steps or steps[0].kind != "stream":
+                raise ConfigError(
+                    f"{self.name}: process() without a stream needs a source as the first stage"
+                )
+            upstream = None
+        else:
+            upstream = _as_aiter(stream)
+        i = 0
+        while i < len(steps):
+            step = steps[i]
+            if step.inline:
+                group = [step]
+                while i + 1 < len(steps) and steps[i + 1].inline:
+                    i += 1
+                    group.append(steps[i])
+                assert upstream is not None
+                upstream = _inline_stage(upstream, group)
+            else:
+                if step.kind == "stream":
+                    stage = _streaming_stage(upstream, step)
+                else:
+                    assert upstream is not None
+                    stage = _async_stage(upstream, step)
+                queue: asyncio.Queue[Any] = asyncio.Queue(self.queue_size)
+                tasks.append(asyncio.create_task(_pump(stage, queue), name=step.node.name))
+                upstream = _drain(queue)
+            i += 1
+        assert upstream is not None
+        return upstream
+
+    async def run(self, input_data: Any = None, use_rust: bool = True) -> Any:
+        """Process ``input_data`` and collect the outputs.
+
+        A list (or any iterable/async iterable) in gives a list out; a single item in gives its
+        single output (None when it emits nothing, a list when it emits several).
+        ``use_rust=False`` runs every stage on its Python twin.
+        """
+        single = input_data is not None and not _is_stream(input_data)
+        owned = not self._initialized
+        if owned:
+            await self.initialize(use_rust=use_rust)
+        elif not use_rust and any(n.backend == "rust" for n in self.nodes):
+            raise ConfigError(
+                f"{self.name}: run(use_rust=False) on a pipeline initialized with Rust stages; "
+                "clean it up first"
+            )
+        try:
+            stream = [input_data] if single else input_data
+            results = [item async for item in self.process(stream)]
+        finally:
+            if owned:
+                await self.cleanup()
+        if not single:
+            return results
+        return None if not results else results[0] if len(results) == 1 else results
+
+    def stages(self) -> list[dict[str, Any]]:
+        """Per stage: name, type, backend and why, the segment it ran in, and counters."""
+        rows = []
+        for step in self._steps or [_Step(n) for n in self.nodes]:
+            members = step.node.nodes if isinstance(step.node, FusedSegment) else [step.node]
+            for node in members:
+                rows.append(
+                    {
+                        "name": node.name,
+                        "type": type(node).__name__,
+                        "backend": node.backend,
+                        "reason": node.backend_reason,
+                        "segment": step.node.name,
+                        "fused": isinstance(step.node, FusedSegment),
+                        "frames_in": step.index,
+                        "frames_out": step.emitted,
+                        "us_per_frame": step.ns / 1000 / step.index if step.index else 0.0,
+                    }
+                )
+        return rows
+
+    def describe(self) -> str:
+        """A table of the stages: backend each ran on and why, frames and time per frame."""
+        rows = self.stages()
+        head = f"pipeline {self.name!r}: {len(rows)} stages, engine " + (
+            engine_version() or "not built"
+        )
+        lines = [head, f"  {'stage':<22} {'backend':<8} {'frames in/out':>14} {'us/frame':>9}  why"]
+        for r in rows:
+            why = r["reason"] + (f" [fused: {r['segment']}]" if r["fused"] else "")
+            frames = f"{r['frames_in']}/{r['frames_out']}"
+            lines.append(
+                f"  {r['name']:<22} {r['backend']:<8} {frames:>14} {r['us_per_frame']:>9.1f}  {why}"
+            )
+        return "\n".join(lines)
+
+
+def _is_stream(data: Any) -> bool:
+    return isinstance(data, list | tuple | Iterator | AsyncIterable) or (
+        hasattr(data, "__aiter__") and not hasattr(data, "samples")
+    )
+
+
+__all__ = ["DEFAULT_QUEUE_SIZE", "Pipeline"]
