@@ -223,7 +223,8 @@ async def _drain(queue: asyncio.Queue[Any]) -> AsyncIterator[Any]:
 class Pipeline:
     """An ordered chain of stages.
 
-    ``Pipeline(nodes=None, name=None, queue_size=8)``; ``add_node()`` chains. Use ``async with``
+    ``Pipeline(nodes=None, name=None, queue_size=8, fuse=True)``; ``add_node()`` chains;
+    ``fuse=False`` runs native stages one engine call each (for comparison). Use ``async with``
     (initialize/cleanup) and ``async for out in pipeline.process(stream)``, or ``await run(...)``.
     """
 
@@ -233,12 +234,14 @@ class Pipeline:
         name: str | None = None,
         *,
         queue_size: int = DEFAULT_QUEUE_SIZE,
+        fuse: bool = True,
     ) -> None:
         if queue_size < 1:
             raise ConfigError(f"queue_size must be >= 1, got {queue_size}")
         self.name = name or "pipeline"
         self.nodes: list[Node] = []
         self.queue_size = queue_size
+        self.fuse = fuse
         self._steps: list[_Step] = []
         self._initialized = False
         self._running = False
@@ -291,7 +294,12 @@ class Pipeline:
             run.clear()
 
         for node in self.nodes:
-            if isinstance(node, KernelNode) and node.backend == "rust" and node.fusable:
+            if (
+                self.fuse
+                and isinstance(node, KernelNode)
+                and node.backend == "rust"
+                and node.fusable
+            ):
                 run.append(node)
                 continue
             close_run()

@@ -1,0 +1,47 @@
+# One Makefile for people, CI (.ci/run) and hooks. `make help` lists the targets.
+PYTHON ?= python3
+PIP ?= $(PYTHON) -m pip
+STAMP := .make/dev-installed
+ENGINE_SOURCES := $(shell find rust_engine/src -name '*.rs') rust_engine/Cargo.toml Cargo.toml pyproject.toml
+
+.PHONY: help dev demo test test-python-backend test-rust lint typecheck bench bench-smoke ci clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/:\t/'
+
+$(STAMP): $(ENGINE_SOURCES)
+	$(PIP) install --quiet --disable-pip-version-check -e '.[dev]'
+	@mkdir -p .make && touch $@
+
+dev: $(STAMP)  ## install the packages editable, building the Rust engine (release)
+
+demo: dev  ## run the demo job: test signal -> chain -> out/demo.wav, per-stage table
+	remotemedia demo --out out/demo.wav
+
+test: dev  ## run the test suite (every stage on both backends)
+	$(PYTHON) -m pytest -q
+
+test-python-backend: dev  ## the test suite with REMOTEMEDIA_RUNTIME=python
+	REMOTEMEDIA_RUNTIME=python $(PYTHON) -m pytest -q
+
+test-rust:  ## the Rust kernels' own tests (no Python needed)
+	cargo test -q --manifest-path rust_engine/Cargo.toml
+
+lint: dev  ## ruff, cargo fmt and clippy
+	ruff check stream media_nodes tests benchmarks examples
+	ruff format --check stream media_nodes tests benchmarks examples
+	cargo fmt --all --check
+	cargo clippy -q --all-targets --all-features -- -D warnings
+
+typecheck: dev  ## mypy (strict) and the engine stub against the built module
+	$(PYTHON) -m mypy
+	$(PYTHON) -m mypy.stubtest stream._engine
+
+bench: dev  ## the engine benchmark, full length; copy its table into docs/benchmarks.md
+	$(PYTHON) benchmarks/engine_bench.py
+
+bench-smoke: dev  ## the benchmark, short: proves it runs
+	$(PYTHON) benchmarks/engine_bench.py --smoke
+
+clean:  ## remove build products
+	rm -rf .make target out build dist stream/_engine*.so
