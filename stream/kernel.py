@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -39,10 +40,13 @@ class PyKernel:
             raise self.error(FormatError, f"empty frame ({channels} channels, {n} samples)")
         if sample_rate <= 0:
             raise self.error(FormatError, f"invalid sample rate {sample_rate}")
-        finite = np.isfinite(samples)
-        if not finite.all():
-            c, i = np.argwhere(~finite)[0]
-            raise self.error(FormatError, f"non-finite sample at channel {c}, index {i}")
+        # A finite sum proves every sample finite (NaN and inf propagate); only a non-finite sum,
+        # which a huge finite signal can also give, needs the elementwise look.
+        if not math.isfinite(samples.sum()):
+            bad = np.argwhere(~np.isfinite(samples))
+            if bad.size:
+                c, i = bad[0]
+                raise self.error(FormatError, f"non-finite sample at channel {c}, index {i}")
         return np.ascontiguousarray(samples)
 
     def process(self, samples: Any, sample_rate: int) -> list[Block]:

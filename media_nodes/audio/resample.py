@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from numpy.lib.stride_tricks import sliding_window_view
+from numpy.lib.stride_tricks import as_strided, sliding_window_view
 
 from stream.errors import ConfigError, FormatError
 from stream.kernel import Block, PyKernel, StreamFormat
@@ -95,7 +95,10 @@ class ResampleKernel(PyKernel):
         except ValueError as exc:
             self._format.clear()
             raise self.error(FormatError, str(exc)) from None
-        self._history = np.zeros((block.shape[0], self._bank.shape[1] - 1), np.float32)
+        # K - 1 samples of history, plus the lag a rounded output count can leave an output behind
+        # the newest input (up to M / 2L input samples when downsampling).
+        keep = self._bank.shape[1] - 1 + -(-self._down // self._up) + 1
+        self._history = np.zeros((block.shape[0], keep), np.float32)
 
     def _process(self, block: Block, rate: int) -> list[Block]:
         if self._format.check(self, block, rate):
@@ -108,10 +111,18 @@ class ResampleKernel(PyKernel):
         total = (2 * taken * up + down) // (2 * down)
         buf = np.concatenate((self._history, block), axis=1)
         n = np.arange(self._made, total, dtype=np.int64) * down
-        starts = n // up - self._taken
-        windows = sliding_window_view(buf, taps, axis=1)[:, starts, :]
-        out = np.einsum("cnk,nk->cn", windows, self._bank[n % up], dtype=np.float32)
-        self._history = buf[:, buf.shape[1] - (taps - 1) :].copy()
+        keep = self._history.shape[1]
+        starts = n // up - self._taken + keep - (taps - 1)
+        if up == 1 and starts.size:  # one phase: the windows are a strided view, no gather
+            base = buf[:, starts[0] :]
+            step = base.strides[1]
+            shape = (buf.shape[0], starts.size, taps)
+            windows = as_strided(base, shape, (base.strides[0], down * step, step), writeable=False)
+            out = windows @ self._bank[0]
+        else:
+            windows = sliding_window_view(buf, taps, axis=1)[:, starts, :]
+            out = np.einsum("cnk,nk->cn", windows, self._bank[n % up])
+        self._history = buf[:, buf.shape[1] - keep :].copy()
         made, self._taken, self._made = self._made, taken, total
         return [np.ascontiguousarray(out)] if total > made else []
 
