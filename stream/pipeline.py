@@ -84,10 +84,10 @@ class _Step:
 
     async def tail(self) -> list[Any]:
         """The node's flush() output, whatever form it takes."""
-        flush = self.node.flush
+        flush: Any = self.node.flush  # a plain, async or generator function
         try:
             if call_kind(flush) == "agen":
-                return [x async for x in flush()]  # type: ignore[attr-defined]
+                return [x async for x in flush()]
             out = await maybe_await(flush())
             return [] if out is None else list(out)
         except Exception as exc:

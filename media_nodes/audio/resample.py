@@ -77,7 +77,7 @@ class ResampleKernel(PyKernel):
     def latency_seconds(self) -> float:
         if self._bank is None:
             return 0.0
-        taps = self._bank.shape[1]
+        taps = int(self._bank.shape[1])
         return (taps * self._up - 1) / 2.0 / self._up / self._format.rate
 
     @property
