@@ -46,13 +46,23 @@ class SampleClock:
         return pts
 
 
+def _stage_error(stage: str, message: str) -> FormatError:
+    err = FormatError(f"{stage}: {message}")
+    err.stage = stage
+    return err
+
+
 def _check_audio(stage: str, frame: Any) -> AudioFrame:
     if not isinstance(frame, AudioFrame):
-        raise FormatError(f"{stage}: expected an AudioFrame, got {type(frame).__name__}")
-    if not frame.planar or frame.samples.dtype != np.float32:
-        raise FormatError(
-            f"{stage}: expects float32 planar audio (fltp), got {frame.format}; "
-            "put FormatConvert(format='fltp') before it"
+        raise _stage_error(stage, f"expected an AudioFrame, got {type(frame).__name__}")
+    samples = frame.samples
+    if not frame.planar or samples.dtype != np.float32:
+        known = samples.dtype in (np.float32, np.int16)
+        got = frame.format if known else f"{samples.dtype} samples"
+        raise _stage_error(
+            stage,
+            f"expects float32 planar audio (fltp), got {got}; "
+            "put FormatConvert(format='fltp') before it",
         )
     return frame
 
@@ -173,7 +183,7 @@ class FusedSegment(_KernelRunner, Node):
         self._rate_in = self._rate_out = 0
 
     def process(self, frame: Any) -> list[Any]:
-        if self._passthrough_only and not isinstance(frame, AudioFrame):
+        if self._passthrough_only:
             return [frame]
         frame = _check_audio(self._first_strict, frame)
         return self._run(frame, self._kernel.process(frame.samples, frame.sample_rate))

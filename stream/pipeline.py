@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sys
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
 from typing import Any
@@ -314,6 +315,16 @@ class Pipeline:
         self._initialized = False
         await self._cleanup_nodes(self.nodes)
 
+    async def _cleanup_quietly_if_failing(self) -> None:
+        """Clean up; while another exception is in flight, cleanup errors are only logged."""
+        if sys.exc_info()[1] is None:
+            await self.cleanup()
+            return
+        try:
+            await self.cleanup()
+        except Exception as exc:
+            log.error("%s: cleanup failed after an earlier error: %s", self.name, exc)
+
     async def _cleanup_nodes(self, nodes: list[Node]) -> None:
         first: BaseException | None = None
         for node in nodes:
@@ -330,7 +341,7 @@ class Pipeline:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        await self.cleanup()
+        await self._cleanup_quietly_if_failing()
 
     async def process(self, stream: Any = None) -> AsyncIterator[Any]:
         """Stream items through the stages; with no ``stream`` the first stage is the source.
@@ -358,7 +369,7 @@ class Pipeline:
                     await task
             self._running = False
             if owned:
-                await self.cleanup()
+                await self._cleanup_quietly_if_failing()
 
     def _build(self, stream: Any, tasks: list[asyncio.Task[None]]) -> AsyncIterator[Any]:
         steps = self._steps
@@ -415,7 +426,7 @@ class Pipeline:
             results = [item async for item in self.process(stream)]
         finally:
             if owned:
-                await self.cleanup()
+                await self._cleanup_quietly_if_failing()
         if not single:
             return results
         return None if not results else results[0] if len(results) == 1 else results

@@ -113,8 +113,8 @@ async def test_seed_api() -> None:
     p.add_node(PassThrough(name="step2"))
     assert await p.run([1, 2, 3, 4, 5]) == [1, 2, 3, 4, 5]
     assert await p.run([1, 2, 3], use_rust=False) == [1, 2, 3]
+    assert all(n.backend == "python" for n in p.nodes)  # that run was forced to Python
     assert await p.run(7) == 7
-    assert all(n.backend == "python" for n in p.nodes)  # the last run was forced to Python
 
 
 async def test_add_node_chains_and_rejects_non_nodes() -> None:

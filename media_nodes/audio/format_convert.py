@@ -91,3 +91,6 @@ class FormatConvert(KernelNode):
 
     def flush(self) -> list[Any]:
         return []
+
+    def cleanup(self) -> None:
+        return None  # stateless: nothing to reset

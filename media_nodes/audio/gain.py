@@ -11,10 +11,12 @@ from stream.errors import ConfigError
 from stream.kernel import Block, PyKernel
 from stream.kernel_node import KernelNode
 
+MAX_GAIN_DB = 770.0  # 10 ** (770 / 20) is about 3e38, near float32's largest value
+
 
 def _check_settings(gain_db: float, ramp_ms: float) -> None:
-    if not math.isfinite(gain_db):
-        raise ConfigError(f"gain_db must be finite, got {gain_db}")
+    if not math.isfinite(gain_db) or gain_db > MAX_GAIN_DB:
+        raise ConfigError(f"gain_db must be finite and at most {MAX_GAIN_DB}, got {gain_db}")
     if not math.isfinite(ramp_ms) or ramp_ms < 0:
         raise ConfigError(f"ramp_ms must be a finite number >= 0, got {ramp_ms}")
 
@@ -68,6 +70,7 @@ class GainKernel(PyKernel):
     def reset(self) -> None:
         self._gain = self._start = self._target
         self._ramp_len = self._ramp_pos = 0
+        self._rate = 0
 
 
 class Gain(KernelNode):

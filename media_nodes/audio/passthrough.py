@@ -15,6 +15,7 @@ class PassThroughKernel(PyKernel):
         super().__init__(stage=stage)
 
     def process(self, samples: Any, sample_rate: int) -> list[Block]:
+        self.check(samples, sample_rate)
         return [samples]
 
 

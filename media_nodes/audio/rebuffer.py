@@ -48,15 +48,14 @@ class RebufferKernel(PyKernel):
         if self._format.check(self, block, rate):
             assert self.frame_ms is not None or self.samples is not None
             self._size = self.samples or max(1, round(rate * self.frame_ms / 1000.0))  # type: ignore[operator]
-        self._pending.append(block)
+        self._pending.append(block.copy())  # the caller may reuse its buffer
         self._held += block.shape[1]
         if self._held < self._size:
             return []
-        data = np.concatenate(self._pending, axis=1) if len(self._pending) > 1 else block
+        pending = self._pending
+        data = np.concatenate(pending, axis=1) if len(pending) > 1 else pending[0]
         full = self._held // self._size * self._size
-        out = [
-            np.ascontiguousarray(data[:, i : i + self._size]) for i in range(0, full, self._size)
-        ]
+        out = [data[:, i : i + self._size].copy() for i in range(0, full, self._size)]
         rest = data[:, full:]
         self._pending = [rest.copy()] if rest.shape[1] else []
         self._held = rest.shape[1]
