@@ -1,0 +1,136 @@
+//! `Chain(kernels)`: several kernels as one native call per block, GIL released.
+
+use pyo3::prelude::*;
+
+use super::array::{read_block, to_list};
+use super::error::IntoPyResult;
+use super::kernel::Kernel;
+use crate::dsp::{catch_panic, chain, check_block, check_rate, EngineError, NamedStage};
+
+/// The name chain-level errors (bad construction, glue failures) carry.
+const CHAIN: &str = "chain";
+
+/// Runs its kernels in order, one native call per block; pass-through kernels are skipped.
+#[pyclass(frozen, module = "stream._engine")]
+pub struct Chain {
+    kernels: Vec<Py<Kernel>>,
+    /// The kernels that do something (not pass-through), in order.
+    active: Vec<Py<Kernel>>,
+}
+
+impl Chain {
+    /// Takes every active kernel for this call (without waiting) and runs `f` on their stages
+    /// with the GIL released.
+    fn run<T: Send>(
+        &self,
+        py: Python<'_>,
+        f: impl FnOnce(&mut [&mut NamedStage]) -> Result<T, EngineError> + Send,
+    ) -> PyResult<T> {
+        let mut guards = self
+            .active
+            .iter()
+            .map(|k| k.get().try_lock())
+            .collect::<Result<Vec<_>, _>>()
+            .py_err(py)?;
+        let mut stages: Vec<&mut NamedStage> = guards.iter_mut().map(|g| &mut **g).collect();
+        let result = py.detach(|| catch_panic(|| f(&mut stages)));
+        result.map_err(|e| e.at(CHAIN)).py_err(py)
+    }
+}
+
+#[pymethods]
+impl Chain {
+    #[new]
+    fn new(py: Python<'_>, kernels: &Bound<'_, PyAny>) -> PyResult<Self> {
+        let config = |msg: String| EngineError::config(msg).at(CHAIN);
+        let mut all: Vec<Py<Kernel>> = Vec::new();
+        for (i, item) in kernels.try_iter()?.enumerate() {
+            let item = item?;
+            let kernel = match item.cast::<Kernel>() {
+                Ok(k) => k.clone().unbind(),
+                Err(_) => {
+                    let class = item.get_type().name()?;
+                    return Err(config(format!("item {i} is a {class}, not a Kernel"))).py_err(py);
+                }
+            };
+            if let Some(j) = all.iter().position(|k| k.is(&kernel)) {
+                return Err(config(format!(
+                    "item {i} is the same kernel as item {j}; a kernel holds one stream, so it \
+                     can appear only once"
+                )))
+                .py_err(py);
+            }
+            all.push(kernel);
+        }
+        if all.is_empty() {
+            return Err(config("a chain needs at least one kernel".to_owned())).py_err(py);
+        }
+        let active = all
+            .iter()
+            .filter(|k| !k.get().is_pass_through())
+            .map(|k| k.clone_ref(py))
+            .collect();
+        Ok(Self {
+            kernels: all,
+            active,
+        })
+    }
+
+    /// Runs one `(channels, samples)` float32 block at `sample_rate` Hz through every kernel.
+    fn process<'py>(
+        &self,
+        py: Python<'py>,
+        samples: &Bound<'py, PyAny>,
+        sample_rate: i64,
+    ) -> PyResult<Vec<Bound<'py, PyAny>>> {
+        // Input errors name the stage that reads the input.
+        let first = self.active.first().unwrap_or(&self.kernels[0]).get().name();
+        let input = read_block(samples).map_err(|e| e.at(first)).py_err(py)?;
+        let block = input.block();
+        if self.active.is_empty() {
+            // Only pass-throughs: checked as each of them checks, then the same object back.
+            check_block(block, sample_rate)
+                .map_err(|e| e.at(first))
+                .py_err(py)?;
+            return Ok(vec![samples.clone()]);
+        }
+        let blocks = self.run(py, |stages| chain::process(stages, block, sample_rate))?;
+        Ok(to_list(py, blocks))
+    }
+
+    /// Ends the stream: flushes each kernel in turn, pushing its tail through the ones after it.
+    fn flush<'py>(&self, py: Python<'py>) -> PyResult<Vec<Bound<'py, PyAny>>> {
+        let blocks = self.run(py, chain::flush)?;
+        Ok(to_list(py, blocks))
+    }
+
+    /// Drops every kernel's stream state.
+    fn reset(&self, py: Python<'_>) -> PyResult<()> {
+        self.run(py, chain::reset)
+    }
+
+    /// The sample rate the chain emits for input at `input_rate` Hz.
+    fn output_rate(&self, py: Python<'_>, input_rate: i64) -> PyResult<u32> {
+        let mut rate = check_rate(input_rate).map_err(|e| e.at(CHAIN)).py_err(py)?;
+        for k in &self.active {
+            rate = k
+                .get()
+                .with_stage(py, |s| s.output_rate(rate as i64))
+                .py_err(py)?;
+        }
+        Ok(rate)
+    }
+
+    fn __len__(&self) -> usize {
+        self.kernels.len()
+    }
+
+    fn __repr__(&self) -> String {
+        let names: Vec<String> = self
+            .kernels
+            .iter()
+            .map(|k| format!("{:?}", k.get().name()))
+            .collect();
+        format!("<Chain [{}]>", names.join(", "))
+    }
+}

@@ -1,0 +1,73 @@
+//! The one place where kernel errors and panics become Python exceptions.
+
+use pyo3::exceptions::{PyRuntimeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::PyType;
+
+use crate::dsp::{EngineError, ErrorKind};
+
+/// `stream.errors`' classes, imported on first use (the module imports us, not the reverse).
+struct ErrorClasses {
+    config: Py<PyType>,
+    format: Py<PyType>,
+    engine: Py<PyType>,
+}
+
+static CLASSES: PyOnceLock<ErrorClasses> = PyOnceLock::new();
+
+fn classes(py: Python<'_>) -> PyResult<&ErrorClasses> {
+    CLASSES.get_or_try_init(py, || {
+        let m = py.import("stream.errors")?;
+        let get = |name: &str| -> PyResult<Py<PyType>> {
+            Ok(m.getattr(name)?.cast_into::<PyType>()?.unbind())
+        };
+        Ok(ErrorClasses {
+            config: get("ConfigError")?,
+            format: get("FormatError")?,
+            engine: get("EngineError")?,
+        })
+    })
+}
+
+/// Converts a kernel error into the matching `stream.errors` exception, message
+/// `"{stage}: {message}"` and attribute `stage` set. Falls back to `ValueError` (config, format)
+/// or `RuntimeError` (engine) when `stream.errors` cannot be imported. A busy kernel (used by two
+/// calls at once, a caller's bug rather than bad data or an engine failure) is a `RuntimeError`.
+pub fn to_pyerr(py: Python<'_>, err: EngineError) -> PyErr {
+    let message = err.to_string();
+    let class = |c: &ErrorClasses| match err.kind {
+        ErrorKind::Config => Some(c.config.clone_ref(py)),
+        ErrorKind::Format => Some(c.format.clone_ref(py)),
+        ErrorKind::Engine => Some(c.engine.clone_ref(py)),
+        ErrorKind::Busy => None,
+    };
+    let exc = classes(py)
+        .ok()
+        .and_then(class)
+        .and_then(|cls| cls.bind(py).call1((message.as_str(),)).ok())
+        .unwrap_or_else(|| {
+            let fallback = match err.kind {
+                ErrorKind::Config | ErrorKind::Format => PyValueError::new_err(message),
+                ErrorKind::Engine | ErrorKind::Busy => PyRuntimeError::new_err(message),
+            };
+            fallback.into_value(py).into_bound(py).into_any()
+        });
+    if !err.stage.is_empty() {
+        // Setting an attribute on an exception instance cannot fail short of memory exhaustion;
+        // the exception is still worth raising without it.
+        let _ = exc.setattr("stage", err.stage.as_str());
+    }
+    PyErr::from_value(exc)
+}
+
+/// `Result<T, EngineError>` -> `PyResult<T>`.
+pub trait IntoPyResult<T> {
+    fn py_err(self, py: Python<'_>) -> PyResult<T>;
+}
+
+impl<T> IntoPyResult<T> for Result<T, EngineError> {
+    fn py_err(self, py: Python<'_>) -> PyResult<T> {
+        self.map_err(|e| to_pyerr(py, e))
+    }
+}

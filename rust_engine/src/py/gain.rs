@@ -1,0 +1,62 @@
+//! `GainKernel(gain_db=0.0, ramp_ms=5.0, *, stage="gain")`.
+
+use pyo3::prelude::*;
+
+use super::args;
+use super::error::IntoPyResult;
+use super::kernel::{with_kind, Kernel};
+use crate::dsp::{Gain, StageKind};
+
+/// Gain in dB; changing `gain_db` ramps linearly over `ramp_ms`.
+#[pyclass(extends = Kernel, frozen, module = "stream._engine")]
+pub struct GainKernel;
+
+fn gain(kind: &mut StageKind) -> &mut Gain {
+    match kind {
+        StageKind::Gain(g) => g,
+        _ => unreachable!("a GainKernel holds a gain stage"),
+    }
+}
+
+#[pymethods]
+impl GainKernel {
+    #[new]
+    // Settings arrive as objects so a wrong type is a ConfigError too; the text signature shows
+    // the real defaults.
+    #[pyo3(
+        signature = (gain_db = None, ramp_ms = None, *, stage = String::from("gain")),
+        text_signature = "(gain_db=0.0, ramp_ms=5.0, *, stage='gain')"
+    )]
+    fn new(
+        py: Python<'_>,
+        gain_db: Option<&Bound<'_, PyAny>>,
+        ramp_ms: Option<&Bound<'_, PyAny>>,
+        stage: String,
+    ) -> PyResult<PyClassInitializer<Self>> {
+        let g = (|| {
+            let gain_db = args::opt_float("gain_db", gain_db)?.unwrap_or(0.0);
+            let ramp_ms = args::opt_float("ramp_ms", ramp_ms)?.unwrap_or(5.0);
+            Gain::new(gain_db, ramp_ms)
+        })()
+        .map_err(|e| e.at(&stage))
+        .py_err(py)?;
+        Ok(PyClassInitializer::from(Kernel::new(stage, StageKind::Gain(g))).add_subclass(Self))
+    }
+
+    /// The target gain in dB; setting it starts a ramp from the current gain.
+    #[getter]
+    fn gain_db(slf: PyRef<'_, Self>, py: Python<'_>) -> f64 {
+        with_kind(slf.as_super(), py, |k| gain(k).gain_db())
+    }
+
+    #[setter]
+    fn set_gain_db(slf: PyRef<'_, Self>, py: Python<'_>, value: &Bound<'_, PyAny>) -> PyResult<()> {
+        let kernel: &Kernel = slf.as_super();
+        let value = args::float("gain_db", value)
+            .map_err(|e| e.at(kernel.name()))
+            .py_err(py)?;
+        with_kind(kernel, py, |k| gain(k).set_gain_db(value))
+            .map_err(|e| e.at(kernel.name()))
+            .py_err(py)
+    }
+}

@@ -1,0 +1,43 @@
+//! The `stream._engine` extension module: thin bindings over `crate::dsp`.
+//!
+//! Each binding checks dtype and layout with the GIL held, then releases it for the work.
+
+mod args;
+mod array;
+mod chain;
+mod channel_mix;
+mod error;
+mod format;
+mod gain;
+mod kernel;
+mod rebuffer;
+mod resample;
+
+use pyo3::prelude::*;
+
+use crate::dsp::{catch_panic, EngineError};
+use error::IntoPyResult;
+
+/// Panics on purpose (inside the engine's panic guard) so tests can prove a Rust panic surfaces
+/// as `stream.errors.EngineError`.
+#[pyfunction]
+fn selftest_panic(py: Python<'_>, message: String) -> PyResult<()> {
+    py.detach(|| catch_panic(|| -> Result<(), EngineError> { panic!("{message}") }))
+        .map_err(|e| e.at("selftest"))
+        .py_err(py)
+}
+
+#[pymodule]
+fn _engine(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add_class::<kernel::Kernel>()?;
+    m.add_class::<kernel::PassThroughKernel>()?;
+    m.add_class::<gain::GainKernel>()?;
+    m.add_class::<channel_mix::ChannelMixKernel>()?;
+    m.add_class::<resample::ResampleKernel>()?;
+    m.add_class::<rebuffer::RebufferKernel>()?;
+    m.add_class::<format::FormatConvertKernel>()?;
+    m.add_class::<chain::Chain>()?;
+    m.add_function(wrap_pyfunction!(selftest_panic, m)?)?;
+    Ok(())
+}

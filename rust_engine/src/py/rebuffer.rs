@@ -1,0 +1,41 @@
+//! `RebufferKernel(samples=None, frame_ms=None, pad_final=False, *, stage="rebuffer")`.
+
+use pyo3::prelude::*;
+
+use super::args;
+use super::error::IntoPyResult;
+use super::kernel::Kernel;
+use crate::dsp::{Rebuffer, StageKind};
+
+/// Re-cuts the stream into blocks of `samples` (or `frame_ms`) samples.
+#[pyclass(extends = Kernel, frozen, module = "stream._engine")]
+pub struct RebufferKernel;
+
+#[pymethods]
+impl RebufferKernel {
+    #[new]
+    #[pyo3(
+        signature = (samples = None, frame_ms = None, pad_final = None, *, stage = String::from("rebuffer")),
+        text_signature = "(samples=None, frame_ms=None, pad_final=False, *, stage='rebuffer')"
+    )]
+    fn new(
+        py: Python<'_>,
+        samples: Option<&Bound<'_, PyAny>>,
+        frame_ms: Option<&Bound<'_, PyAny>>,
+        pad_final: Option<&Bound<'_, PyAny>>,
+        stage: String,
+    ) -> PyResult<PyClassInitializer<Self>> {
+        let r = (|| {
+            let samples = args::opt_int("samples", samples)?;
+            let frame_ms = args::opt_float("frame_ms", frame_ms)?;
+            Rebuffer::new(
+                samples,
+                frame_ms,
+                args::opt_bool("pad_final", pad_final)?.unwrap_or(false),
+            )
+        })()
+        .map_err(|e| e.at(&stage))
+        .py_err(py)?;
+        Ok(PyClassInitializer::from(Kernel::new(stage, StageKind::Rebuffer(r))).add_subclass(Self))
+    }
+}
