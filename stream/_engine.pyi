@@ -68,12 +68,16 @@ class GainKernel(Kernel):
     def gain_db(self) -> float: ...
     @gain_db.setter
     def gain_db(self, value: float) -> None: ...
+    @property
+    def ramp_ms(self) -> float: ...
 
 @final
 class ChannelMixKernel(Kernel):
     """Converts to ``channels`` (1..=64) channels: copy, duplicate mono, or average to mono."""
 
     def __new__(cls, channels: int, *, stage: str = "channel_mix") -> Self: ...
+    @property
+    def channels(self) -> int: ...
 
 @final
 class ResampleKernel(Kernel):
@@ -108,6 +112,12 @@ class RebufferKernel(Kernel):
         *,
         stage: str = "rebuffer",
     ) -> Self: ...
+    @property
+    def samples(self) -> int | None: ...
+    @property
+    def frame_ms(self) -> float | None: ...
+    @property
+    def pad_final(self) -> bool: ...
 
 @final
 class FormatConvertKernel:

@@ -80,7 +80,7 @@ def test_module_exports_the_documented_api() -> None:
 
 def test_defaults_and_properties() -> None:
     g = rs.GainKernel()
-    assert (g.gain_db, g.stage) == (0.0, "gain")
+    assert (g.gain_db, g.ramp_ms, g.stage) == (0.0, 5.0, "gain")
     r = rs.ResampleKernel(16000)
     assert (r.sample_rate, r.input_rate, r.latency_samples, r.latency_seconds) == (
         16000,
@@ -89,8 +89,12 @@ def test_defaults_and_properties() -> None:
         0.0,
     )
     assert r.stage == "resample" and r.output_rate(48000) == 16000
-    assert rs.ChannelMixKernel(2).stage == "channel_mix"
-    assert rs.RebufferKernel(samples=4).stage == "rebuffer"
+    m = rs.ChannelMixKernel(2)
+    assert (m.channels, m.stage) == (2, "channel_mix")
+    b = rs.RebufferKernel(samples=4)
+    assert (b.samples, b.frame_ms, b.pad_final, b.stage) == (4, None, False, "rebuffer")
+    b = rs.RebufferKernel(frame_ms=2.5, pad_final=True)
+    assert (b.samples, b.frame_ms, b.pad_final) == (None, 2.5, True)
     assert rs.PassThroughKernel().stage == "passthrough"
     f = rs.FormatConvertKernel("s16")
     assert (f.format, f.stage) == ("s16", "format_convert")

@@ -151,14 +151,6 @@ impl Block {
         }
     }
 
-    pub fn zeros(channels: usize, frames: usize) -> Self {
-        Self {
-            channels,
-            frames,
-            data: vec![0.0; channels * frames],
-        }
-    }
-
     pub fn as_ref(&self) -> BlockRef<'_> {
         BlockRef {
             channels: self.channels,

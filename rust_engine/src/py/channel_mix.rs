@@ -4,7 +4,7 @@ use pyo3::prelude::*;
 
 use super::args;
 use super::error::IntoPyResult;
-use super::kernel::Kernel;
+use super::kernel::{with_kind, Kernel};
 use crate::dsp::{ChannelMix, StageKind};
 
 /// Converts to `channels` channels: copy, duplicate a mono channel, or average to mono.
@@ -31,5 +31,14 @@ impl ChannelMixKernel {
             PyClassInitializer::from(Kernel::new(stage, StageKind::ChannelMix(m)))
                 .add_subclass(Self),
         )
+    }
+
+    /// The output channel count.
+    #[getter]
+    fn channels(slf: PyRef<'_, Self>, py: Python<'_>) -> usize {
+        with_kind(slf.as_super(), py, |k| match k {
+            StageKind::ChannelMix(m) => m.channels(),
+            _ => unreachable!("a ChannelMixKernel holds a channel mix stage"),
+        })
     }
 }

@@ -49,6 +49,12 @@ impl GainKernel {
         with_kind(slf.as_super(), py, |k| gain(k).gain_db())
     }
 
+    /// The ramp length in milliseconds.
+    #[getter]
+    fn ramp_ms(slf: PyRef<'_, Self>, py: Python<'_>) -> f64 {
+        with_kind(slf.as_super(), py, |k| gain(k).ramp_ms())
+    }
+
     #[setter]
     fn set_gain_db(slf: PyRef<'_, Self>, py: Python<'_>, value: &Bound<'_, PyAny>) -> PyResult<()> {
         let kernel: &Kernel = slf.as_super();

@@ -4,7 +4,7 @@ use pyo3::prelude::*;
 
 use super::args;
 use super::error::IntoPyResult;
-use super::kernel::Kernel;
+use super::kernel::{with_kind, Kernel};
 use crate::dsp::{Rebuffer, StageKind};
 
 /// Re-cuts the stream into blocks of `samples` (or `frame_ms`) samples.
@@ -38,4 +38,33 @@ impl RebufferKernel {
         .py_err(py)?;
         Ok(PyClassInitializer::from(Kernel::new(stage, StageKind::Rebuffer(r))).add_subclass(Self))
     }
+
+    /// The block size in samples, if given as `samples`.
+    #[getter]
+    fn samples(slf: PyRef<'_, Self>, py: Python<'_>) -> Option<usize> {
+        rebuffer(&slf, py, Rebuffer::samples)
+    }
+
+    /// The block duration in milliseconds, if given as `frame_ms`.
+    #[getter]
+    fn frame_ms(slf: PyRef<'_, Self>, py: Python<'_>) -> Option<f64> {
+        rebuffer(&slf, py, Rebuffer::frame_ms)
+    }
+
+    /// Whether the last block of a stream is zero-padded to the full size.
+    #[getter]
+    fn pad_final(slf: PyRef<'_, Self>, py: Python<'_>) -> bool {
+        rebuffer(&slf, py, Rebuffer::pad_final)
+    }
+}
+
+fn rebuffer<T: Send>(
+    slf: &PyRef<'_, RebufferKernel>,
+    py: Python<'_>,
+    f: impl FnOnce(&Rebuffer) -> T + Send,
+) -> T {
+    with_kind(slf.as_super(), py, |k| match k {
+        StageKind::Rebuffer(r) => f(r),
+        _ => unreachable!("a RebufferKernel holds a rebuffer stage"),
+    })
 }
