@@ -1,6 +1,6 @@
 # One Makefile for people, CI (.ci/run) and hooks. `make help` lists the targets.
 PYTHON ?= python3
-PIP ?= $(PYTHON) -m pip
+PIP ?= PIP_ROOT_USER_ACTION=ignore $(PYTHON) -m pip
 STAMP := .make/dev-installed
 ENGINE_SOURCES := $(shell find rust_engine/src -name '*.rs') rust_engine/Cargo.toml Cargo.toml pyproject.toml
 

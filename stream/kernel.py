@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from .errors import FormatError, StreamError
+from .errors import ConfigError, FormatError, StreamError
 
 Block = npt.NDArray[np.float32]
 
@@ -95,4 +95,11 @@ class StreamFormat:
         self.rate = self.channels = 0
 
 
-__all__ = ["Block", "PyKernel", "StreamFormat"]
+def config_error(stage: str, message: str) -> ConfigError:
+    """A ConfigError naming ``stage``, as the engine raises it."""
+    err = ConfigError(f"{stage}: {message}")
+    err.stage = stage
+    return err
+
+
+__all__ = ["Block", "PyKernel", "StreamFormat", "config_error"]

@@ -75,7 +75,11 @@ class _Step:
         return self.kind in ("list", "sync", "gen")
 
     def fail(self, exc: Exception, index: int | None) -> NodeError:
-        stage = getattr(exc, "stage", None) or self.node.name
+        stage = self.node.name
+        if isinstance(self.node, FusedSegment):  # name the member that raised, not the segment
+            inner = getattr(exc, "stage", None)
+            if inner in {n.name for n in self.node.nodes}:
+                stage = inner
         message = str(exc)
         if message.startswith(f"{stage}: "):
             message = message[len(stage) + 2 :]

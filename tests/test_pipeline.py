@@ -271,3 +271,25 @@ async def test_many_frames_memory_stays_flat(backend: str) -> None:
         gc.collect()
         grown = proc.memory_info().rss - rss_warm
     assert grown < 8 * 1024 * 1024, f"RSS grew {grown / 1e6:.1f} MB over 20000 frames"
+
+
+async def test_rust_panic_inside_a_stage_is_a_node_error_not_an_abort() -> None:
+    from stream import EngineError, engine_available
+
+    if not engine_available():
+        pytest.skip("the Rust engine is not built in this environment")
+    from stream import _engine
+
+    class Panics(Node):
+        def process(self, item: int) -> int:
+            if item == 2:
+                _engine.selftest_panic("deliberate")
+            return item
+
+    tracker = Tracker()
+    with pytest.raises(NodeError) as info:
+        await Pipeline([Panics(name="panics"), tracker]).run([1, 2, 3])
+    assert info.value.stage == "panics" and info.value.index == 1
+    assert isinstance(info.value.__cause__, EngineError)
+    assert "deliberate" in str(info.value)
+    assert tracker.events == ["init", "cleanup"]

@@ -6,14 +6,14 @@ from typing import Any
 
 import numpy as np
 
-from stream.errors import ConfigError, FormatError
-from stream.kernel import Block, PyKernel
+from stream.errors import FormatError
+from stream.kernel import Block, PyKernel, config_error
 from stream.kernel_node import KernelNode
 
 
-def _check_channels(channels: int) -> None:
+def _check_channels(stage: str, channels: int) -> None:
     if not isinstance(channels, int) or not 1 <= channels <= 64:
-        raise ConfigError(f"channels must be an int in 1..=64, got {channels!r}")
+        raise config_error(stage, f"channels must be an int in 1..=64, got {channels!r}")
 
 
 class ChannelMixKernel(PyKernel):
@@ -21,7 +21,7 @@ class ChannelMixKernel(PyKernel):
 
     def __init__(self, channels: int, *, stage: str = "channel_mix") -> None:
         super().__init__(stage=stage)
-        _check_channels(channels)
+        _check_channels(self.stage, channels)
         self.channels = channels
 
     def _process(self, block: Block, rate: int) -> list[Block]:
@@ -47,8 +47,8 @@ class ChannelMix(KernelNode):
     python_kernel = ChannelMixKernel
 
     def __init__(self, channels: int, *, name: str | None = None, backend: str | None = None):
-        _check_channels(channels)
         super().__init__(name=name, backend=backend)
+        _check_channels(self.name, channels)
         self.channels = channels
 
     def kernel_args(self) -> dict[str, Any]:

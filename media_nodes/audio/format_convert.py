@@ -13,15 +13,15 @@ from typing import Any, ClassVar
 import numpy as np
 import numpy.typing as npt
 
-from stream.errors import ConfigError, FormatError
+from stream.errors import FormatError
 from stream.frames import SAMPLE_FORMATS, AudioFrame
-from stream.kernel import PyKernel
+from stream.kernel import PyKernel, config_error
 from stream.kernel_node import KernelNode, _check_audio
 
 
-def _check_format(fmt: str) -> None:
+def _check_format(stage: str, fmt: str) -> None:
     if fmt not in SAMPLE_FORMATS:
-        raise ConfigError(f"format must be one of {list(SAMPLE_FORMATS)}, got {fmt!r}")
+        raise config_error(stage, f"format must be one of {list(SAMPLE_FORMATS)}, got {fmt!r}")
 
 
 class FormatConvertKernel(PyKernel):
@@ -29,11 +29,11 @@ class FormatConvertKernel(PyKernel):
 
     def __init__(self, format: str, *, stage: str = "format_convert") -> None:
         super().__init__(stage=stage)
-        _check_format(format)
+        _check_format(self.stage, format)
         self.format = format
 
     def process(self, samples: Any, src_format: str) -> npt.NDArray[Any]:  # type: ignore[override]
-        _check_format(src_format)
+        _check_format(self.stage, src_format)
         dtype, planar = SAMPLE_FORMATS[src_format]
         if not isinstance(samples, np.ndarray) or samples.dtype != dtype or samples.ndim != 2:
             raise self.error(
@@ -75,8 +75,8 @@ class FormatConvert(KernelNode):
     def __init__(
         self, format: str = "fltp", *, name: str | None = None, backend: str | None = None
     ):
-        _check_format(format)
         super().__init__(name=name, backend=backend)
+        _check_format(self.name, format)
         self.format = format
         self._planar = SAMPLE_FORMATS[format][1]
 

@@ -7,18 +7,19 @@ from typing import Any
 
 import numpy as np
 
-from stream.errors import ConfigError
-from stream.kernel import Block, PyKernel
+from stream.kernel import Block, PyKernel, config_error
 from stream.kernel_node import KernelNode
 
 MAX_GAIN_DB = 770.0  # 10 ** (770 / 20) is about 3e38, near float32's largest value
 
 
-def _check_settings(gain_db: float, ramp_ms: float) -> None:
+def _check_settings(stage: str, gain_db: float, ramp_ms: float) -> None:
     if not math.isfinite(gain_db) or gain_db > MAX_GAIN_DB:
-        raise ConfigError(f"gain_db must be finite and at most {MAX_GAIN_DB}, got {gain_db}")
+        raise config_error(
+            stage, f"gain_db must be finite and at most {MAX_GAIN_DB}, got {gain_db}"
+        )
     if not math.isfinite(ramp_ms) or ramp_ms < 0:
-        raise ConfigError(f"ramp_ms must be a finite number >= 0, got {ramp_ms}")
+        raise config_error(stage, f"ramp_ms must be a finite number >= 0, got {ramp_ms}")
 
 
 class GainKernel(PyKernel):
@@ -26,7 +27,7 @@ class GainKernel(PyKernel):
 
     def __init__(self, gain_db: float = 0.0, ramp_ms: float = 5.0, *, stage: str = "gain") -> None:
         super().__init__(stage=stage)
-        _check_settings(gain_db, ramp_ms)
+        _check_settings(self.stage, gain_db, ramp_ms)
         self._db = float(gain_db)
         self.ramp_ms = float(ramp_ms)
         self._gain = 10.0 ** (self._db / 20.0)  # gain of the last processed sample
@@ -40,7 +41,7 @@ class GainKernel(PyKernel):
 
     @gain_db.setter
     def gain_db(self, value: float) -> None:
-        _check_settings(value, self.ramp_ms)
+        _check_settings(self.stage, value, self.ramp_ms)
         self._db = float(value)
         target = 10.0 ** (self._db / 20.0)
         ramp = round(self.ramp_ms * self._rate / 1000.0) if self._rate else 0
@@ -87,8 +88,8 @@ class Gain(KernelNode):
         name: str | None = None,
         backend: str | None = None,
     ) -> None:
-        _check_settings(gain_db, ramp_ms)
         super().__init__(name=name, backend=backend)
+        _check_settings(self.name, gain_db, ramp_ms)
         self._gain_db = float(gain_db)
         self.ramp_ms = float(ramp_ms)
 
@@ -101,7 +102,7 @@ class Gain(KernelNode):
 
     @gain_db.setter
     def gain_db(self, value: float) -> None:
-        _check_settings(value, self.ramp_ms)
+        _check_settings(self.name, value, self.ramp_ms)
         self._gain_db = float(value)
         if self.kernel is not None:
             self.kernel.gain_db = self._gain_db

@@ -11,18 +11,17 @@ from typing import Any
 
 import numpy as np
 
-from stream.errors import ConfigError
-from stream.kernel import Block, PyKernel, StreamFormat
+from stream.kernel import Block, PyKernel, StreamFormat, config_error
 from stream.kernel_node import KernelNode
 
 
-def _check_size(samples: int | None, frame_ms: float | None) -> None:
+def _check_size(stage: str, samples: int | None, frame_ms: float | None) -> None:
     if (samples is None) == (frame_ms is None):
-        raise ConfigError("give exactly one of samples or frame_ms")
+        raise config_error(stage, "give exactly one of samples or frame_ms")
     if samples is not None and (not isinstance(samples, int) or samples < 1):
-        raise ConfigError(f"samples must be an int >= 1, got {samples!r}")
+        raise config_error(stage, f"samples must be an int >= 1, got {samples!r}")
     if frame_ms is not None and (not math.isfinite(frame_ms) or frame_ms <= 0):
-        raise ConfigError(f"frame_ms must be > 0, got {frame_ms!r}")
+        raise config_error(stage, f"frame_ms must be > 0, got {frame_ms!r}")
 
 
 class RebufferKernel(PyKernel):
@@ -37,7 +36,7 @@ class RebufferKernel(PyKernel):
         stage: str = "rebuffer",
     ) -> None:
         super().__init__(stage=stage)
-        _check_size(samples, frame_ms)
+        _check_size(self.stage, samples, frame_ms)
         self.samples, self.frame_ms, self.pad_final = samples, frame_ms, pad_final
         self._format = StreamFormat()
         self._size = 0
@@ -92,8 +91,8 @@ class Rebuffer(KernelNode):
         name: str | None = None,
         backend: str | None = None,
     ) -> None:
-        _check_size(samples, frame_ms)
         super().__init__(name=name, backend=backend)
+        _check_size(self.name, samples, frame_ms)
         self.samples, self.frame_ms, self.pad_final = samples, frame_ms, pad_final
 
     def kernel_args(self) -> dict[str, Any]:

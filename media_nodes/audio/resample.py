@@ -17,8 +17,8 @@ import numpy as np
 import numpy.typing as npt
 from numpy.lib.stride_tricks import as_strided, sliding_window_view
 
-from stream.errors import ConfigError, FormatError
-from stream.kernel import Block, PyKernel, StreamFormat
+from stream.errors import FormatError
+from stream.kernel import Block, PyKernel, StreamFormat, config_error
 from stream.kernel_node import KernelNode
 
 ATTENUATION_DB = 90.0
@@ -26,9 +26,11 @@ TRANSITION = 0.18  # transition band width as a fraction of the lower rate's Nyq
 MAX_PHASES = 1024
 
 
-def _check_rate(sample_rate: int) -> None:
+def _check_rate(stage: str, sample_rate: int) -> None:
     if not isinstance(sample_rate, int) or not 1000 <= sample_rate <= 384000:
-        raise ConfigError(f"sample_rate must be an int in 1000..=384000 Hz, got {sample_rate!r}")
+        raise config_error(
+            stage, f"sample_rate must be an int in 1000..=384000 Hz, got {sample_rate!r}"
+        )
 
 
 def design_filter(in_rate: int, out_rate: int) -> tuple[int, int, npt.NDArray[np.float32]]:
@@ -61,7 +63,7 @@ class ResampleKernel(PyKernel):
 
     def __init__(self, sample_rate: int, *, stage: str = "resample") -> None:
         super().__init__(stage=stage)
-        _check_rate(sample_rate)
+        _check_rate(self.stage, sample_rate)
         self.sample_rate = sample_rate
         self._format = StreamFormat()
         self._bank: npt.NDArray[np.float32] | None = None
@@ -140,8 +142,8 @@ class Resample(KernelNode):
     retimes = True
 
     def __init__(self, sample_rate: int, *, name: str | None = None, backend: str | None = None):
-        _check_rate(sample_rate)
         super().__init__(name=name, backend=backend)
+        _check_rate(self.name, sample_rate)
         self.sample_rate = sample_rate
 
     def kernel_args(self) -> dict[str, Any]:
