@@ -4,7 +4,7 @@ PIP ?= PIP_ROOT_USER_ACTION=ignore $(PYTHON) -m pip
 STAMP := .make/dev-installed
 ENGINE_SOURCES := $(shell find rust_engine/src -name '*.rs') rust_engine/Cargo.toml Cargo.toml pyproject.toml
 
-.PHONY: help dev demo test test-python-backend test-rust lint typecheck bench bench-smoke ci clean
+.PHONY: help dev demo test test-python-backend test-rust lint typecheck bench bench-smoke wheel-check clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/:\t/'
@@ -42,6 +42,13 @@ bench: dev  ## the engine benchmark, full length; copy its table into docs/bench
 
 bench-smoke: dev  ## the benchmark, short: proves it runs
 	$(PYTHON) benchmarks/engine_bench.py --smoke
+
+wheel-check:  ## build the wheel, install it in a fresh venv, run the demo from it
+	rm -rf .make/wheel .make/venv
+	maturin build --release --quiet -o .make/wheel
+	$(PYTHON) -m venv .make/venv
+	.make/venv/bin/pip install --quiet --disable-pip-version-check .make/wheel/*.whl
+	cd .make && venv/bin/remotemedia demo --seconds 1 --out wheel-demo.wav
 
 clean:  ## remove build products
 	rm -rf .make target out build dist stream/_engine*.so
