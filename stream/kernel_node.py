@@ -132,6 +132,10 @@ class KernelNode(_KernelRunner, Node):
         """The kernel's constructor arguments (both twins take the same)."""
         return {}
 
+    def params(self) -> dict[str, Any]:
+        extra = {} if self.requested_backend is None else {"backend": self.requested_backend}
+        return {**self.kernel_args(), **extra}
+
     @property
     def kernel(self) -> Any:
         """The kernel object (Rust or Python) built by ``initialize()``."""

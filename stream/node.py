@@ -16,6 +16,8 @@ import re
 from collections.abc import AsyncIterator, Awaitable, Iterable
 from typing import Any, ClassVar
 
+from .errors import ConfigError
+
 _counter = itertools.count(1)
 
 
@@ -54,6 +56,14 @@ class Node:
     def cleanup(self) -> Awaitable[None] | None:
         """Release runtime state; always called once the stream ends, fails or is cancelled."""
         return None
+
+    def params(self) -> dict[str, Any]:
+        """The constructor arguments, in JSON types and without ``name``, that rebuild this node.
+
+        Manifests (``Pipeline.to_manifest``) store them; a node type that cannot be rebuilt from
+        JSON raises ConfigError.
+        """
+        raise ConfigError(f"{type(self).__name__} does not define params(), so no manifest has it")
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r})"
