@@ -1,6 +1,7 @@
 """Audio stages backed by a kernel (Rust or its Python twin), and fused runs of native kernels.
 
-A ``KernelNode`` checks that it was given float32 planar audio, hands the block to its kernel and
+A ``KernelNode`` checks that it was given float32 planar audio (video frames pass through
+untouched, so audio stages sit in an audio+video stream), hands the block to its kernel and
 stamps the outputs: stages that keep the frame size keep the input's pts; stages that re-time audio
 (resampling, re-chunking) stamp outputs from a sample clock, so pts stay continuous.
 """
@@ -14,7 +15,7 @@ import numpy as np
 
 from .engine import make_chain, resolve_mode, select_kernel
 from .errors import FormatError
-from .frames import AudioFrame, audio_frame_unchecked
+from .frames import AudioFrame, VideoFrame, audio_frame_unchecked
 from .node import Node
 
 
@@ -52,8 +53,11 @@ def _stage_error(stage: str, message: str) -> FormatError:
     return err
 
 
-def _check_audio(stage: str, frame: Any) -> AudioFrame:
+def _check_audio(stage: str, frame: Any) -> AudioFrame | None:
+    """The frame if it is float32 planar audio; None for video, which audio stages pass on."""
     if not isinstance(frame, AudioFrame):
+        if isinstance(frame, VideoFrame):
+            return None
         raise _stage_error(stage, f"expected an AudioFrame, got {type(frame).__name__}")
     samples = frame.samples
     if not frame.planar or samples.dtype != np.float32:
@@ -154,8 +158,10 @@ class KernelNode(_KernelRunner, Node):
         self._rate_in = 0
 
     def process(self, frame: Any) -> list[Any]:
-        frame = _check_audio(self.name, frame)
-        return self._run(frame, self._kernel.process(frame.samples, frame.sample_rate))
+        audio = _check_audio(self.name, frame)
+        if audio is None:
+            return [frame]
+        return self._run(audio, self._kernel.process(audio.samples, audio.sample_rate))
 
     def flush(self) -> list[Any]:
         return self._flush()
@@ -189,8 +195,10 @@ class FusedSegment(_KernelRunner, Node):
     def process(self, frame: Any) -> list[Any]:
         if self._passthrough_only:
             return [frame]
-        frame = _check_audio(self._first_strict, frame)
-        return self._run(frame, self._kernel.process(frame.samples, frame.sample_rate))
+        audio = _check_audio(self._first_strict, frame)
+        if audio is None:
+            return [frame]
+        return self._run(audio, self._kernel.process(audio.samples, audio.sample_rate))
 
     def flush(self) -> list[Any]:
         return self._flush()

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import sys
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
@@ -434,6 +435,23 @@ class Pipeline:
         if not single:
             return results
         return None if not results else results[0] if len(results) == 1 else results
+
+    def to_manifest(self, path: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+        """This pipeline as a manifest dict (see ``stream.manifest``); also written to ``path``
+        (JSON, or YAML for .yaml/.yml) when given."""
+        from . import manifest
+
+        data = manifest.to_manifest(self)
+        if path is not None:
+            manifest.save(data, path)
+        return data
+
+    @classmethod
+    def from_manifest(cls, source: Any) -> Pipeline:
+        """A pipeline from a manifest dict or a JSON/YAML file; ManifestError lists problems."""
+        from . import manifest
+
+        return manifest.from_manifest(source)
 
     def stages(self) -> list[dict[str, Any]]:
         """Per stage: name, type, backend and why, the segment it ran in, and counters."""

@@ -246,7 +246,7 @@ async def test_float64_samples_name_the_stage(backend: str) -> None:
 
 
 @pytest.mark.parametrize("stage", STAGES)
-@pytest.mark.parametrize("item", ["text", 42, None, VideoFrame.blank(4, 4)], ids=repr)
+@pytest.mark.parametrize("item", ["text", 42, None], ids=repr)
 async def test_non_audio_item_into_audio_stage(backend: str, stage: str, item: Any) -> None:
     node = STAGES[stage]("the_stage")
     with pytest.raises(NodeError) as info:
@@ -256,6 +256,19 @@ async def test_non_audio_item_into_audio_stage(backend: str, stage: str, item: A
     assert err.stage == "the_stage" and err.index == 1
     assert isinstance(err.__cause__, FormatError)
     assert f"expected an AudioFrame, got {type(item).__name__}" in str(err)
+
+
+@pytest.mark.parametrize("stage", [*STAGES, "format_convert"])
+async def test_video_frames_pass_audio_stages_untouched(backend: str, stage: str) -> None:
+    """Audio stages sit in audio+video streams: video goes on as the same object, in order."""
+    video = VideoFrame.blank(4, 4)
+    make = STAGES.get(stage, lambda name: FormatConvert("s16", name=name))
+    node = make("the_stage")
+    items = frames_with(1, video)
+    out = await run_node(node, items)
+    assert node.backend == backend
+    assert any(o is video for o in out)
+    assert sum(isinstance(o, AudioFrame) for o in out) >= 1
 
 
 async def test_non_audio_item_into_format_convert(backend: str) -> None:
