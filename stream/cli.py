@@ -3,25 +3,35 @@
 With no arguments it runs the demo job: a generated stereo test signal at 48 kHz, in 20 ms frames
 as a live source would send them, through a speech-model front end (down-mix, resample to 16 kHz,
 gain, 512-sample frames, int16), written to a WAV file, then the per-stage table.
+
+Every error a user can cause prints one line and exits non-zero; ``--debug`` shows the traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import sys
 import time
 import wave
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from .chain_spec import describe_chain_syntax, parse_chain
 from .errors import StreamError
 from .frames import AudioFrame
+from .manifest import ManifestError, build_nodes, load, validate_manifest
+from .node import Node
 from .pipeline import Pipeline
 from .testing import noise, split_frames, tone
+
+EXIT_ERROR = 1
+EXIT_INVALID = 2
 
 
 def demo_signal(seconds: float, sample_rate: int = 48000) -> np.ndarray:
@@ -72,32 +82,179 @@ async def run_demo(out: Path, seconds: float, backend: str | None) -> str:
     )
 
 
+def _middle(args: argparse.Namespace) -> list[Node]:
+    """The processing stages from --chain and/or --pipeline (the pipeline file's nodes first)."""
+    nodes: list[Node] = []
+    if getattr(args, "pipeline", None):
+        data = load(args.pipeline)
+        problems = validate_manifest(data)
+        if problems:
+            raise ManifestError(problems, str(args.pipeline))
+        nodes.extend(build_nodes(data)[0])
+    if getattr(args, "chain", None):
+        nodes.extend(parse_chain(args.chain, args.backend))
+    return nodes
+
+
+def _media_duration(path: str) -> float | None:
+    import av
+
+    try:
+        with av.open(path) as container:
+            return None if container.duration is None else container.duration / 1_000_000
+    except (av.FFmpegError, OSError):
+        return None  # FileSource reports the real problem with its own error
+
+
+async def cmd_process(args: argparse.Namespace) -> str:
+    from media_nodes import FileSink, FileSource
+
+    from .console import ProgressProbe
+
+    middle = _middle(args)
+    probe = ProgressProbe(_media_duration(args.input))
+    source = FileSource(args.input, realtime=args.realtime, name="input")
+    sink = FileSink(args.output, name="output")
+    pipeline = Pipeline([source, *middle, probe, sink], name="process")
+    async with pipeline:
+        async for _ in pipeline.process():
+            pass
+    return (
+        f"{args.input} -> {args.output}: {probe.media_seconds:.2f} s of media, "
+        f"{probe.speed:.1f}x real time\n{pipeline.describe()}"
+    )
+
+
+async def cmd_live(args: argparse.Namespace) -> str:
+    from media_nodes import FileSink, MicrophoneSource, SpeakerSink
+
+    from .console import LevelProbe
+
+    mic = MicrophoneSource(
+        args.input_device, sample_rate=args.sample_rate, channels=args.channels, name="mic"
+    )
+    sink: Node
+    counters: dict[str, Any] = {"overflows": lambda: mic.stats["overflows"]}
+    if args.out:
+        sink = FileSink(args.out, name="output")
+    else:
+        speaker = SpeakerSink(args.output_device, name="speaker")
+        counters["underruns"] = lambda: speaker.stats["underruns"]
+        sink = speaker
+    levels = LevelProbe(counters)
+    pipeline = Pipeline([mic, *_middle(args), levels, sink], name="live")
+    deadline = None if args.seconds is None else time.monotonic() + args.seconds
+    async with pipeline:
+        stream = pipeline.process()
+        async with contextlib.aclosing(stream):
+            async for _ in stream:
+                if deadline is not None and time.monotonic() >= deadline:
+                    break
+    return f"\n{levels.line()}\n{pipeline.describe()}"
+
+
+async def cmd_run(args: argparse.Namespace) -> str:
+    pipeline = Pipeline.from_manifest(args.manifest)
+    count = 0
+    async with pipeline:
+        async for _ in pipeline.process():
+            count += 1
+    return f"{args.manifest}: {count} items out\n{pipeline.describe()}"
+
+
+def cmd_validate(args: argparse.Namespace) -> tuple[str, int]:
+    data = load(args.manifest)
+    problems = validate_manifest(data)
+    if problems:
+        return "\n".join(f"{args.manifest}: {p}" for p in problems), EXIT_INVALID
+    return f"{args.manifest}: ok, {len(data['nodes'])} stages", 0
+
+
+def cmd_devices(args: argparse.Namespace) -> str:
+    from media_nodes import list_devices
+
+    rows = [f"{'':2} {'#':>3}  {'name':<40} {'in':>3} {'out':>3}  {'rate':>7}"]
+    for d in list_devices():
+        mark = ("<" if d["default_input"] else " ") + (">" if d["default_output"] else " ")
+        rows.append(
+            f"{mark} {d['index']:>3}  {d['name'][:40]:<40} {d['max_input_channels']:>3} "
+            f"{d['max_output_channels']:>3}  {d['default_samplerate']:>7.0f}"
+        )
+    rows.append("< default input, > default output")
+    return "\n".join(rows)
+
+
 def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    stages = argparse.ArgumentParser(add_help=False)
+    stages.add_argument("--chain", help=f"stages, comma-separated: {describe_chain_syntax()}")
+    stages.add_argument("--pipeline", type=Path, help="a pipeline file (JSON/YAML) of stages")
+    stages.add_argument("--backend", choices=["auto", "rust", "python"], default=None)
+
     parser = argparse.ArgumentParser(prog="remotemedia", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command")
     demo = sub.add_parser("demo", parents=[common], help="run the demo job (the default)")
     demo.add_argument("--out", type=Path, default=Path("out/demo.wav"), help="WAV file to write")
     demo.add_argument("--seconds", type=float, default=10.0, help="length of the test signal")
     demo.add_argument("--backend", choices=["auto", "rust", "python"], default=None)
+
+    proc = sub.add_parser("process", parents=[common, stages], help="file -> stages -> file")
+    proc.add_argument("input", help="any file or URL ffmpeg reads")
+    proc.add_argument("output", help="output file; container and codec from the extension")
+    proc.add_argument("--realtime", action="store_true", help="pace input at its timestamps")
+
+    live = sub.add_parser("live", parents=[common, stages], help="microphone -> stages -> speaker")
+    live.add_argument("--input-device", help="input device index or name substring")
+    live.add_argument("--output-device", help="output device index or name substring")
+    live.add_argument("--out", help="write to this file instead of the speaker")
+    live.add_argument("--sample-rate", type=int, default=48000)
+    live.add_argument("--channels", type=int, default=1)
+    live.add_argument("--seconds", type=float, default=None, help="stop after this long")
+
+    run = sub.add_parser("run", parents=[common], help="run a pipeline file")
+    run.add_argument("manifest", type=Path)
+    val = sub.add_parser("validate", parents=[common], help="check a pipeline file")
+    val.add_argument("manifest", type=Path)
+    sub.add_parser("devices", parents=[common], help="list audio devices")
     return parser
+
+
+def _device(value: str | None) -> int | str | None:
+    return int(value) if value is not None and value.isdigit() else value
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help")):
-        argv.insert(0, "demo")  # the demo job is the default command
-    args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.debug else logging.WARNING, format="%(message)s"
-    )
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if not args_list or (args_list[0].startswith("-") and args_list[0] not in ("-h", "--help")):
+        args_list.insert(0, "demo")  # the demo job is the default command
+    args = parser.parse_args(args_list)
+    level = logging.DEBUG if args.debug else logging.WARNING
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    status = 0
     try:
-        print(asyncio.run(run_demo(args.out, args.seconds, args.backend)))
+        if args.command == "demo":
+            out = asyncio.run(run_demo(args.out, args.seconds, args.backend))
+        elif args.command == "process":
+            out = asyncio.run(cmd_process(args))
+        elif args.command == "live":
+            args.input_device = _device(args.input_device)
+            args.output_device = _device(args.output_device)
+            out = asyncio.run(cmd_live(args))
+        elif args.command == "run":
+            out = asyncio.run(cmd_run(args))
+        elif args.command == "validate":
+            out, status = cmd_validate(args)
+        else:
+            out = cmd_devices(args)
+    except KeyboardInterrupt:
+        print("remotemedia: stopped", file=sys.stderr)
+        return 130
     except (StreamError, OSError) as exc:
         if args.debug:
             raise
         print(f"remotemedia: error: {exc}", file=sys.stderr)
-        return 1
-    return 0
+        return EXIT_ERROR
+    print(out)
+    return status
