@@ -14,6 +14,7 @@ from .errors import (
     StreamError,
     TransportError,
 )
+from .events import Event
 from .frames import AudioFrame, VideoFrame
 from .kernel_node import KernelNode
 from .node import Node, Source, StreamingNode
@@ -27,6 +28,7 @@ __all__ = [
     "BackendUnavailable",
     "ConfigError",
     "EngineError",
+    "Event",
     "FormatError",
     "KernelNode",
     "Node",

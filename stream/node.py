@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Awaitable, Iterable
 from typing import Any, ClassVar
 
 from .errors import ConfigError
+from .events import Event
 
 _counter = itertools.count(1)
 
@@ -37,6 +38,8 @@ class Node:
     backend_reason: str = "Python node"
     #: True for stages that only ever see AudioFrames; False lets any object through.
     accepts_any: ClassVar[bool] = True
+    #: Events flow around a stage unless it sets this (see stream.events).
+    accepts_events: ClassVar[bool] = False
 
     def __init__(self, name: str | None = None) -> None:
         self.name = name or f"{_snake(type(self).__name__)}{next(_counter)}"
@@ -56,6 +59,10 @@ class Node:
     def cleanup(self) -> Awaitable[None] | None:
         """Release runtime state; always called once the stream ends, fails or is cancelled."""
         return None
+
+    def event(self, kind: str, time: float | None = None, **payload: Any) -> Event:
+        """An Event from this stage, to return or yield among the outputs."""
+        return Event(kind, self.name, time, payload)
 
     def params(self) -> dict[str, Any]:
         """The constructor arguments, in JSON types and without ``name``, that rebuild this node.

@@ -19,11 +19,19 @@ import logging
 import os
 import sys
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterable,
+    AsyncIterator,
+    Callable,
+    Iterable,
+    Iterator,
+)
 from typing import Any
 
 from .engine import engine_version
 from .errors import ConfigError, NodeError, StreamError
+from .events import Event
 from .kernel_node import FusedSegment, KernelNode
 from .node import Node, StreamingNode, call_kind, maybe_await
 
@@ -43,13 +51,14 @@ class _Failure:
 class _Step:
     """One scheduled unit: a node, or a fused segment of native nodes, with its counters."""
 
-    __slots__ = ("call", "emitted", "index", "kind", "node", "ns")
+    __slots__ = ("call", "emitted", "events_around", "index", "kind", "node", "ns")
 
     def __init__(self, node: Node) -> None:
         self.node = node
         self.index = 0  # items taken in
         self.emitted = 0
         self.ns = 0  # time spent in process(), nanoseconds
+        self.events_around = not node.accepts_events
         if isinstance(node, StreamingNode):
             self.kind = "stream"
         elif getattr(node, "returns_list", False):
@@ -107,6 +116,9 @@ def _run_inline(steps: list[_Step], start: int, items: list[Any]) -> list[Any]:
         call = step.call
         out: list[Any] = []
         for item in items:
+            if type(item) is Event and step.events_around:
+                out.append(item)
+                continue
             step.index += 1
             t0 = time.perf_counter_ns()
             try:
@@ -153,6 +165,9 @@ async def _async_stage(upstream: AsyncIterator[Any], step: _Step) -> AsyncIterat
     fn = step.node.process
     async with _closing(upstream):
         async for item in upstream:
+            if type(item) is Event and step.events_around:
+                yield item
+                continue
             step.index += 1
             t0 = time.perf_counter_ns()
             try:
@@ -251,6 +266,7 @@ class Pipeline:
         self._steps: list[_Step] = []
         self._initialized = False
         self._running = False
+        self._subscribers: list[tuple[str | None, Callable[[Event], Any]]] = []
         for node in nodes or ():
             self.add_node(node)
 
@@ -348,11 +364,17 @@ class Pipeline:
     async def __aexit__(self, *exc: object) -> None:
         await self._cleanup_quietly_if_failing()
 
-    async def process(self, stream: Any = None) -> AsyncIterator[Any]:
+    def on_event(self, callback: Callable[[Event], Any], kind: str | None = None) -> None:
+        """Call ``callback(event)`` for every event (of ``kind``, if given) leaving the pipeline."""
+        self._subscribers.append((kind, callback))
+
+    async def process(self, stream: Any = None, events: bool = True) -> AsyncGenerator[Any, None]:
         """Stream items through the stages; with no ``stream`` the first stage is the source.
 
-        ``stream`` is any iterable or async iterable. Initializes (and afterwards cleans up) the
-        pipeline if it was not initialized. Raises NodeError when a stage fails.
+        ``stream`` is any iterable or async iterable. Events come out in order with the frames
+        (``events=False`` leaves them to ``on_event`` subscribers only). Initializes (and
+        afterwards cleans up) the pipeline if it was not initialized. Raises NodeError when a
+        stage fails.
         """
         owned = not self._initialized
         if owned:
@@ -363,8 +385,15 @@ class Pipeline:
         tasks: list[asyncio.Task[None]] = []
         try:
             upstream = self._build(stream, tasks)
+            subscribers = self._subscribers
             async with _closing(upstream):
                 async for item in upstream:
+                    if type(item) is Event:
+                        for kind, callback in subscribers:
+                            if kind is None or kind == item.kind:
+                                callback(item)
+                        if not events:
+                            continue
                     yield item
         finally:
             for task in tasks:

@@ -293,3 +293,60 @@ async def test_rust_panic_inside_a_stage_is_a_node_error_not_an_abort() -> None:
     assert isinstance(info.value.__cause__, EngineError)
     assert "deliberate" in str(info.value)
     assert tracker.events == ["init", "cleanup"]
+
+
+class Detector(Node):
+    """Emits an event before every item over a threshold."""
+
+    def process(self, item: int) -> Any:
+        if item > 2:
+            yield self.event("big", time=float(item), value=item)
+        yield item
+
+
+class SeesEvents(Node):
+    accepts_events = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[Any] = []
+
+    def process(self, item: Any) -> Any:
+        self.seen.append(item)
+        return item
+
+
+async def test_events_flow_around_stages_in_order_and_reach_subscribers() -> None:
+    from stream import Event
+
+    seer = SeesEvents()
+    p = Pipeline([Detector(name="det"), Double(), SlowAdd(), Holder(), seer])
+    got: list[Event] = []
+    p.on_event(got.append, kind="big")
+    out = await p.run([1, 3, 4])
+    events = [o for o in out if isinstance(o, Event)]
+    assert [(e.kind, e.stage, e.time, e.payload) for e in events] == [
+        ("big", "det", 3.0, {"value": 3}),
+        ("big", "det", 4.0, {"value": 4}),
+    ]
+    assert got == events
+    # Double/SlowAdd never saw the events (they would have failed on them); Holder held the
+    # numbers to the end while events went around it, so events come out first
+    assert out == [*events, 3, 7, 9]
+    assert seer.seen == out
+    assert events[0].to_json() == {
+        "type": "event",
+        "kind": "big",
+        "stage": "det",
+        "time": 3.0,
+        "payload": {"value": 3},
+    }
+
+
+async def test_events_can_be_left_to_subscribers() -> None:
+    p = Pipeline([Detector()])
+    got: list[Any] = []
+    p.on_event(got.append)
+    async with p:
+        out = [x async for x in p.process([5, 1], events=False)]
+    assert out == [5, 1] and len(got) == 1
