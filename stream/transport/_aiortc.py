@@ -1,0 +1,208 @@
+"""The narrow seams into aiortc and aioice internals, all in one place.
+
+aiortc has no public option for three things this transport needs:
+
+- *Which addresses ICE gathers host candidates from.* aioice's ``Connection.gather_candidates``
+  calls the module function ``aioice.ice.get_host_addresses``; we wrap that function once, and the
+  wrapper filters its result by a context variable (``pinned_addresses``) that a server or client
+  sets around its own ``setLocalDescription``. Unset, it changes nothing, so other aiortc users in
+  the same process are unaffected, and two servers in one process can pin different addresses.
+- *The audio jitter buffer.* ``RTCRtpReceiver`` builds ``JitterBuffer(capacity=16, prefetch=4)``,
+  which holds every packet until four newer ones arrived: 80 ms of latency on a clean network.
+  ``use_jitter_buffer`` swaps in ``AdaptiveAudioJitterBuffer`` on a receiver.
+- *No STUN server by default.* ``RTCConfiguration(iceServers=None)`` means Google's public STUN
+  server; ``rtc_configuration`` always passes an explicit list (empty unless configured).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import ipaddress
+import logging
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import aioice.ice
+import ifaddr
+from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection
+from aiortc.jitterbuffer import JitterBuffer, JitterFrame
+from aiortc.rtp import RtpPacket
+from aiortc.utils import uint16_add, uint16_gte
+
+from ..errors import ConfigError
+
+log = logging.getLogger("stream.transport")
+
+#: The host addresses ICE may use in this context; None means every address aioice finds.
+pinned_addresses: contextvars.ContextVar[frozenset[str] | None] = contextvars.ContextVar(
+    "remotemedia_pinned_addresses", default=None
+)
+
+_original_get_host_addresses = aioice.ice.get_host_addresses
+
+
+def _pinned_get_host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
+    found = _original_get_host_addresses(use_ipv4, use_ipv6)
+    allowed = pinned_addresses.get()
+    if allowed is None:
+        return found
+    # 127.0.0.1 is never in aioice's list; a pinned loopback address is added back explicitly.
+    extra = [a for a in sorted(allowed) if a not in found and _family_ok(a, use_ipv4, use_ipv6)]
+    return [a for a in found if a in allowed] + extra
+
+
+def _family_ok(address: str, use_ipv4: bool, use_ipv6: bool) -> bool:
+    version = ipaddress.ip_address(address).version
+    return (version == 4 and use_ipv4) or (version == 6 and use_ipv6)
+
+
+if getattr(aioice.ice.get_host_addresses, "__name__", "") != _pinned_get_host_addresses.__name__:
+    aioice.ice.get_host_addresses = _pinned_get_host_addresses
+
+
+def resolve_host_addresses(spec: Iterable[str]) -> frozenset[str]:
+    """Addresses for ICE host candidates from interface names and/or IP addresses.
+
+    ``spec`` items are IPv4/IPv6 addresses or interface names (``eth1``); an interface stands for
+    all its addresses. Raises ConfigError for a name that is neither.
+    """
+    adapters = {a.nice_name: a for a in ifaddr.get_adapters()}
+    out: set[str] = set()
+    for item in spec:
+        item = item.strip()
+        if not item:
+            continue
+        try:
+            out.add(str(ipaddress.ip_address(item)))
+            continue
+        except ValueError:
+            pass
+        adapter = adapters.get(item)
+        if adapter is None:
+            raise ConfigError(
+                f"ice address {item!r} is neither an IP address nor an interface "
+                f"(interfaces: {', '.join(sorted(adapters))})"
+            )
+        for ip in adapter.ips:
+            if isinstance(ip.ip, str):
+                out.add(ip.ip)
+            elif ip.ip[2] == 0:  # IPv6 without a scope id, as aioice takes them
+                out.add(ip.ip[0])
+    if not out:
+        raise ConfigError("ice addresses: the list names no address")
+    return frozenset(out)
+
+
+@contextlib.contextmanager
+def pin_host_addresses(addresses: frozenset[str] | None) -> Iterator[None]:
+    """Within the block, ICE gathering in this context uses only ``addresses`` (None: all)."""
+    token = pinned_addresses.set(addresses)
+    try:
+        yield
+    finally:
+        pinned_addresses.reset(token)
+
+
+def rtc_configuration(ice_servers: Iterable[str] = ()) -> RTCConfiguration:
+    """An RTCConfiguration with exactly the given STUN/TURN URLs (none by default)."""
+    return RTCConfiguration(iceServers=[RTCIceServer(urls=url) for url in ice_servers])
+
+
+class AdaptiveAudioJitterBuffer(JitterBuffer):
+    """Audio jitter buffer that hands each packet on as soon as it is the next in sequence.
+
+    aiortc's receiver asks for at most one frame per arriving packet. In order, each packet goes
+    straight out (no added latency). A packet that arrives ahead of a missing one is held; the
+    gap is waited for until ``depth`` newer packets are held, then skipped as lost. When a late
+    packet fills a gap, the packets it released go out one per arrival, so the buffer has grown by
+    that many packets (it adapts to the reordering it saw); after ``shrink_after`` packets in a
+    row with a backlog it drops one to shrink again. ``depth`` is at most ``capacity // 2``.
+    """
+
+    def __init__(self, depth: int = 3, capacity: int = 16, shrink_after: int = 250) -> None:
+        super().__init__(capacity=capacity, prefetch=0)
+        if not 0 <= depth <= capacity // 2:
+            raise ConfigError(f"jitter depth must be in 0..{capacity // 2}, got {depth}")
+        self.depth = depth
+        self.shrink_after = shrink_after
+        self._held: dict[int, RtpPacket] = {}
+        self._next: int | None = None
+        self._steady = 0
+        self.skipped = 0  # packets given up as lost
+        self.dropped = 0  # packets dropped to shrink the backlog
+
+    def add(self, packet: RtpPacket) -> tuple[bool, JitterFrame | None]:
+        seq = packet.sequence_number
+        if self._next is None:
+            self._next = seq
+        elif not uint16_gte(seq, self._next):
+            return False, None  # older than what was handed on: too late
+        if uint16_add(seq, -self._next) >= self.capacity:  # a jump: start over from here
+            self._held.clear()
+            self._next = seq
+        self._held[seq] = packet
+        if self._next not in self._held and len(self._held) > self.depth:
+            self.skipped += uint16_add(min(self._held, key=self._distance), -self._next)
+            self._next = min(self._held, key=self._distance)
+        if self._next not in self._held:
+            return False, None
+        if self._backlog() > 1:
+            self._steady += 1
+            if self._steady >= self.shrink_after:
+                self._steady = 0
+                self._pop()
+                self.dropped += 1
+        else:
+            self._steady = 0
+        out = self._pop()
+        # the receiver sets ``_data`` (the depacketized payload) before add(), as aiortc's does
+        data: bytes = getattr(out, "_data", b"")
+        return False, JitterFrame(data=data, timestamp=out.timestamp)
+
+    def _distance(self, seq: int) -> int:
+        assert self._next is not None
+        return uint16_add(seq, -self._next)
+
+    def _backlog(self) -> int:
+        n, seq = 0, self._next
+        assert seq is not None
+        while seq in self._held:
+            n += 1
+            seq = uint16_add(seq, 1)
+        return n
+
+    def _pop(self) -> RtpPacket:
+        assert self._next is not None
+        packet = self._held.pop(self._next)
+        self._next = uint16_add(self._next, 1)
+        return packet
+
+
+def use_jitter_buffer(pc: RTCPeerConnection, depth: int | None) -> None:
+    """Give every audio receiver of ``pc`` an ``AdaptiveAudioJitterBuffer(depth)``.
+
+    ``depth=None`` keeps aiortc's own buffer (80 ms). Call it after setRemoteDescription (or
+    addTransceiver), before media flows. Logs and keeps aiortc's buffer if its internals moved.
+    """
+    if depth is None:
+        return
+    for transceiver in pc.getTransceivers():
+        if transceiver.kind != "audio":
+            continue
+        receiver: Any = transceiver.receiver
+        attr = "_RTCRtpReceiver__jitter_buffer"
+        if not isinstance(getattr(receiver, attr, None), JitterBuffer):
+            log.warning("aiortc's receiver has no %s; keeping its jitter buffer", attr)
+            return
+        setattr(receiver, attr, AdaptiveAudioJitterBuffer(depth))
+
+
+__all__ = [
+    "AdaptiveAudioJitterBuffer",
+    "pin_host_addresses",
+    "pinned_addresses",
+    "resolve_host_addresses",
+    "rtc_configuration",
+    "use_jitter_buffer",
+]

@@ -1,0 +1,331 @@
+"""The WebRTC commands: ``serve_main(argv)`` and ``connect_main(argv)``.
+
+``remotemedia serve --pipeline pipeline.json --host 127.0.0.1 --port 8080`` serves the pipeline
+to browsers and Python peers; ``remotemedia connect URL --in FILE --out FILE`` sends a file (or a
+tone) to a server and records what comes back. Both return an exit code; a user's mistake prints
+one line on stderr (``--debug`` shows the traceback). ``python -m stream.transport serve|connect``
+runs them without the main CLI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from ..errors import StreamError
+from ..node import Node
+from ..pipeline import Pipeline
+
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+
+
+def _jitter(value: str) -> int | None:
+    if value == "aiortc":
+        return None
+    depth = int(value)
+    if not 0 <= depth <= 8:
+        raise argparse.ArgumentTypeError("jitter depth is 0..8 packets, or 'aiortc'")
+    return depth
+
+
+def serve_parser(prog: str = "remotemedia serve") -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=prog,
+        description="Serve a pipeline over WebRTC: one pipeline per peer, page at /.",
+    )
+    p.add_argument("--pipeline", help="pipeline manifest (JSON/YAML); each session builds its own")
+    p.add_argument("--chain", help='stages in chain syntax, e.g. "gain:-6" (after --pipeline)')
+    p.add_argument("--backend", choices=["auto", "rust", "python"], default=None)
+    p.add_argument("--host", default="127.0.0.1", help="signaling/page address (127.0.0.1)")
+    p.add_argument("--port", type=int, default=8080, help="signaling/page port (8080; 0: any)")
+    p.add_argument("--max-sessions", type=int, default=16, help="concurrent peers (16)")
+    p.add_argument("--max-offer-bytes", type=int, default=64 * 1024)
+    p.add_argument(
+        "--token",
+        default=os.environ.get("REMOTEMEDIA_TOKEN"),
+        help="require 'Authorization: Bearer TOKEN' (default $REMOTEMEDIA_TOKEN)",
+    )
+    p.add_argument("--idle-timeout", type=float, default=10.0, help="seconds without media (10)")
+    p.add_argument(
+        "--ice-address",
+        action="append",
+        default=[],
+        metavar="ADDR_OR_IFACE",
+        help="offer ICE host candidates only from these addresses/interfaces (repeatable)",
+    )
+    p.add_argument("--ice-server", action="append", default=[], help="STUN/TURN URL (repeatable)")
+    p.add_argument(
+        "--jitter",
+        type=_jitter,
+        default=3,
+        help="audio jitter buffer: packets waited for a missing one (3), or 'aiortc' (80 ms fixed)",
+    )
+    p.add_argument("--channels", type=int, default=1, help="channels the pipeline gets (1)")
+    p.add_argument("--record", type=Path, help="also write each session's output to DIR/ID.wav")
+    p.add_argument("--debug", action="store_true", help="tracebacks and debug logs")
+    return p
+
+
+def pipeline_factory(
+    manifest: str | None, chain: str | None, backend: str | None
+) -> Callable[[], Pipeline]:
+    """A factory building a fresh pipeline per session from a manifest and/or a chain spec.
+
+    Checks the manifest once up front (ManifestError lists its problems). With neither, the
+    pipeline is a pass-through.
+    """
+    from ..chain_spec import parse_chain
+    from ..manifest import ManifestError, build_nodes, load, validate_manifest
+
+    data: dict[str, Any] | None = None
+    if manifest:
+        data = load(manifest)
+        problems = validate_manifest(data)
+        if problems:
+            raise ManifestError(problems, manifest)
+    if chain:
+        parse_chain(chain, backend)  # ConfigError now, not at the first session
+
+    def factory() -> Pipeline:
+        nodes: list[Node] = []
+        name = "session"
+        if data is not None:
+            nodes.extend(build_nodes(data)[0])
+            name = str(data.get("name", name))
+        if chain:
+            nodes.extend(parse_chain(chain, backend))
+        if not nodes:
+            from media_nodes import PassThrough
+
+            nodes.append(PassThrough(name="pass"))
+        return Pipeline(nodes, name=name)
+
+    return factory
+
+
+def record_factory(directory: Path) -> Callable[[str], Node]:
+    """A sink factory writing each session's audio to ``directory/SESSION.wav``."""
+    from media_nodes.sinks import FileSink
+
+    directory.mkdir(parents=True, exist_ok=True)
+
+    def factory(session_id: str) -> Node:
+        return _AudioOnly(FileSink(directory / f"{session_id}.wav", name="record"))
+
+    return factory
+
+
+class _AudioOnly(Node):
+    """Hands only AudioFrames to the wrapped sink (a WAV file takes no video or events)."""
+
+    def __init__(self, sink: Node) -> None:
+        super().__init__(name=sink.name)
+        self.sink = sink
+
+    def initialize(self) -> Any:
+        return self.sink.initialize()
+
+    async def process(self, item: Any) -> Any:
+        from ..frames import AudioFrame
+        from ..node import maybe_await
+
+        if isinstance(item, AudioFrame):
+            await maybe_await(self.sink.process(item))
+        return None
+
+    async def flush(self) -> list[Any]:
+        from ..node import maybe_await
+
+        await maybe_await(self.sink.flush())
+        return []
+
+    def cleanup(self) -> Any:
+        return self.sink.cleanup()
+
+
+def _setup_logging(debug: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if not debug:  # aiortc and aioice log every ICE check at INFO
+        for name in ("aioice", "aiortc", "aiohttp.access"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def _fail(debug: bool, exc: BaseException) -> int:
+    if debug:
+        raise exc
+    print(f"error: {exc}", file=sys.stderr)
+    return EXIT_ERROR
+
+
+def serve_main(argv: Sequence[str] | None = None, prog: str = "remotemedia serve") -> int:
+    """``remotemedia serve``: run a WebRTCServer until SIGINT/SIGTERM; returns the exit code."""
+    args = serve_parser(prog).parse_args(argv)
+    _setup_logging(args.debug)
+    try:
+        return asyncio.run(_serve(args))
+    except (StreamError, OSError) as exc:
+        return _fail(args.debug, exc)
+    except KeyboardInterrupt:
+        return 0
+
+
+async def _serve(args: argparse.Namespace) -> int:
+    from .server import WebRTCServer
+
+    server = WebRTCServer(
+        pipeline_factory(args.pipeline, args.chain, args.backend),
+        args.host,
+        args.port,
+        max_sessions=args.max_sessions,
+        max_offer_bytes=args.max_offer_bytes,
+        token=args.token,
+        idle_timeout=args.idle_timeout,
+        ice_addresses=args.ice_address or None,
+        ice_servers=args.ice_server,
+        jitter_depth=args.jitter,
+        input_channels=args.channels,
+        sink_factory=record_factory(args.record) if args.record else None,
+        backend=args.backend,
+    )
+    await server.start()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, lambda: asyncio.ensure_future(server.stop()))
+    print(f"serving on {server.url} (Ctrl-C stops)", flush=True)
+    await server.serve_forever()
+    print("stopped", flush=True)
+    return 0
+
+
+def connect_parser(prog: str = "remotemedia connect") -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=prog,
+        description="Send a file or a tone to a RemoteMedia WebRTC server; record what comes back.",
+    )
+    p.add_argument("url", help="the server, e.g. http://127.0.0.1:8080/")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--in", dest="input", help="media file to send (any FFmpeg-readable audio)")
+    src.add_argument("--tone", type=float, metavar="HZ", help="send a sine of HZ instead")
+    p.add_argument("--out", help="write the returned audio here (wav, flac, ...)")
+    p.add_argument("--seconds", type=float, help="stop after this long (default: end of --in)")
+    p.add_argument("--token", default=os.environ.get("REMOTEMEDIA_TOKEN"))
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="STAGE.PARAM=VALUE",
+        help="change a stage setting once connected, e.g. gain1.gain_db=-6 (repeatable)",
+    )
+    p.add_argument("--ice-address", action="append", default=[], metavar="ADDR_OR_IFACE")
+    p.add_argument("--jitter", type=_jitter, default=3)
+    p.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
+    p.add_argument("--debug", action="store_true")
+    return p
+
+
+def _set_message(spec: str) -> dict[str, Any]:
+    target, sep, raw = spec.partition("=")
+    stage, dot, param = target.rpartition(".")
+    if not sep or not dot or not stage or not param:
+        raise argparse.ArgumentTypeError(f"--set wants STAGE.PARAM=VALUE, got {spec!r}")
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        value = raw
+    return {"type": "set", "stage": stage, "param": param, "value": value}
+
+
+def connect_main(argv: Sequence[str] | None = None, prog: str = "remotemedia connect") -> int:
+    """``remotemedia connect``: one exchange with a server; returns the exit code."""
+    parser = connect_parser(prog)
+    args = parser.parse_args(argv)
+    try:
+        control = [_set_message(s) for s in args.set]
+    except argparse.ArgumentTypeError as exc:
+        parser.error(str(exc))
+    if args.input is None and args.tone is None:
+        parser.error("give --in FILE or --tone HZ")
+    if args.tone is not None and args.seconds is None:
+        args.seconds = 5.0
+    _setup_logging(args.debug)
+    if not args.debug:
+        logging.getLogger().setLevel(logging.WARNING)
+    try:
+        summary = asyncio.run(_connect(args, control))
+    except (StreamError, OSError) as exc:
+        return _fail(args.debug, exc)
+    except KeyboardInterrupt:
+        return 0
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print(
+            f"session {summary['session']}: sent {summary['frames_sent']} frames, received "
+            f"{summary['audio_seconds_received']:.2f} s of audio"
+            + (f" -> {args.out}" if args.out else "")
+        )
+    return 0
+
+
+async def _connect(args: argparse.Namespace, control: list[dict[str, Any]]) -> dict[str, Any]:
+    from .client import connect
+
+    source: Node
+    if args.input is not None:
+        from media_nodes.sources import FileSource
+
+        source = FileSource(args.input, video=False, name="input")
+    else:
+        from media_nodes.sources import ToneSource
+
+        source = ToneSource(args.tone, duration_s=args.seconds, name="tone")
+    sink = None
+    if args.out:
+        from media_nodes.sinks import FileSink
+
+        sink = FileSink(args.out, name="output")
+    result = await connect(
+        args.url,
+        source,
+        sink,
+        seconds=args.seconds,
+        control=control,
+        token=args.token,
+        ice_addresses=args.ice_address or None,
+        jitter_depth=args.jitter,
+    )
+    return {
+        "session": result.session,
+        "frames_sent": result.frames_sent,
+        "frames_received": result.frames_received,
+        "audio_seconds_received": round(result.audio_seconds_received, 3),
+        "messages": len(result.messages),
+        "seconds": round(result.seconds, 3),
+    }
+
+
+def main(argv: Sequence[str]) -> int:
+    """``python -m stream.transport serve ...`` or ``... connect ...``."""
+    if not argv or argv[0] not in ("serve", "connect"):
+        print("usage: python -m stream.transport {serve,connect} ...", file=sys.stderr)
+        return EXIT_USAGE
+    if argv[0] == "serve":
+        return serve_main(argv[1:], "python -m stream.transport serve")
+    return connect_main(argv[1:], "python -m stream.transport connect")
+
+
+__all__ = ["connect_main", "main", "pipeline_factory", "record_factory", "serve_main"]

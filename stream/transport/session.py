@@ -1,0 +1,452 @@
+"""One peer connection on the server: its own pipeline, tracks, data channel and life cycle.
+
+A session takes the peer's offer, answers it, and runs its pipeline over the media the peer sends
+(audio and video merged into one stream; audio stages hand video frames on). Outputs are routed
+by type: ``AudioFrame`` to the outgoing audio track, ``VideoFrame`` to the video track, ``Event``
+(and any object with ``to_json()``) to the data channel, everything to the optional sink.
+It closes when the peer leaves or fails, when no media arrived for ``idle_timeout`` seconds, when
+the pipeline ends or fails, or when the server stops; closing always cleans up the pipeline,
+stops every track, closes the peer connection and finalizes the sink.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import math
+import time
+import weakref
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from aiortc import MediaStreamTrack, RTCDataChannel, RTCPeerConnection, RTCSessionDescription
+
+from ..errors import StreamError
+from ..events import Event
+from ..frames import AudioFrame, VideoFrame
+from ..node import Node, StreamingNode
+from ..pipeline import Pipeline
+from . import control
+from ._aiortc import pin_host_addresses, rtc_configuration, use_jitter_buffer
+from .tracks import AudioConverter, AudioOutputTrack, VideoOutputTrack, track_frames
+
+log = logging.getLogger("stream.transport")
+
+#: Every pipeline and peer connection a session made and has not released, for leak counts.
+live_pipelines: weakref.WeakSet[Pipeline] = weakref.WeakSet()
+live_peer_connections: weakref.WeakSet[RTCPeerConnection] = weakref.WeakSet()
+
+
+@dataclass(frozen=True, slots=True)
+class SessionOptions:
+    """Per-session settings, validated once by the server.
+
+    ``input_channels``/``input_sample_rate``: what the pipeline receives (None: as decoded, 48 kHz
+    stereo from Opus); ``pixel_format``
+    of video given to the pipeline; ``jitter_depth``: packets the audio jitter buffer may wait
+    for a missing one (None keeps aiortc's fixed 80 ms buffer); ``level_ms``/``stats_ms``: how
+    often levels and stats go to the data channel.
+    """
+
+    input_channels: int | None = 1
+    input_sample_rate: int | None = None
+    pixel_format: str = "rgb24"
+    idle_timeout: float = 10.0
+    jitter_depth: int | None = 3
+    ice_addresses: frozenset[str] | None = None
+    ice_servers: tuple[str, ...] = ()
+    level_ms: float = 100.0
+    stats_ms: float = 1000.0
+    backend: str | None = None
+
+
+class SinkTap:
+    """Runs a sink node in a pipeline of its own, fed from a queue, beside the session's output.
+
+    ``close()`` ends its stream, so the sink flushes and finalizes (a FileSink writes its file).
+    """
+
+    def __init__(self, sink: Node, name: str, max_items: int = 500) -> None:
+        self.sink = sink
+        self._queue: asyncio.Queue[Any] = asyncio.Queue(max_items)
+        self._end = object()
+        self.dropped = 0
+        self._pipeline = Pipeline([sink], name=f"{name}:sink")
+        self._task = asyncio.create_task(self._run(), name=f"{name}:sink")
+
+    async def _items(self) -> AsyncIterator[Any]:
+        while True:
+            item = await self._queue.get()
+            if item is self._end:
+                return
+            yield item
+
+    async def _run(self) -> None:
+        try:
+            async for _ in self._pipeline.process(self._items()):
+                pass
+        except StreamError as exc:
+            log.error("%s: sink failed: %s", self._pipeline.name, exc)
+
+    def put(self, item: Any) -> None:
+        try:
+            self._queue.put_nowait(item)
+        except asyncio.QueueFull:
+            self.dropped += 1
+
+    async def close(self, timeout: float = 10.0) -> None:
+        while True:  # make room for the end marker: the sink is behind, drop what it has not seen
+            try:
+                self._queue.put_nowait(self._end)
+                break
+            except asyncio.QueueFull:
+                self._queue.get_nowait()
+                self.dropped += 1
+        try:
+            await asyncio.wait_for(asyncio.shield(self._task), timeout)
+        except TimeoutError:
+            log.error("%s: sink did not finish in %.0f s", self._pipeline.name, timeout)
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+
+class _Meter:
+    """Peak and RMS level (dBFS) of the audio seen since the last ``take()``."""
+
+    __slots__ = ("count", "peak", "sum_sq")
+
+    def __init__(self) -> None:
+        self.peak = 0.0
+        self.sum_sq = 0.0
+        self.count = 0
+
+    def add(self, frame: AudioFrame) -> None:
+        x = frame.samples
+        if x.dtype == np.int16:
+            x = x.astype(np.float32) / 32768.0
+        if x.size:
+            self.peak = max(self.peak, float(np.max(np.abs(x))))
+            self.sum_sq += float(np.dot(x.ravel(), x.ravel()))
+            self.count += x.size
+
+    def take(self) -> dict[str, float | None]:
+        rms = math.sqrt(self.sum_sq / self.count) if self.count else 0.0
+        out = {"rms_db": _db(rms), "peak_db": _db(self.peak)}
+        self.peak, self.sum_sq, self.count = 0.0, 0.0, 0
+        return out
+
+
+def _db(x: float) -> float | None:
+    return round(20 * math.log10(x), 1) if x > 1e-9 else None
+
+
+class Session:
+    """A peer connection and the pipeline that serves it. Made by ``WebRTCServer``."""
+
+    def __init__(
+        self,
+        session_id: str,
+        pipeline: Pipeline,
+        options: SessionOptions,
+        *,
+        sink: Node | None = None,
+        on_closed: Callable[[Session], None] | None = None,
+    ) -> None:
+        self.id = session_id
+        self.pipeline = pipeline
+        self.options = options
+        self.pc = RTCPeerConnection(rtc_configuration(options.ice_servers))
+        live_peer_connections.add(self.pc)
+        live_pipelines.add(pipeline)
+        self.paused = False
+        self.state = "new"
+        self.close_reason: str | None = None
+        self.created = time.monotonic()
+        self.last_activity = self.created
+        self.frames_in = 0
+        self.frames_out = 0
+        self.events_out = 0
+        self.error: str | None = None
+        self._sink_node = sink
+        self._sink: SinkTap | None = None
+        self._on_closed = on_closed
+        self._inbound: list[MediaStreamTrack] = []
+        self._audio_out: AudioOutputTrack | None = None
+        self._video_out: VideoOutputTrack | None = None
+        self._channel: RTCDataChannel | None = None
+        self._run_task: asyncio.Task[None] | None = None
+        self._close_task: asyncio.Task[None] | None = None
+        self._in_meter = _Meter()
+        self._out_meter = _Meter()
+        self._next_level = 0.0
+        self._next_stats = 0.0
+
+    # -- the protocol control.handle() needs
+    @property
+    def nodes(self) -> list[Node]:
+        return self.pipeline.nodes
+
+    def stats(self) -> dict[str, Any]:
+        """Counters of this session, JSON-ready."""
+        audio = self._audio_out
+        return {
+            "session": self.id,
+            "state": self.state,
+            "paused": self.paused,
+            "age_s": round(time.monotonic() - self.created, 2),
+            "tracks_in": [t.kind for t in self._inbound],
+            "frames_in": self.frames_in,
+            "frames_out": self.frames_out,
+            "events_out": self.events_out,
+            "audio_underruns": audio.underruns if audio else 0,
+            "audio_dropped": audio.dropped if audio else 0,
+            "audio_buffered_ms": audio.buffered_ms if audio else 0.0,
+            "stages": [
+                {k: r[k] for k in ("name", "backend", "frames_in", "frames_out", "us_per_frame")}
+                for r in self.pipeline.stages()
+            ],
+        }
+
+    # -- signaling
+    async def accept(self, offer: RTCSessionDescription) -> RTCSessionDescription:
+        """Answer the peer's offer and start the pipeline. Raises ValueError for a bad offer."""
+        pc = self.pc
+        pc.on("track", self._on_track)
+        pc.on("datachannel", self._on_datachannel)
+        pc.on("connectionstatechange", self._on_connection_state)
+        await pc.setRemoteDescription(offer)
+        use_jitter_buffer(pc, self.options.jitter_depth)
+        answer = await pc.createAnswer()
+        with pin_host_addresses(self.options.ice_addresses):
+            await pc.setLocalDescription(answer)
+        self.state = "connecting"
+        self._run_task = asyncio.create_task(self._run(), name=f"session {self.id}")
+        local = pc.localDescription
+        assert local is not None
+        return local
+
+    def _on_track(self, track: MediaStreamTrack) -> None:
+        self._inbound.append(track)
+        if track.kind == "audio" and self._audio_out is None:
+            self._audio_out = AudioOutputTrack(backend=self.options.backend)
+            self.pc.addTrack(self._audio_out)
+        elif track.kind == "video" and self._video_out is None:
+            self._video_out = VideoOutputTrack()
+            self.pc.addTrack(self._video_out)
+
+    def _on_datachannel(self, channel: RTCDataChannel) -> None:
+        if self._channel is not None:
+            return
+        self._channel = channel
+        channel.on("message", self._on_message)
+        hello = {
+            "type": "hello",
+            "session": self.id,
+            "stages": [control.stage_settings(n) for n in self.pipeline.nodes],
+        }
+        if channel.readyState == "open":
+            self.send(hello)
+        else:
+            channel.on("open", lambda: self.send(hello))
+
+    def _on_message(self, message: str | bytes) -> None:
+        self.last_activity = time.monotonic()
+        for answer in control.handle(message, self):
+            self.send(answer)
+
+    def _on_connection_state(self) -> None:
+        state = self.pc.connectionState
+        if state == "connected" and self.state == "connecting":
+            self.state = "connected"
+        elif state in ("failed", "closed"):
+            self.close_soon(f"peer connection {state}")
+
+    def send(self, message: dict[str, Any]) -> None:
+        """Send a JSON message on the data channel, if one is open (else drop it)."""
+        channel = self._channel
+        if channel is None or channel.readyState != "open":
+            return
+        try:
+            channel.send(json.dumps(message, default=repr, allow_nan=False))
+        except (ValueError, TypeError) as exc:
+            log.warning("session %s: cannot send %s: %s", self.id, message.get("type"), exc)
+        except Exception as exc:  # the channel closed under us (aiortc raises its own errors)
+            log.debug("session %s: data channel send failed: %s", self.id, exc)
+
+    # -- media
+    def _on_input(self, frame: Any) -> None:
+        self.last_activity = time.monotonic()
+        self.frames_in += 1
+        if isinstance(frame, AudioFrame):
+            self._in_meter.add(frame)
+
+    async def _input(self) -> AsyncIterator[Any]:
+        """Frames of every inbound track, merged; dropped while paused."""
+        opts = self.options
+        sources = [
+            track_frames(
+                t,
+                audio=AudioConverter(
+                    "fltp",
+                    opts.input_sample_rate,
+                    opts.input_channels,
+                    backend=opts.backend,
+                    name=f"in.{t.kind}",
+                ),
+                pixel_format=opts.pixel_format,
+                on_frame=self._on_input,
+            )
+            for t in self._inbound
+        ]
+        if len(sources) == 1:
+            async for frame in sources[0]:
+                if not self.paused:
+                    yield frame
+            return
+        queue: asyncio.Queue[Any] = asyncio.Queue(16)
+        done = object()
+
+        async def pump(source: AsyncIterator[Any]) -> None:
+            try:
+                async for frame in source:
+                    await queue.put(frame)
+            finally:
+                await queue.put(done)
+
+        pumps = [asyncio.create_task(pump(s)) for s in sources]
+        try:
+            remaining = len(pumps)
+            while remaining:
+                item = await queue.get()
+                if item is done:
+                    remaining -= 1
+                elif not self.paused:
+                    yield item
+        finally:
+            for task in pumps:
+                task.cancel()
+            await asyncio.gather(*pumps, return_exceptions=True)
+
+    async def _run(self) -> None:
+        reason = "pipeline ended"
+        pipeline = self.pipeline
+        try:
+            if self._sink_node is not None:
+                self._sink = SinkTap(self._sink_node, f"session {self.id}")
+            first = pipeline.nodes[0] if pipeline.nodes else None
+            generates = isinstance(first, StreamingNode) and not self._inbound
+            stream = None if generates else self._input()
+            async with pipeline:
+                async for item in pipeline.process(stream):
+                    self._route(item)
+            if self._audio_out is not None:
+                self._audio_out.end()
+            if self._video_out is not None:
+                self._video_out.end()
+            await self._drain_outputs()
+        except asyncio.CancelledError:
+            raise
+        except StreamError as exc:
+            reason = "pipeline failed"
+            self.error = str(exc)
+            log.error("session %s: %s", self.id, exc)
+            self.send(control.error(f"pipeline failed: {exc}"))
+        except Exception as exc:  # a bug in a user stage that escaped NodeError: keep serving
+            reason = "pipeline failed"
+            self.error = f"{type(exc).__name__}: {exc}"
+            log.exception("session %s: pipeline crashed", self.id)
+            self.send(control.error(f"pipeline failed: {self.error}"))
+        self.close_soon(reason)
+
+    async def _drain_outputs(self, timeout: float = 5.0) -> None:
+        """Wait until the outgoing audio has been sent (bounded), so the peer gets the tail."""
+        deadline = time.monotonic() + timeout
+        audio = self._audio_out
+        while audio is not None and audio.readyState == "live" and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+
+    def _route(self, item: Any) -> None:
+        if self._sink is not None:
+            self._sink.put(item)
+        if isinstance(item, AudioFrame):
+            self.frames_out += 1
+            self._out_meter.add(item)
+            if self._audio_out is not None:
+                self._audio_out.put(item)
+            self._tick()
+        elif isinstance(item, VideoFrame):
+            self.frames_out += 1
+            if self._video_out is not None:
+                self._video_out.put(item)
+        elif isinstance(item, Event) or hasattr(item, "to_json"):
+            self.events_out += 1
+            self.send(item.to_json())
+
+    def _tick(self) -> None:
+        """Levels and stats on the data channel, at most every level_ms / stats_ms."""
+        now = time.monotonic()
+        if now >= self._next_level:
+            self._next_level = now + self.options.level_ms / 1000
+            self.send(
+                {"type": "level", "input": self._in_meter.take(), "output": self._out_meter.take()}
+            )
+        if now >= self._next_stats:
+            self._next_stats = now + self.options.stats_ms / 1000
+            self.send({"type": "stats", **self.stats()})
+
+    # -- life cycle
+    @property
+    def idle_seconds(self) -> float:
+        return time.monotonic() - self.last_activity
+
+    @property
+    def closed(self) -> bool:
+        return self.state == "closed"
+
+    def close_soon(self, reason: str) -> None:
+        """Start closing (from a callback); ``close()`` awaits the same."""
+        if self._close_task is None:
+            self._close_task = asyncio.create_task(self._close(reason), name=f"close {self.id}")
+
+    async def close(self, reason: str = "closed") -> None:
+        """Close everything this session holds; safe to call again and from any task."""
+        self.close_soon(reason)
+        assert self._close_task is not None
+        await asyncio.shield(self._close_task)
+
+    async def _close(self, reason: str) -> None:
+        self.close_reason = reason
+        self.state = "closing"
+        log.info("session %s: closing (%s)", self.id, reason)
+        task = self._run_task
+        if task is not None and task is not asyncio.current_task() and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for track in (self._audio_out, self._video_out, *self._inbound):
+            if track is not None:
+                track.stop()
+        try:
+            await self.pc.close()
+        except Exception as exc:  # aiortc may fail closing a half-open transport; we are done
+            log.warning("session %s: closing the peer connection: %s", self.id, exc)
+        if self._sink is not None:
+            await self._sink.close()
+        with contextlib.suppress(StreamError):  # the run task normally cleaned it up already
+            await self.pipeline.cleanup()
+        self._inbound.clear()
+        self._audio_out = self._video_out = None
+        self._channel = None
+        self._sink = None
+        self.pc.remove_all_listeners()
+        self.state = "closed"
+        if self._on_closed is not None:
+            self._on_closed(self)
+
+
+__all__ = ["Session", "SessionOptions", "SinkTap", "live_peer_connections", "live_pipelines"]

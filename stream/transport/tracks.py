@@ -1,0 +1,368 @@
+"""Adapters between aiortc tracks and pipelines.
+
+- ``track_frames(track)``: an aiortc ``MediaStreamTrack`` as an async source of ``AudioFrame`` /
+  ``VideoFrame`` (audio converted through the engine to the format a pipeline wants).
+- ``AudioOutputTrack``: a ``MediaStreamTrack`` fed with pipeline output (any rate, channel count
+  or sample format) that hands aiortc 20 ms s16 frames at 48 kHz, paced on the media clock, with
+  continuous pts; conversion runs through the engine's stages (``FormatConvert``, ``ChannelMix``,
+  ``Resample``, ``Rebuffer``).
+- ``VideoOutputTrack``: the same for video, keeping the frames' own pts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import time
+import weakref
+from collections.abc import AsyncIterator, Callable
+from fractions import Fraction
+from typing import Any
+
+import av
+import numpy as np
+import numpy.typing as npt
+from aiortc import MediaStreamTrack
+from aiortc.mediastreams import MediaStreamError
+
+from ..errors import FormatError
+from ..frames import AudioFrame, VideoFrame
+from ..kernel_node import KernelNode
+
+#: Every live output track, for leak accounting (``WebRTCServer.status()``).
+live_tracks: weakref.WeakSet[MediaStreamTrack] = weakref.WeakSet()
+
+RTC_SAMPLE_RATE = 48000  # what aiortc's Opus encoder works at
+VIDEO_CLOCK = Fraction(1, 90000)
+
+
+class AudioConverter:
+    """Converts a stream of AudioFrames to one sample format, rate, channel count and frame size.
+
+    Stages are chosen from the first frame and rebuilt if its rate or channel count changes;
+    each runs on the engine when it is built (``backend`` as for any stage). ``channels=None``
+    keeps 1 and 2 channels and down-mixes more to ``fallback_channels``.
+    """
+
+    def __init__(
+        self,
+        format: str = "fltp",
+        sample_rate: int | None = None,
+        channels: int | None = None,
+        frame_samples: int | None = None,
+        *,
+        fallback_channels: int = 2,
+        backend: str | None = None,
+        name: str = "convert",
+    ) -> None:
+        self.format = format
+        self.sample_rate = sample_rate
+        self.channels = channels
+        self.frame_samples = frame_samples
+        self.fallback_channels = fallback_channels
+        self.backend = backend
+        self.name = name
+        self._key: tuple[int, int] | None = None
+        self._stages: list[KernelNode] = []
+
+    def _build(self, frame: AudioFrame) -> list[KernelNode]:
+        from media_nodes.audio import ChannelMix, FormatConvert, Rebuffer, Resample
+
+        stages: list[KernelNode] = []
+        b = self.backend
+        n = self.name
+        if frame.format != "fltp":
+            stages.append(FormatConvert("fltp", name=f"{n}.fltp", backend=b))
+        want = self.channels
+        if want is None and frame.channels > 2:
+            want = self.fallback_channels
+        if want is not None and want != frame.channels:
+            stages.append(ChannelMix(channels=want, name=f"{n}.mix", backend=b))
+        if self.sample_rate is not None and self.sample_rate != frame.sample_rate:
+            stages.append(Resample(sample_rate=self.sample_rate, name=f"{n}.resample", backend=b))
+        if self.frame_samples is not None:
+            stages.append(
+                Rebuffer(
+                    samples=self.frame_samples, pad_final=True, name=f"{n}.rebuffer", backend=b
+                )
+            )
+        if self.format != "fltp":
+            stages.append(FormatConvert(self.format, name=f"{n}.out", backend=b))
+        for stage in stages:
+            stage.initialize()
+        return stages
+
+    def convert(self, frame: AudioFrame) -> list[AudioFrame]:
+        """The converted frames this frame completes (maybe none). Raises FormatError."""
+        key = (frame.sample_rate, frame.channels)
+        tail: list[AudioFrame] = []
+        if key != self._key:
+            if self._key is not None:
+                tail = self.flush()
+            self._stages = self._build(frame)
+            self._key = key
+        return tail + self._run(0, [frame])
+
+    def _run(self, start: int, items: list[Any]) -> list[AudioFrame]:
+        for stage in self._stages[start:]:
+            out: list[Any] = []
+            for item in items:
+                out.extend(stage.process(item))
+            items = out
+        return items
+
+    def flush(self) -> list[AudioFrame]:
+        """The held tail (a resampler's last samples, a padded last frame); resets the stream."""
+        out: list[AudioFrame] = []
+        for i, stage in enumerate(self._stages):
+            out.extend(self._run(i + 1, list(stage.flush())))
+        self._key = None
+        return out
+
+    def close(self) -> None:
+        for stage in self._stages:
+            stage.cleanup()
+        self._stages = []
+        self._key = None
+
+
+async def track_frames(
+    track: MediaStreamTrack,
+    *,
+    audio: AudioConverter | None = None,
+    pixel_format: str | None = "rgb24",
+    on_frame: Callable[[Any], None] | None = None,
+) -> AsyncIterator[AudioFrame | VideoFrame]:
+    """Frames received on an aiortc track until it ends, as RemoteMedia frames.
+
+    Audio goes through ``audio`` (default: float32 planar, rate and channels as received);
+    video is converted to ``pixel_format`` (None keeps the decoder's, usually yuv420p).
+    ``on_frame`` sees every frame as it arrives (activity tracking, levels).
+    """
+    converter = audio or AudioConverter("fltp", name=f"in.{track.kind}")
+    try:
+        while True:
+            try:
+                frame = await track.recv()
+            except MediaStreamError:
+                break
+            if isinstance(frame, av.AudioFrame):
+                for out in converter.convert(AudioFrame.from_av(frame)):
+                    if on_frame is not None:
+                        on_frame(out)
+                    yield out
+            elif isinstance(frame, av.VideoFrame):
+                if pixel_format is not None and frame.format.name != pixel_format:
+                    frame = frame.reformat(format=pixel_format)
+                video = VideoFrame.from_av(frame)
+                if on_frame is not None:
+                    on_frame(video)
+                yield video
+        for out in converter.flush():
+            yield out
+    finally:
+        converter.close()
+
+
+class AudioOutputTrack(MediaStreamTrack):
+    """An aiortc audio track fed with ``put(frame)``: 20 ms s16 frames at 48 kHz, paced.
+
+    ``recv()`` (called by aiortc's sender) returns the next 20 ms as soon as it is there, but never
+    more than ``lead_ms`` ahead of the media clock; when nothing came ``grace_ms`` after a frame
+    was due it returns silence (an underrun) so the clock and the pts stay continuous. Audio
+    beyond ``max_buffer_ms`` is dropped oldest first, so latency cannot build up. ``end()``: the
+    track ends once the buffered audio has been sent. Mono is sent as two equal channels
+    (``channels=2``, the default): aiortc's encoder would up-mix it itself at -3 dB.
+    """
+
+    kind = "audio"
+
+    def __init__(
+        self,
+        *,
+        channels: int = 2,
+        frame_ms: int = 20,
+        lead_ms: float = 20.0,
+        grace_ms: float = 20.0,
+        max_buffer_ms: float = 200.0,
+        backend: str | None = None,
+        on_send: Callable[[AudioFrame, float], None] | None = None,
+    ) -> None:
+        super().__init__()
+        if channels not in (1, 2):
+            raise FormatError(f"an RTC audio track carries 1 or 2 channels, not {channels}")
+        self.sample_rate = RTC_SAMPLE_RATE
+        self.channels = channels
+        self.frame_samples = RTC_SAMPLE_RATE * frame_ms // 1000
+        self._period = frame_ms / 1000
+        self._lead = lead_ms / 1000
+        self._grace = grace_ms / 1000
+        self._max_blocks = max(1, int(max_buffer_ms // frame_ms))
+        self._converter = AudioConverter(
+            "s16",
+            RTC_SAMPLE_RATE,
+            channels,
+            self.frame_samples,
+            backend=backend,
+            name="out.audio",
+        )
+        self._blocks: collections.deque[AudioFrame] = collections.deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self._start: float | None = None
+        self._ended = False
+        self._on_send = on_send
+        self.frames_sent = 0  # every frame handed to aiortc, silence included
+        self.underruns = 0  # silence sent while audio had started and was expected
+        self.dropped = 0  # 20 ms blocks dropped to bound the buffer
+        self._audio_started = False
+        live_tracks.add(self)
+
+    def put(self, frame: AudioFrame) -> None:
+        """Queue pipeline output (any rate, channels, sample format). Raises FormatError."""
+        if self._ended:
+            return
+        for block in self._converter.convert(frame):
+            self._append(block)
+
+    def _append(self, block: AudioFrame) -> None:
+        self._blocks.append(block)
+        while len(self._blocks) > self._max_blocks:
+            self._blocks.popleft()
+            self.dropped += 1
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    def end(self) -> None:
+        """No more input: send what is buffered (and the converter's tail), then end."""
+        if not self._ended:
+            for block in self._converter.flush():
+                self._append(block)
+            self._ended = True
+            self._wake()
+
+    @property
+    def buffered_ms(self) -> float:
+        return len(self._blocks) * self._period * 1000
+
+    async def recv(self) -> av.AudioFrame:
+        if self.readyState != "live":
+            raise MediaStreamError
+        loop = asyncio.get_running_loop()
+        if self._start is None:
+            self._start = loop.time()
+        due = self._start + self.frames_sent * self._period
+        block: AudioFrame | None = None
+        while True:
+            now = loop.time()
+            if self._blocks:
+                if now >= due - self._lead:
+                    block = self._blocks.popleft()
+                    break
+                await asyncio.sleep(due - self._lead - now)
+                continue
+            if self._ended:
+                self.stop()
+                raise MediaStreamError
+            if now >= due + self._grace:
+                if self._audio_started:
+                    self.underruns += 1
+                break
+            self._waiter = loop.create_future()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(due + self._grace - now):
+                    await self._waiter
+            self._waiter = None
+            if self.readyState != "live":
+                raise MediaStreamError
+        if block is None:
+            samples: npt.NDArray[Any] = np.zeros((self.frame_samples, self.channels), np.int16)
+        else:
+            self._audio_started = True
+            samples = block.samples
+        frame = AudioFrame(
+            samples, self.sample_rate, self.frames_sent * self.frame_samples, planar=False
+        )
+        self.frames_sent += 1
+        if block is not None and self._on_send is not None:
+            self._on_send(block, time.perf_counter())
+        return frame.to_av()
+
+    def stop(self) -> None:
+        self._ended = True
+        self._wake()
+        if self.readyState == "live":
+            self._converter.close()
+        super().stop()
+
+
+class VideoOutputTrack(MediaStreamTrack):
+    """An aiortc video track fed with ``put(frame)``; keeps at most ``max_frames`` queued.
+
+    Frames keep their pts and time_base; untimed frames are stamped from the wall clock at 90 kHz.
+    When the queue is full the oldest frame is dropped (latency over completeness).
+    """
+
+    kind = "video"
+
+    def __init__(self, *, max_frames: int = 2) -> None:
+        super().__init__()
+        self._queue: collections.deque[VideoFrame | None] = collections.deque()
+        self._max = max_frames
+        self._waiter: asyncio.Future[None] | None = None
+        self._t0: float | None = None
+        self.frames_sent = 0
+        self.dropped = 0
+        live_tracks.add(self)
+
+    def put(self, frame: VideoFrame) -> None:
+        self._queue.append(frame)
+        while len(self._queue) > self._max:
+            self._queue.popleft()
+            self.dropped += 1
+        self._wake()
+
+    def end(self) -> None:
+        self._queue.append(None)
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    async def recv(self) -> av.VideoFrame:
+        while not self._queue:
+            if self.readyState != "live":
+                raise MediaStreamError
+            self._waiter = asyncio.get_running_loop().create_future()
+            await self._waiter
+            self._waiter = None
+        frame = self._queue.popleft()
+        if frame is None or self.readyState != "live":
+            self.stop()
+            raise MediaStreamError
+        out = frame.to_av()
+        if frame.pts is None or frame.time_base is None:
+            now = time.perf_counter()
+            self._t0 = now if self._t0 is None else self._t0
+            out.pts = round((now - self._t0) / VIDEO_CLOCK)
+            out.time_base = VIDEO_CLOCK
+        self.frames_sent += 1
+        return out
+
+    def stop(self) -> None:
+        self._wake()
+        super().stop()
+
+
+__all__ = [
+    "RTC_SAMPLE_RATE",
+    "AudioConverter",
+    "AudioOutputTrack",
+    "VideoOutputTrack",
+    "live_tracks",
+    "track_frames",
+]
