@@ -85,7 +85,8 @@ class FormatConvert(KernelNode):
 
     def process(self, frame: Any) -> list[Any]:
         if not isinstance(frame, AudioFrame):
-            _check_audio(self.name, frame)  # raises the standard FormatError
+            _check_audio(self.name, frame)  # raises the standard FormatError, unless video
+            return [frame]
         samples = self._kernel.process(frame.samples, frame.format)
         return [AudioFrame(samples, frame.sample_rate, frame.pts, frame.time_base, self._planar)]
 
