@@ -115,7 +115,8 @@ class Peer:
         self._tasks: list[asyncio.Task[None]] = []
         self._receivers: list[asyncio.Task[None]] = []
         self._feeder: asyncio.Task[None] | None = None
-        self._answers: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self._waiting: dict[Any, asyncio.Future[dict[str, Any]]] = {}
+        self._next_id = 0
         self._open = asyncio.Event()
         self._connected = asyncio.Event()
         self._failed: str | None = None
@@ -199,10 +200,11 @@ class Peer:
         if not isinstance(data, dict):
             return
         self.result.messages.append(data)
-        if data.get("type") in ("ack", "error", "pong", "stats") and (
-            "request" in data or data.get("type") == "pong"
-        ):
-            self._answers.put_nowait(data)
+        request = data.get("request")
+        key = data.get("id", request.get("id") if isinstance(request, dict) else None)
+        waiter = self._waiting.pop(key, None) if isinstance(key, int | str) else None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(data)
         if self.on_message is not None:
             self.on_message(data)
 
@@ -245,11 +247,23 @@ class Peer:
 
     # -- use
     async def request(self, message: dict[str, Any], timeout: float = 5.0) -> dict[str, Any]:
-        """Send a control message and wait for its answer (``ack``, ``error``, ``pong``...)."""
+        """Send a control message and wait for its answer (``ack``, ``error``, ``pong``...).
+
+        The answer is matched by ``id`` (one is added when the message has none). Raises
+        TimeoutError when none comes.
+        """
         await asyncio.wait_for(self._open.wait(), timeout)
         assert self.channel is not None
-        self.channel.send(json.dumps(message))
-        return await asyncio.wait_for(self._answers.get(), timeout)
+        if "id" not in message:
+            self._next_id += 1
+            message = {**message, "id": f"peer-{self._next_id}"}
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiting[message["id"]] = waiter
+        try:
+            self.channel.send(json.dumps(message))
+            return await asyncio.wait_for(waiter, timeout)
+        finally:
+            self._waiting.pop(message["id"], None)
 
     async def wait_sent(self, timeout: float | None = None) -> None:
         """Until the source has been sent completely."""

@@ -13,16 +13,22 @@ block fails.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import ctypes
 import os
 import secrets
 import shutil
 import signal
 import subprocess
+import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+CLONE_NEWNET = 0x40000000
 
 SUBNET = "10.213.0"
 
@@ -41,6 +47,22 @@ def netns_unavailable() -> str | None:
         return f"ip netns add failed: {made.stderr.strip()}"
     subprocess.run(["ip", "netns", "del", probe], capture_output=True)
     return None
+
+
+def _enter_netns(name: str) -> None:
+    """Move the calling thread (only it) into the network namespace ``name``."""
+    fd = os.open(f"/var/run/netns/{name}", os.O_RDONLY)
+    try:
+        setns = getattr(os, "setns", None)  # Python 3.12+
+        if setns is not None:
+            setns(fd, CLONE_NEWNET)
+            return
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.setns(fd, CLONE_NEWNET) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"setns into {name}: {os.strerror(err)}")
+    finally:
+        os.close(fd)
 
 
 def _ip(*args: str) -> None:
@@ -82,6 +104,32 @@ class TestHosts:
         self, host: str, argv: Sequence[str], **kwargs: Any
     ) -> subprocess.CompletedProcess[Any]:
         return subprocess.run(self.command(host, argv), **kwargs)
+
+    def run_async(self, host: str, main: Callable[[], Awaitable[T]], timeout: float = 120.0) -> T:
+        """Run ``asyncio.run(main())`` in a new thread that lives in ``host``'s namespace.
+
+        Every socket that thread opens (aiortc's, aiohttp's) belongs to ``host``, so a test can
+        be a peer on a test host without a subprocess. Raises what ``main`` raised, or
+        TimeoutError.
+        """
+        outcome: dict[str, Any] = {}
+
+        def target() -> None:
+            try:
+                _enter_netns(self.namespaces[host])
+                outcome["value"] = asyncio.run(main())  # type: ignore[arg-type]
+            except BaseException as exc:
+                outcome["error"] = exc
+
+        thread = threading.Thread(target=target, name=f"netns {host}", daemon=True)
+        thread.start()
+        thread.join(timeout)
+        if thread.is_alive():
+            raise TimeoutError(f"run_async on {host} did not finish in {timeout:g} s")
+        if "error" in outcome:
+            raise outcome["error"]
+        value: T = outcome["value"]
+        return value
 
     def stop_processes(self, timeout: float = 10.0) -> None:
         """SIGTERM the processes started here, then SIGKILL what is left after ``timeout``."""
