@@ -1,4 +1,4 @@
-"""RemoteMedia's built-in stages: audio processors now; sources and sinks join them."""
+"""RemoteMedia's built-in stages: audio processors, sources and sinks."""
 
 from .audio import (
     ChannelMix,
@@ -8,5 +8,19 @@ from .audio import (
     Rebuffer,
     Resample,
 )
+from .sinks import FileSink
+from .sources import FileSource, NoiseSource, SilenceSource, ToneSource
 
-__all__ = ["ChannelMix", "FormatConvert", "Gain", "PassThrough", "Rebuffer", "Resample"]
+__all__ = [
+    "ChannelMix",
+    "FileSink",
+    "FileSource",
+    "FormatConvert",
+    "Gain",
+    "NoiseSource",
+    "PassThrough",
+    "Rebuffer",
+    "Resample",
+    "SilenceSource",
+    "ToneSource",
+]
