@@ -1,0 +1,261 @@
+"""MicrophoneSource on virtual ALSA devices through the real sounddevice/PortAudio path."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from fractions import Fraction
+from typing import Any
+
+import numpy as np
+import psutil
+import pytest
+
+from media_nodes.audio import Gain
+from media_nodes.devices import MicrophoneSource
+from stream import Pipeline
+from stream.errors import ConfigError
+from stream.frames import AudioFrame
+from stream.testing import join_frames, tone
+
+from ._signal import native_threads, native_threads_back_to, peak_hz, rms_db
+from .virtual_audio import VirtualAudio
+
+
+async def take(pipeline: Pipeline, count: int) -> list[AudioFrame]:
+    """The first ``count`` outputs; then the pipeline's stream is closed, as a consumer that
+    stops early closes it."""
+    frames: list[AudioFrame] = []
+    async with contextlib.aclosing(pipeline.process()) as outputs:
+        async for frame in outputs:
+            frames.append(frame)
+            if len(frames) == count:
+                break
+    return frames
+
+
+async def test_delivers_the_devices_samples_in_real_time(virtual: VirtualAudio) -> None:
+    signal = tone(440, 1.2, 48000, amplitude=0.5)
+    virtual.set_mic_input(signal)
+    mic = MicrophoneSource("virtual_mic")
+    start = time.monotonic()
+    frames = await take(Pipeline([mic]), 50)
+    elapsed = time.monotonic() - start
+
+    assert [f.num_samples for f in frames] == [960] * 50
+    assert [f.pts for f in frames] == [960 * i for i in range(50)]
+    assert all(f.time_base == Fraction(1, 48000) and f.sample_rate == 48000 for f in frames)
+    assert all(f.samples.dtype == np.float32 and f.planar for f in frames)
+    got = join_frames(frames)
+    np.testing.assert_array_equal(got, signal[:, : got.shape[1]])  # bit-exact, nothing skipped
+    assert peak_hz(got[0], 48000) == pytest.approx(440, abs=0.5)
+    assert rms_db(got) == pytest.approx(-9.03, abs=0.05)  # a sine of amplitude 0.5
+    assert mic.stats == {
+        "frames": 50,
+        "overflows": 0,
+        "dropped": 0,
+        "buffered": mic.stats["buffered"],
+    }
+    assert elapsed > 0.7  # 1 s of audio arrives in real time (less the pipe's few ms)
+    assert not mic.active
+
+
+async def test_rate_channels_and_frame_size_are_what_was_asked(virtual: VirtualAudio) -> None:
+    left, right = tone(440, 0.6, 16000), tone(1000, 0.6, 16000, amplitude=0.25)
+    virtual.set_mic_input(np.concatenate([left, right]), sample_rate=16000)
+    mic = MicrophoneSource("virtual_mic", sample_rate=16000, channels=2, frame_ms=10)
+    frames = await take(Pipeline([mic]), 40)
+    assert {f.samples.shape for f in frames} == {(2, 160)}
+    assert [f.pts for f in frames] == [160 * i for i in range(40)]
+    assert frames[0].time_base == Fraction(1, 16000)
+    got = join_frames(frames)
+    assert peak_hz(got[0], 16000) == pytest.approx(440, abs=0.5)
+    assert peak_hz(got[1], 16000) == pytest.approx(1000, abs=0.5)
+    np.testing.assert_array_equal(got[1], right[0, : got.shape[1]])
+
+
+async def test_default_device_and_gain_chain_on_each_backend(
+    virtual: VirtualAudio, backend: str
+) -> None:
+    signal = tone(440, 1.0, 48000)
+    virtual.set_mic_input(signal)
+    mic, gain = MicrophoneSource(), Gain(gain_db=-6.0)
+    frames = await take(Pipeline([mic, gain]), 20)
+    assert mic.device_info is not None and mic.device_info.name == "default"
+    assert gain.backend == backend
+    got = join_frames(frames)
+    expected = signal[:, : got.shape[1]] * np.float32(10 ** (-6 / 20))
+    np.testing.assert_allclose(got, expected, atol=1e-6)
+
+
+async def test_unknown_name_lists_the_input_devices() -> None:
+    with pytest.raises(ConfigError) as err:
+        await Pipeline([MicrophoneSource("no such microphone", name="mic")]).initialize()
+    message = str(err.value)
+    assert message.startswith("mic: no input device matches 'no such microphone'; input devices:")
+    assert "'virtual_mic'" in message and "'fast_mic'" in message
+    assert err.value.stage == "mic"
+
+
+async def test_device_by_index_or_unique_part_of_the_name() -> None:
+    from media_nodes.devices import list_devices
+
+    index = next(d["index"] for d in list_devices() if d["name"] == "fast_mic")
+    by_index, by_part = MicrophoneSource(index), MicrophoneSource("FAST_M")
+    by_index.initialize()
+    by_part.initialize()
+    assert by_index.device_info == by_part.device_info
+    assert by_part.device_info is not None and by_part.device_info.name == "fast_mic"
+    with pytest.raises(ConfigError, match="matches several input devices"):
+        MicrophoneSource("mic").initialize()  # virtual_mic and fast_mic
+    with pytest.raises(ConfigError, match="no input device with index 99"):
+        MicrophoneSource(99).initialize()
+
+
+async def test_a_rate_the_device_cannot_open_is_a_config_error() -> None:
+    mic = MicrophoneSource("virtual_mic", sample_rate=1_000_000, name="mic")
+    with pytest.raises(
+        ConfigError,
+        match=r"mic: input device \d+ 'virtual_mic' cannot open at "
+        r"1000000 Hz with 1 channel\(s\).*Invalid sample rate",
+    ):
+        mic.initialize()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"device": -1}, "device index must be >= 0"),
+        ({"device": ""}, "device name must not be empty"),
+        ({"device": 1.5}, "device must be None, an index or a name"),
+        ({"sample_rate": 0}, "sample_rate must be a positive int"),
+        ({"sample_rate": 48000.0}, "sample_rate must be a positive int"),
+        ({"channels": 0}, "channels must be an int >= 1"),
+        ({"frame_ms": 0.0}, "frame_ms must give at least one sample"),
+        ({"frame_ms": float("nan")}, "frame_ms must give at least one sample"),
+        ({"buffer_frames": 0}, "buffer_frames must be an int >= 1"),
+    ],
+)
+def test_bad_settings_fail_at_construction(kwargs: dict[str, Any], match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        MicrophoneSource(**kwargs)
+
+
+def test_params_rebuild_the_node() -> None:
+    mic = MicrophoneSource("virtual_mic", 16000, 2, 10.0, 7, name="m")
+    params = mic.params()
+    assert params == {
+        "device": "virtual_mic",
+        "sample_rate": 16000,
+        "channels": 2,
+        "frame_ms": 10.0,
+        "buffer_frames": 7,
+    }
+    assert MicrophoneSource(**params).params() == params
+
+
+async def test_stream_closes_when_the_consumer_stops_and_on_cleanup(
+    virtual: VirtualAudio,
+) -> None:
+    virtual.set_mic_input(tone(440, 1.0))
+    before = native_threads()
+    mic = MicrophoneSource("virtual_mic")
+    pipeline = Pipeline([mic])
+    async with pipeline:
+        async with contextlib.aclosing(pipeline.process()) as outputs:
+            async for _ in outputs:
+                device_stream = mic._stream
+                assert mic.active and device_stream is not None and device_stream.active
+                break
+        # the consumer stopped: the device stream is closed before the pipeline's cleanup
+        assert not mic.active and device_stream.closed
+    assert native_threads_back_to(before)  # PortAudio's callback thread is gone
+
+    # cleanup() closes a stream that is still open, whatever happened to its consumer
+    agen = mic.stream(None)
+    await agen.__anext__()
+    device_stream = mic._stream
+    assert device_stream is not None and device_stream.active
+    mic.cleanup()
+    assert device_stream.closed and not mic.active
+    with contextlib.suppress(StopAsyncIteration):
+        await agen.aclose()
+    assert native_threads_back_to(before)
+
+
+async def test_cancelled_consumer_closes_the_stream(virtual: VirtualAudio) -> None:
+    virtual.set_mic_input(tone(440, 1.0))
+    mic = MicrophoneSource("virtual_mic")
+    pipeline = Pipeline([mic])
+
+    async def consume() -> None:
+        async for _ in pipeline.process():
+            pass
+
+    task = asyncio.create_task(consume())
+    await asyncio.sleep(0.2)
+    assert mic.active
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert not mic.active
+
+
+async def test_a_stalled_consumer_drops_the_oldest_frames_and_pts_stay_true(
+    virtual: VirtualAudio,
+) -> None:
+    signal = tone(440, 2.0)
+    virtual.set_mic_input(signal)
+    mic = MicrophoneSource("virtual_mic", buffer_frames=5)
+    pipeline = Pipeline([mic], queue_size=1)
+    frames: list[AudioFrame] = []
+    async with contextlib.aclosing(pipeline.process()) as outputs:
+        async for frame in outputs:
+            frames.append(frame)
+            if len(frames) == 3:
+                await asyncio.sleep(0.5)  # about 25 frames arrive; the buffers hold 5 + 1 + 1
+                assert mic.stats["buffered"] <= 5
+            if len(frames) == 20:
+                break
+    stats = mic.stats
+    pts = [f.pts for f in frames]
+    assert all(f.num_samples == 960 for f in frames)
+    assert pts == sorted(pts) and all(p is not None and p % 960 == 0 for p in pts)
+    missing = (pts[-1] - pts[0]) // 960 + 1 - len(frames)  # type: ignore[operator]
+    assert stats["dropped"] >= 15
+    assert missing == stats["dropped"]  # every dropped frame is a pts gap of its length
+    assert stats["overflows"] == stats["dropped"]  # no device overflow on this device
+    assert stats["frames"] == 20
+    for frame in frames:  # each frame is still the device's audio at its pts
+        assert frame.pts is not None
+        np.testing.assert_array_equal(frame.samples, signal[:, frame.pts : frame.pts + 960])
+
+
+async def test_overflow_from_a_device_faster_than_the_consumer_stays_bounded(
+    virtual: VirtualAudio,
+) -> None:
+    signal = tone(440, 5.0)
+    virtual.set_mic_input(signal)
+    mic = MicrophoneSource("fast_mic", buffer_frames=10)
+    process = psutil.Process()
+    agen = mic.stream(None)
+    try:
+        await agen.__anext__()
+        rss = process.memory_info().rss
+        peak = 0
+        for _ in range(10):  # the consumer reads nothing while the device runs flat out
+            await asyncio.sleep(0.03)
+            peak = max(peak, mic.stats["buffered"])
+        grown = process.memory_info().rss - rss
+        later = [await agen.__anext__() for _ in range(10)]
+    finally:
+        await agen.aclose()
+    stats = mic.stats
+    assert stats["dropped"] > 100, stats
+    assert stats["overflows"] >= stats["dropped"]
+    assert peak <= 10
+    assert grown < 20 * 2**20  # 10 frames of 960 floats are held, not the whole overflow
+    pts = [f.pts for f in later]
+    assert pts == sorted(set(pts)) and all(f.num_samples == 960 for f in later)
+    assert not mic.active
