@@ -315,6 +315,7 @@ async def _connect(args: argparse.Namespace, control: list[dict[str, Any]]) -> d
         "audio_seconds_received": round(result.audio_seconds_received, 3),
         "messages": len(result.messages),
         "seconds": round(result.seconds, 3),
+        "ended_by": result.ended_by,
     }
 
 

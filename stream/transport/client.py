@@ -41,7 +41,8 @@ log = logging.getLogger("stream.transport")
 
 @dataclass
 class PeerResult:
-    """What a finished exchange did: counters, the data-channel messages, the session id."""
+    """What a finished exchange did: counters, the data-channel messages, the session id, and
+    who ended it."""
 
     session: str | None = None
     frames_sent: int = 0
@@ -49,6 +50,7 @@ class PeerResult:
     audio_seconds_received: float = 0.0
     messages: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
+    ended_by: str = "peer"  # or "connection closed"/"connection failed": the other side ended it
 
 
 async def _frames_of(source: Any) -> AsyncIterator[Any]:
@@ -119,6 +121,8 @@ class Peer:
         self._next_id = 0
         self._open = asyncio.Event()
         self._connected = asyncio.Event()
+        self._ended = asyncio.Event()
+        self._closing = False
         self._failed: str | None = None
         self._started = 0.0
 
@@ -188,6 +192,22 @@ class Peer:
         elif state in ("failed", "closed"):
             self._failed = self._failed or state
             self._connected.set()
+            self._ended.set()
+            if not self._closing:
+                self.result.ended_by = f"connection {state}"
+
+    @property
+    def ended(self) -> bool:
+        """True once the connection failed or was closed (by either side)."""
+        return self._ended.is_set()
+
+    async def wait_ended(self, timeout: float | None = None) -> bool:
+        """Wait until the connection ends, at most ``timeout`` s; True if it ended."""
+        try:
+            await asyncio.wait_for(self._ended.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
 
     def _on_track(self, track: MediaStreamTrack) -> None:
         self._receivers.append(asyncio.create_task(self._receive(track), name=f"peer {track.kind}"))
@@ -266,18 +286,30 @@ class Peer:
             self._waiting.pop(message["id"], None)
 
     async def wait_sent(self, timeout: float | None = None) -> None:
-        """Until the source has been sent completely."""
-        if self._feeder is not None:
-            await asyncio.wait_for(asyncio.shield(self._feeder), timeout)
-        track = self.audio_track
+        """Until the source has been sent completely, or the connection ended."""
         deadline = None if timeout is None else time.perf_counter() + timeout
-        while track is not None and track.readyState == "live" and self.source is not None:
+        if self._feeder is not None:
+            ended = asyncio.ensure_future(self._ended.wait())
+            try:
+                await asyncio.wait([self._feeder, ended], timeout=timeout)
+            finally:
+                ended.cancel()
+            if not self._feeder.done() and not self.ended:
+                raise TimeoutError
+        track = self.audio_track
+        while (
+            track is not None
+            and track.readyState == "live"
+            and self.source is not None
+            and not self.ended
+        ):
             if deadline is not None and time.perf_counter() > deadline:
                 raise TimeoutError
             await asyncio.sleep(0.02)
 
     async def close(self) -> None:
         """Stop sending and receiving, close the connection, finalize the sink."""
+        self._closing = True
         if self._feeder is not None:
             self._feeder.cancel()
         for track in (self.audio_track, self.video_track):
@@ -321,7 +353,8 @@ async def connect(
     """Send ``source`` to the server at ``url`` and receive its output into ``sink``.
 
     Runs until the source has been sent plus ``tail`` seconds (for the processed audio still on
-    its way back), or for ``seconds`` when given (needed without a source). ``control`` messages
+    its way back), or for ``seconds`` when given (needed without a source), or until the server
+    ends the connection (``PeerResult.ended_by`` says so). ``control`` messages
     are sent once the data channel opens; a rejected one raises TransportError. ``options`` go to
     ``Peer``. Raises TransportError when signaling or the connection fails.
     """
@@ -333,10 +366,10 @@ async def connect(
             if answer.get("type") == "error":
                 raise TransportError(f"control message refused: {answer.get('message')}")
         if seconds is not None:
-            await asyncio.sleep(seconds)
+            await peer.wait_ended(seconds)
         else:
             await peer.wait_sent()
-            await asyncio.sleep(tail)
+            await peer.wait_ended(tail)
     return peer.result
 
 

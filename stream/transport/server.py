@@ -27,6 +27,7 @@ from typing import Any
 
 from aiohttp import web
 from aiortc import RTCSessionDescription
+from aiortc import sdp as sdp_module
 
 from ..errors import ConfigError, TransportError
 from ..node import Node
@@ -216,6 +217,12 @@ class WebRTCServer:
             "counts": {
                 "tasks": len(asyncio.all_tasks()),
                 "threads": threading.active_count(),
+                # aiortc's per-receiver decoder threads ("audio-decoder"); the loop's executor
+                # threads ("asyncio_N") are pooled and stay, so they are not counted here
+                "media_threads": sum(
+                    not t.name.startswith(("asyncio_", "MainThread")) for t in threading.enumerate()
+                ),
+                "thread_names": sorted(t.name for t in threading.enumerate()),
                 "pipelines": len(live_pipelines),
                 "tracks": len(live_tracks),
                 "peer_connections": len(live_peer_connections),
@@ -311,8 +318,17 @@ def _parse_offer(body: bytes) -> tuple[RTCSessionDescription | None, str]:
         return None, f"type must be 'offer', got {kind!r}"
     if not isinstance(sdp, str) or not sdp.startswith("v=0"):
         return None, "sdp must be a session description (a string starting with 'v=0')"
-    if "m=" not in sdp:
+    try:
+        parsed = sdp_module.SessionDescription.parse(sdp)
+    except Exception as exc:  # aiortc's parser fails in many ways on text it cannot read
+        return None, f"unreadable sdp: {type(exc).__name__}: {exc}"
+    if not parsed.media:
         return None, "the offer has no media section"
+    for media in parsed.media:
+        if media.ice is None or not media.ice.usernameFragment or not media.ice.password:
+            return None, f"the {media.kind} section has no ICE credentials (ice-ufrag/ice-pwd)"
+        if media.dtls is None or not media.dtls.fingerprints:
+            return None, f"the {media.kind} section has no DTLS fingerprint"
     return RTCSessionDescription(sdp=sdp, type="offer"), ""
 
 
