@@ -142,7 +142,7 @@ class AdaptiveAudioJitterBuffer(JitterBuffer):
             self._held.clear()
             self._next = seq
         self._held[seq] = packet
-        if self._next not in self._held and len(self._held) > self.depth:
+        if self._next not in self._held and len(self._held) >= max(self.depth, 1):
             self.skipped += uint16_add(min(self._held, key=self._distance), -self._next)
             self._next = min(self._held, key=self._distance)
         if self._next not in self._held:

@@ -291,7 +291,9 @@ class Peer:
         if self._feeder is not None:
             ended = asyncio.ensure_future(self._ended.wait())
             try:
-                await asyncio.wait([self._feeder, ended], timeout=timeout)
+                await asyncio.wait(
+                    [self._feeder, ended], timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+                )
             finally:
                 ended.cancel()
             if not self._feeder.done() and not self.ended:
