@@ -1,4 +1,4 @@
-"""RemoteMedia's built-in stages: audio processors, sources and sinks."""
+"""RemoteMedia's built-in stages: audio processors, sources and sinks, live devices."""
 
 from .audio import (
     ChannelMix,
@@ -8,6 +8,7 @@ from .audio import (
     Rebuffer,
     Resample,
 )
+from .devices import MicrophoneSource, SpeakerSink, list_devices
 from .sinks import FileSink
 from .sources import FileSource, NoiseSource, SilenceSource, ToneSource
 
@@ -17,10 +18,13 @@ __all__ = [
     "FileSource",
     "FormatConvert",
     "Gain",
+    "MicrophoneSource",
     "NoiseSource",
     "PassThrough",
     "Rebuffer",
     "Resample",
     "SilenceSource",
+    "SpeakerSink",
     "ToneSource",
+    "list_devices",
 ]
