@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import math
 import time
 from typing import Any
@@ -40,6 +41,7 @@ from ._portaudio import AudioStream, DeviceInfo, callback_stop, check_settings, 
 from .listing import check_device_arg, find_device
 
 Block = npt.NDArray[np.float32]
+log = logging.getLogger("media_nodes.devices")
 
 
 class _Ring:
@@ -267,9 +269,8 @@ class SpeakerSink(Node):
         self._raise_if_stopped()
         # A device plays the ring in about capacity/rate seconds; one that takes far longer has
         # stalled, so check on it now and then instead of waiting forever.
-        timeout = max(1.0, 4 * ring.capacity / self.device_rate)
         try:
-            await asyncio.wait_for(self._wake.wait(), timeout)
+            await asyncio.wait_for(self._wake.wait(), self.stall_timeout)
         except TimeoutError:
             self._waiting = False
             self._raise_if_stopped()
@@ -322,26 +323,40 @@ class SpeakerSink(Node):
             loop.call_soon_threadsafe(self._wake.set)
 
     async def flush(self) -> None:
-        """End of stream: play what is queued, then let the device finish, within a timeout of
-        twice the queued audio plus one second."""
+        """End of stream: play what is queued, then let the device finish. Gives up (with a
+        warning) when the device makes no progress for ``stall_timeout`` seconds."""
         ring, stream = self._ring, self._stream
-        if self._resampler is not None:
-            for block in self._resampler.flush():
-                await self._write(block)
         if ring is None or stream is None:
             return
+        for block in self._resampler.flush():  # nothing, by the kernel contract; kept general
+            await self._write(block)
         self._draining = True
-        deadline = time.monotonic() + 1.0 + 2 * (ring.filled / self.device_rate + stream.latency)
-        while ring.filled and not self._finished and time.monotonic() < deadline:
+        last, since = ring.read, time.monotonic()
+        while ring.filled and not self._finished:
             self._wake.clear()
             self._waiting = True
             if ring.filled:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), 0.05)
             self._waiting = False
+            if ring.read != last:
+                last, since = ring.read, time.monotonic()
+            elif time.monotonic() - since > self.stall_timeout:
+                log.warning(
+                    "%s: the output device stalled; %d queued samples not played",
+                    self.name,
+                    ring.filled,
+                )
+                break
         self._raise_if_stopped()
         # stop() returns once PortAudio has played the blocks it holds; off the event loop.
         await asyncio.to_thread(stream.stop)
+
+    @property
+    def stall_timeout(self) -> float:
+        """Seconds without progress after which the device counts as stalled."""
+        latency = self._stream.latency if self._stream is not None else 0.0
+        return max(1.0, 4 * self.jitter_ms / 1000 + 2 * latency)
 
     def cleanup(self) -> None:
         """Stop and close the device stream; drop the resampler's state."""
