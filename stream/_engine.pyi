@@ -5,6 +5,7 @@ Only ``stream.engine`` imports this module. Blocks are C-contiguous ``float32`` 
 the kernel. A kernel used by two calls at once raises ``RuntimeError``.
 """
 
+from collections.abc import Sequence
 from typing import Final, Self, TypeAlias, final
 
 import numpy as np
@@ -15,9 +16,12 @@ __version__: Final[str]
 __all__ = [
     "Chain",
     "ChannelMixKernel",
+    "EnergyVADKernel",
     "FormatConvertKernel",
     "GainKernel",
     "Kernel",
+    "LevelMeterKernel",
+    "MixKernel",
     "PassThroughKernel",
     "RebufferKernel",
     "ResampleKernel",
@@ -158,3 +162,103 @@ class Chain:
 
 def selftest_panic(message: str) -> None:
     """Panics inside the engine on purpose; raises ``stream.errors.EngineError``."""
+
+@final
+class LevelMeterKernel:
+    """RMS and peak in dBFS of each block and of a sliding window (docs/stages-audio.md)."""
+
+    def __new__(cls, window_ms: float = 300.0, *, stage: str = "level_meter") -> Self: ...
+    def process(self, samples: _Block, sample_rate: int) -> tuple[float, float, float, float]:
+        """Measures one block: ``(rms_db, peak_db, window_rms_db, window_peak_db)``.
+
+        Raises ``FormatError`` for a bad block or a rate/channel change mid-stream.
+        """
+
+    def reset(self) -> None:
+        """Drops the stream state: the next block starts a new stream and an empty window."""
+
+    @property
+    def window_ms(self) -> float: ...
+    @property
+    def window_samples(self) -> int | None:
+        """The window length in samples of the current stream (None before its first block)."""
+
+    @property
+    def stage(self) -> str:
+        """The stage name errors carry."""
+
+_Decision: TypeAlias = tuple[str, int, int]
+
+@final
+class EnergyVADKernel:
+    """Speech/non-speech from analysis-frame energy with hysteresis and minimum durations."""
+
+    def __new__(
+        cls,
+        threshold_db: float = -40.0,
+        hysteresis_db: float = 6.0,
+        min_speech_ms: float = 100.0,
+        min_silence_ms: float = 300.0,
+        frame_ms: float = 10.0,
+        *,
+        stage: str = "energy_vad",
+    ) -> Self: ...
+    def process(self, samples: _Block, sample_rate: int) -> list[_Decision]:
+        """Analyzes one block; returns the decisions completed, ``(kind, sample, confirmed)``."""
+
+    def flush(self) -> list[_Decision]:
+        """Ends the stream (speech still on ends), then drops the stream state."""
+
+    def reset(self) -> None:
+        """Drops the stream state without deciding anything."""
+
+    @property
+    def threshold_db(self) -> float: ...
+    @property
+    def hysteresis_db(self) -> float: ...
+    @property
+    def min_speech_ms(self) -> float: ...
+    @property
+    def min_silence_ms(self) -> float: ...
+    @property
+    def frame_ms(self) -> float: ...
+    @property
+    def state(self) -> str:
+        """``"silence"``, ``"maybe_speech"``, ``"speech"`` or ``"maybe_silence"``."""
+
+    @property
+    def speaking(self) -> bool: ...
+    @property
+    def pending_sample(self) -> int | None:
+        """Where the unconfirmed run began (a candidate start or end), or None."""
+
+    @property
+    def analyzed_samples(self) -> int: ...
+    @property
+    def frame_samples(self) -> int | None: ...
+    @property
+    def stage(self) -> str:
+        """The stage name errors carry."""
+
+@final
+class MixKernel:
+    """Sums one block per input, each times its gain, in float32 (no clipping)."""
+
+    def __new__(cls, gains_db: Sequence[float], *, stage: str = "mixer") -> Self: ...
+    def process(self, blocks: Sequence[_Block | None], channels: int, samples: int) -> _Block:
+        """Mixes ``(channels_k, samples)`` blocks (None: nothing from that input) into a new
+        ``(channels, samples)`` block. Raises ``FormatError`` naming the input at fault."""
+
+    def set_gain_db(self, index: int, gain_db: float) -> None:
+        """Sets input ``index``'s gain in dB, from the next call on (no ramp)."""
+
+    def reset(self) -> None:
+        """Does nothing: the mix keeps no stream state."""
+
+    @property
+    def gains_db(self) -> list[float]: ...
+    @property
+    def inputs(self) -> int: ...
+    @property
+    def stage(self) -> str:
+        """The stage name errors carry."""

@@ -1,8 +1,11 @@
 """Built-in audio stages: each has a Rust kernel and a Python twin (docs/kernels.md)."""
 
 from .channel_mix import ChannelMix, ChannelMixKernel
+from .energy_vad import EnergyVAD, EnergyVADKernel
 from .format_convert import FormatConvert, FormatConvertKernel
 from .gain import Gain, GainKernel
+from .level_meter import LevelMeter, LevelMeterKernel
+from .mixer import Mixer, MixKernel
 from .passthrough import PassThrough, PassThroughKernel
 from .rebuffer import Rebuffer, RebufferKernel
 from .resample import Resample, ResampleKernel
@@ -10,10 +13,16 @@ from .resample import Resample, ResampleKernel
 __all__ = [
     "ChannelMix",
     "ChannelMixKernel",
+    "EnergyVAD",
+    "EnergyVADKernel",
     "FormatConvert",
     "FormatConvertKernel",
     "Gain",
     "GainKernel",
+    "LevelMeter",
+    "LevelMeterKernel",
+    "MixKernel",
+    "Mixer",
     "PassThrough",
     "PassThroughKernel",
     "Rebuffer",

@@ -7,9 +7,12 @@
 pub mod chain;
 pub mod channel_mix;
 pub mod design;
+pub mod energy_vad;
 pub mod fir;
 pub mod format;
 pub mod gain;
+pub mod level_meter;
+pub mod mixer;
 pub mod rebuffer;
 pub mod resample;
 

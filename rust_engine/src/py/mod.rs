@@ -6,12 +6,16 @@ mod args;
 mod array;
 mod chain;
 mod channel_mix;
+mod energy_vad;
 mod error;
 mod format;
 mod gain;
 mod kernel;
+mod level_meter;
+mod mixer;
 mod rebuffer;
 mod resample;
+mod stage_cell;
 
 use pyo3::prelude::*;
 
@@ -38,6 +42,9 @@ fn _engine(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<rebuffer::RebufferKernel>()?;
     m.add_class::<format::FormatConvertKernel>()?;
     m.add_class::<chain::Chain>()?;
+    m.add_class::<level_meter::LevelMeterKernel>()?;
+    m.add_class::<energy_vad::EnergyVADKernel>()?;
+    m.add_class::<mixer::MixKernel>()?;
     m.add_function(wrap_pyfunction!(selftest_panic, m)?)?;
     Ok(())
 }
