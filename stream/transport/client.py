@@ -110,7 +110,11 @@ class Peer:
         self.on_message = on_message
         self.result = PeerResult()
         self.pc = RTCPeerConnection(rtc_configuration(ice_servers))
-        self.audio_track = AudioOutputTrack(channels=channels, on_send=on_sent) if audio else None
+        self.audio_track = (
+            AudioOutputTrack(channels=channels, on_send=on_sent, trim_after_ms=None)
+            if audio
+            else None
+        )
         self.video_track = VideoOutputTrack(max_frames=4) if video else None
         self.channel: RTCDataChannel | None = None
         self._sink_tap: SinkTap | None = None

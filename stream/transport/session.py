@@ -206,6 +206,8 @@ class Session:
             "audio_underruns": audio.underruns if audio else 0,
             "audio_dropped": audio.dropped if audio else 0,
             "audio_buffered_ms": audio.buffered_ms if audio else 0.0,
+            "audio_queue_ms": round(audio.queue_ms, 2) if audio else 0.0,
+            "audio_trimmed": audio.trimmed if audio else 0,
             "stages": [
                 {k: r[k] for k in ("name", "backend", "frames_in", "frames_out", "us_per_frame")}
                 for r in self.pipeline.stages()
@@ -233,7 +235,8 @@ class Session:
     def _on_track(self, track: MediaStreamTrack) -> None:
         self._inbound.append(track)
         if track.kind == "audio" and self._audio_out is None:
-            self._audio_out = AudioOutputTrack(backend=self.options.backend)
+            # live input: bursts from the network go straight out (up to 2 frames early)
+            self._audio_out = AudioOutputTrack(lead_ms=40, backend=self.options.backend)
             self.pc.addTrack(self._audio_out)
         elif track.kind == "video" and self._video_out is None:
             self._video_out = VideoOutputTrack()

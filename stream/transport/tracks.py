@@ -165,13 +165,61 @@ async def track_frames(
         converter.close()
 
 
+class _Chunker:
+    """Cuts s16 interleaved audio into ``size``-sample blocks for the encoder.
+
+    The stream's first block is padded at the front to a multiple of ``size``: a resampler's
+    first output is short by its delay, and without the pad every later block would wait for
+    the next one to complete it (up to a block of added latency for the whole session).
+    """
+
+    def __init__(self, size: int, channels: int) -> None:
+        self.size = size
+        self._buf = np.zeros((0, channels), np.int16)
+        self._pts: int | None = None  # of the first sample in _buf
+        self._started = False
+
+    def push(self, frame: AudioFrame) -> list[AudioFrame]:
+        samples = frame.samples
+        if not self._started:
+            self._started = True
+            pad = (-samples.shape[0]) % self.size
+            if pad:
+                samples = np.concatenate([np.zeros((pad, samples.shape[1]), np.int16), samples])
+            if frame.pts is not None and frame.time_base is not None:
+                self._pts = round(frame.pts * frame.time_base * RTC_SAMPLE_RATE) - pad
+        buf = np.concatenate([self._buf, samples]) if len(self._buf) else samples
+        n = len(buf) // self.size
+        out = [self._block(buf[i * self.size : (i + 1) * self.size]) for i in range(n)]
+        self._buf = buf[n * self.size :]
+        return out
+
+    def _block(self, samples: npt.NDArray[Any]) -> AudioFrame:
+        pts = self._pts
+        if self._pts is not None:
+            self._pts += self.size
+        return AudioFrame(np.ascontiguousarray(samples), RTC_SAMPLE_RATE, pts, planar=False)
+
+    def flush(self) -> list[AudioFrame]:
+        if not len(self._buf):
+            return []
+        pad = np.zeros((self.size - len(self._buf), self._buf.shape[1]), np.int16)
+        out = [self._block(np.concatenate([self._buf, pad]))]
+        self._buf = self._buf[:0]
+        self._started = False
+        return out
+
+
 class AudioOutputTrack(MediaStreamTrack):
     """An aiortc audio track fed with ``put(frame)``: 20 ms s16 frames at 48 kHz, paced.
 
     ``recv()`` (called by aiortc's sender) returns the next 20 ms as soon as it is there, but never
     more than ``lead_ms`` ahead of the media clock; when nothing came ``grace_ms`` after a frame
     was due it returns silence (an underrun) so the clock and the pts stay continuous. Audio
-    beyond ``max_buffer_ms`` is dropped oldest first, so latency cannot build up. ``end()``: the
+    beyond ``max_buffer_ms`` is dropped oldest first, and a backlog that stood for a whole
+    ``trim_after_ms`` window (a burst at start-up, a late packet that was waited for) is dropped
+    too, so latency cannot build up (None: keep all, for sources faster than real time that are
+    paced by their writer). ``end()``: the
     track ends once the buffered audio has been sent. Mono is sent as two equal channels
     (``channels=2``, the default): aiortc's encoder would up-mix it itself at -3 dB.
     """
@@ -186,6 +234,7 @@ class AudioOutputTrack(MediaStreamTrack):
         lead_ms: float = 20.0,
         grace_ms: float = 20.0,
         max_buffer_ms: float = 200.0,
+        trim_after_ms: float | None = 1000.0,
         backend: str | None = None,
         on_send: Callable[[AudioFrame, float], None] | None = None,
     ) -> None:
@@ -199,15 +248,17 @@ class AudioOutputTrack(MediaStreamTrack):
         self._lead = lead_ms / 1000
         self._grace = grace_ms / 1000
         self._max_blocks = max(1, int(max_buffer_ms // frame_ms))
+        self._trim_window = int(trim_after_ms // frame_ms) if trim_after_ms else 0
+        self._window_min = self._max_blocks
+        self._window_count = 0
+        self.trimmed = 0  # 20 ms blocks dropped because they only added delay
         self._converter = AudioConverter(
-            "s16",
-            RTC_SAMPLE_RATE,
-            channels,
-            self.frame_samples,
-            backend=backend,
-            name="out.audio",
+            "s16", RTC_SAMPLE_RATE, channels, backend=backend, name="out.audio"
         )
+        self._chunker = _Chunker(self.frame_samples, channels)
         self._blocks: collections.deque[AudioFrame] = collections.deque()
+        self._put_times: collections.deque[float] = collections.deque()
+        self.queue_ms = 0.0  # how long audio waits here before it is sent (moving average)
         self._waiter: asyncio.Future[None] | None = None
         self._start: float | None = None
         self._ended = False
@@ -222,13 +273,16 @@ class AudioOutputTrack(MediaStreamTrack):
         """Queue pipeline output (any rate, channels, sample format). Raises FormatError."""
         if self._ended:
             return
-        for block in self._converter.convert(frame):
-            self._append(block)
+        for converted in self._converter.convert(frame):
+            for block in self._chunker.push(converted):
+                self._append(block)
 
     def _append(self, block: AudioFrame) -> None:
+        self._put_times.append(time.perf_counter())
         self._blocks.append(block)
         while len(self._blocks) > self._max_blocks:
             self._blocks.popleft()
+            self._put_times.popleft()
             self.dropped += 1
         self._wake()
 
@@ -236,10 +290,27 @@ class AudioOutputTrack(MediaStreamTrack):
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
 
+    def _trim(self) -> None:
+        """Drop a standing backlog: audio that waited here for a whole window adds only delay."""
+        if not self._trim_window:
+            return
+        self._window_min = min(self._window_min, len(self._blocks))
+        self._window_count += 1
+        if self._window_count >= self._trim_window:
+            for _ in range(self._window_min):
+                self._blocks.popleft()
+                self._put_times.popleft()
+                self.trimmed += 1
+            self._window_min = self._max_blocks
+            self._window_count = 0
+
     def end(self) -> None:
         """No more input: send what is buffered (and the converter's tail), then end."""
         if not self._ended:
-            for block in self._converter.flush():
+            for converted in self._converter.flush():
+                for block in self._chunker.push(converted):
+                    self._append(block)
+            for block in self._chunker.flush():
                 self._append(block)
             self._ended = True
             self._wake()
@@ -259,8 +330,14 @@ class AudioOutputTrack(MediaStreamTrack):
         while True:
             now = loop.time()
             if self._blocks:
+                if not self._audio_started:  # the schedule starts with the audio, not before
+                    self._start = now - self.frames_sent * self._period
+                    due = now
                 if now >= due - self._lead:
                     block = self._blocks.popleft()
+                    waited = time.perf_counter() - self._put_times.popleft()
+                    self.queue_ms = 0.9 * self.queue_ms + 0.1 * waited * 1000
+                    self._trim()
                     break
                 await asyncio.sleep(due - self._lead - now)
                 continue

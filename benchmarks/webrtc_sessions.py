@@ -1,0 +1,342 @@
+"""WebRTC sessions: how many peers a server keeps in real time, and the latency through it.
+
+For growing N, N peers on the client test host each send 48 kHz audio to a server on the server
+test host (network namespaces made by ``stream.transport.netns``; root and iproute2 needed) and
+receive it back. Every second the sent audio carries a marker (10 ms of 1 kHz after silence);
+the one-way latency through the server is the time from handing a marker's first sample to the
+encoder to the arrival of the decoded frame in which the marker's onset appears (one clock, in the
+same client process), so it includes both network hops, both jitter buffers, the codec and the
+server. Servers, side by side in the same run:
+
+- ``echo``: bare aiortc, the received track sent straight back, aiortc's jitter buffers on both
+  ends (the baseline);
+- ``pass``: the RemoteMedia server with a pass-through pipeline, adaptive jitter buffers;
+- ``chain``: the RemoteMedia server with a realistic speech front end (mono, resample to
+  16 kHz, gain; the output track resamples back to 48 kHz), adaptive jitter buffers;
+- ``chain-w2``: the same over 2 worker processes (when ``--workers`` is given).
+
+A session keeps real time when it received at least 95 % of the audio it should have, saw every
+marker, and its latency did not grow over the run. ``cpu`` is the server's cores in use (1.0 = one
+core busy). ``--smoke`` runs one short round with N=2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+RATE = 48000
+FRAME = 960  # 20 ms
+MARK_EVERY = 50  # frames: one marker a second, so latencies below 1 s match unambiguously
+MARK_FRAMES = 1  # the marker's length in frames (20 ms of tone, 10 ms faded)
+REPO = Path(__file__).resolve().parents[1]
+
+
+# -- the peer side (runs in client processes on the client host)
+def marker_frames(seconds: float) -> Any:
+    """20 ms mono frames: silence with a 1 kHz burst every second, pts counted in samples."""
+    from stream.frames import AudioFrame
+
+    t = np.arange(FRAME // 2) / RATE
+    burst = np.zeros(FRAME, np.float32)
+    burst[: FRAME // 2] = 0.5 * np.sin(2 * np.pi * 1000 * t)
+    silence = np.zeros(FRAME, np.float32)
+    for i in range(int(seconds * 50)):
+        block = burst if i % MARK_EVERY == 0 else silence
+        yield AudioFrame(block[None, :].copy(), RATE, i * FRAME, Fraction(1, RATE))
+
+
+class Probe:
+    """One session's measurements: marker send times, onsets received, audio received."""
+
+    def __init__(self) -> None:
+        self.sent: list[float] = []
+        self.arrived: list[float] = []
+        self.received_s = 0.0
+        self.quiet = 0  # samples of silence seen since the last onset
+        self.first_arrival: float | None = None
+
+    def on_sent(self, frame: Any, at: float) -> None:
+        if frame.pts is not None and frame.pts % (FRAME * MARK_EVERY) == 0:
+            self.sent.append(at)
+
+    def on_frame(self, frame: Any) -> None:
+        from stream.frames import AudioFrame
+
+        if not isinstance(frame, AudioFrame):
+            return
+        now = time.perf_counter()
+        self.first_arrival = self.first_arrival or now
+        self.received_s += frame.duration
+        x = np.abs(frame.samples[0])
+        loud = np.flatnonzero(x > 0.1)
+        if loud.size and self.quiet + int(loud[0]) > RATE // 10:
+            self.arrived.append(now)
+            self.quiet = frame.num_samples - int(loud[-1]) - 1
+        elif loud.size:
+            self.quiet = frame.num_samples - int(loud[-1]) - 1
+        else:
+            self.quiet += frame.num_samples
+
+
+async def run_peers(url: str, sessions: int, seconds: float, jitter: int | None) -> list[Any]:
+    from stream.transport.webrtc import Peer
+
+    probes = [Probe() for _ in range(sessions)]
+    peers = [
+        Peer(
+            url,
+            marker_frames(seconds),
+            probe.on_frame,
+            jitter_depth=jitter,
+            on_sent=probe.on_sent,
+            connect_timeout=30,
+        )
+        for probe in probes
+    ]
+    started = await asyncio.gather(*(p.start() for p in peers), return_exceptions=True)
+    t0 = time.perf_counter()
+    live = [p for p, s in zip(peers, started, strict=True) if not isinstance(s, BaseException)]
+    await asyncio.gather(*(p.wait_sent(seconds + 30) for p in live), return_exceptions=True)
+    await asyncio.sleep(0.5)
+    await asyncio.gather(*(p.close() for p in peers), return_exceptions=True)
+    out = []
+    for probe, s in zip(probes, started, strict=True):
+        out.append(
+            {
+                "error": str(s) if isinstance(s, BaseException) else None,
+                "sent": probe.sent,
+                "arrived": probe.arrived,
+                "received_s": probe.received_s,
+                "elapsed": time.perf_counter() - t0,
+            }
+        )
+    return out
+
+
+def client_main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser()
+    p.add_argument("--url", required=True)
+    p.add_argument("--sessions", type=int, required=True)
+    p.add_argument("--seconds", type=float, required=True)
+    p.add_argument("--jitter", default="3")
+    a = p.parse_args(argv)
+    jitter = None if a.jitter == "aiortc" else int(a.jitter)
+    print(json.dumps(asyncio.run(run_peers(a.url, a.sessions, a.seconds, jitter))))
+    return 0
+
+
+# -- the baseline server: bare aiortc echo
+def echo_main(argv: list[str]) -> int:
+    from aiohttp import web
+    from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+
+    host, port = argv[0], int(argv[1])
+    pcs: set[RTCPeerConnection] = set()
+
+    async def offer(request: web.Request) -> web.Response:
+        params = await request.json()
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        pcs.add(pc)
+
+        @pc.on("track")
+        def on_track(track: Any) -> None:
+            pc.addTrack(track)  # echo: aiortc's sender reads the received track
+
+        @pc.on("connectionstatechange")
+        async def on_state() -> None:
+            if pc.connectionState in ("failed", "closed"):
+                await pc.close()
+                pcs.discard(pc)
+
+        await pc.setRemoteDescription(RTCSessionDescription(params["sdp"], params["type"]))
+        await pc.setLocalDescription(await pc.createAnswer())
+        local = pc.localDescription
+        return web.json_response({"sdp": local.sdp, "type": local.type, "session": str(id(pc))})
+
+    app = web.Application()
+    app.router.add_post("/offer", offer)
+    print(f"serving on http://{host}:{port}/", flush=True)
+    web.run_app(app, host=host, port=port, print=None, access_log=None)
+    return 0
+
+
+# -- the driver
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q)) if values else math.nan
+
+
+def summarize(results: list[dict[str, Any]], seconds: float) -> dict[str, Any]:
+    latencies: list[float] = []
+    realtime = 0
+    for r in results:
+        if r["error"]:
+            continue
+        sent, arrived = r["sent"], r["arrived"]
+        # each onset belongs to the last marker sent before it (markers are 1 s apart)
+        matched = {}
+        for a in arrived:
+            before = [s for s in sent if s < a]
+            if before:
+                matched.setdefault(before[-1], a - before[-1])
+        # steady state: not the first marker (cold start) nor the last (the stream's end)
+        pairs = [matched[s] for s in sent[1:-1] if s in matched]
+        slow = any(x > 0.9 for x in pairs)
+        latencies.extend(pairs)
+        third = max(1, len(pairs) // 3)
+        growing = len(pairs) >= 6 and np.median(pairs[-third:]) - np.median(pairs[:third]) > 0.05
+        complete = len(pairs) >= len(sent) - 3 and r["received_s"] >= 0.95 * seconds
+        realtime += bool(complete and pairs and not growing and not slow)
+    return {
+        "realtime": realtime,
+        "p50_ms": percentile(latencies, 50) * 1000,
+        "p99_ms": percentile(latencies, 99) * 1000,
+        "markers": len(latencies),
+    }
+
+
+def start_server(hosts: Any, mode: str, manifest: Path) -> tuple[subprocess.Popen[str], str]:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    if mode == "echo":
+        argv = [sys.executable, __file__, "echo-server", hosts.server_ip, "8090"]
+    else:
+        argv = [sys.executable, "-m", "stream.transport", "serve", "--host", hosts.server_ip]
+        argv += ["--port", "8090", "--max-sessions", "256", "--idle-timeout", "20"]
+        if mode.startswith("chain"):
+            argv += ["--pipeline", str(manifest)]
+        if mode.endswith("-w2"):
+            argv += ["--workers", "2"]
+    proc = hosts.popen(
+        "server", argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if not line.startswith("serving on"):
+        raise RuntimeError(f"{mode} server did not start: {line!r}")
+    return proc, line.split()[2]
+
+
+def cpu_seconds(pid: int) -> float:
+    import psutil
+
+    try:
+        proc = psutil.Process(pid)
+        total = sum(proc.cpu_times()[:2])
+        for child in proc.children(recursive=True):
+            total += sum(child.cpu_times()[:2])
+        return total
+    except psutil.Error:
+        return 0.0
+
+
+def round_trip(
+    hosts: Any, mode: str, sessions: int, seconds: float, clients: int, manifest: Path
+) -> dict[str, Any]:
+    server, url = start_server(hosts, mode, manifest)
+    try:
+        jitter = "aiortc" if mode == "echo" else "3"
+        per = [sessions // clients + (i < sessions % clients) for i in range(clients)]
+        cpu0, t0 = cpu_seconds(server.pid), time.perf_counter()
+        procs = [
+            hosts.popen(
+                "client",
+                [
+                    sys.executable,
+                    __file__,
+                    "client",
+                    "--url",
+                    url,
+                    "--sessions",
+                    str(n),
+                    "--seconds",
+                    str(seconds),
+                    "--jitter",
+                    jitter,
+                ],
+                stdout=subprocess.PIPE,
+                text=True,
+                env={**os.environ, "PYTHONPATH": str(REPO)},
+            )
+            for n in per
+            if n
+        ]
+        results: list[dict[str, Any]] = []
+        for proc in procs:
+            out, _ = proc.communicate(timeout=seconds + 120)
+            results.extend(json.loads(out))
+        cpu = (cpu_seconds(server.pid) - cpu0) / (time.perf_counter() - t0)
+    finally:
+        server.terminate()
+        server.wait(20)
+    return {"mode": mode, "sessions": sessions, "cpu": cpu, **summarize(results, seconds)}
+
+
+def main() -> int:
+    if len(sys.argv) > 1 and sys.argv[1] == "client":
+        return client_main(sys.argv[2:])
+    if len(sys.argv) > 1 and sys.argv[1] == "echo-server":
+        return echo_main(sys.argv[2:])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--smoke", action="store_true", help="one short round, N=2")
+    p.add_argument("--sessions", default="4,8,16,24,32", help="N values (comma separated)")
+    p.add_argument("--seconds", type=float, default=10.0, help="audio per session")
+    p.add_argument("--clients", type=int, default=2, help="client processes")
+    p.add_argument("--modes", default="echo,pass,chain")
+    p.add_argument("--json", type=Path, help="also write the rows here")
+    a = p.parse_args()
+    from stream.transport.netns import netns_unavailable, test_hosts
+
+    reason = netns_unavailable()
+    if reason:
+        print(f"skipped: {reason}")
+        return 0
+    counts = [2] if a.smoke else [int(n) for n in a.sessions.split(",")]
+    seconds = 6.0 if a.smoke else a.seconds
+    modes = a.modes.split(",")
+    rows = []
+    print(f"{'mode':<9} {'N':>3} {'real time':>9} {'p50 ms':>7} {'p99 ms':>7} {'cpu':>5}")
+    with test_hosts("rb") as hosts:
+        manifest = Path(f"/tmp/webrtc-bench-{os.getpid()}.json")
+        manifest.write_text(
+            json.dumps(
+                {
+                    "version": 1,
+                    "name": "chain",
+                    "nodes": [
+                        {"type": "ChannelMix", "params": {"channels": 1}},
+                        {"type": "Resample", "params": {"sample_rate": 16000}},
+                        {"type": "Gain", "params": {"gain_db": -3}},
+                    ],
+                }
+            )
+        )
+        try:
+            for n in counts:
+                for mode in modes:
+                    row = round_trip(hosts, mode, n, seconds, min(a.clients, n), manifest)
+                    rows.append(row)
+                    print(
+                        f"{mode:<9} {n:>3} {row['realtime']:>5}/{n:<3} {row['p50_ms']:>7.1f} "
+                        f"{row['p99_ms']:>7.1f} {row['cpu']:>5.2f}",
+                        flush=True,
+                    )
+        finally:
+            manifest.unlink(missing_ok=True)
+    if a.json:
+        a.json.write_text(json.dumps(rows, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
