@@ -37,11 +37,13 @@ typecheck: dev  ## mypy (strict) and the engine stub against the built module
 	$(PYTHON) -m mypy
 	$(PYTHON) -m mypy.stubtest stream._engine
 
-bench: dev  ## the engine benchmark, full length; copy its table into docs/benchmarks.md
-	$(PYTHON) benchmarks/engine_bench.py
+BENCHMARKS := benchmarks/engine_bench.py benchmarks/stages_bench.py
 
-bench-smoke: dev  ## the benchmark, short: proves it runs
-	$(PYTHON) benchmarks/engine_bench.py --smoke
+bench: dev  ## the benchmarks, full length; their tables go into docs/
+	for b in $(BENCHMARKS); do $(PYTHON) $$b || exit 1; done
+
+bench-smoke: dev  ## the benchmarks, short: proves they run
+	for b in $(BENCHMARKS); do $(PYTHON) $$b --smoke >/dev/null || exit 1; done
 
 wheel-check:  ## build the wheel, install it in a fresh venv, run the demo from it
 	rm -rf .make/wheel .make/venv

@@ -2,8 +2,11 @@
 
 from .audio import (
     ChannelMix,
+    EnergyVAD,
     FormatConvert,
     Gain,
+    LevelMeter,
+    Mixer,
     PassThrough,
     Rebuffer,
     Resample,
@@ -14,11 +17,14 @@ from .sources import FileSource, NoiseSource, SilenceSource, ToneSource
 
 __all__ = [
     "ChannelMix",
+    "EnergyVAD",
     "FileSink",
     "FileSource",
     "FormatConvert",
     "Gain",
+    "LevelMeter",
     "MicrophoneSource",
+    "Mixer",
     "NoiseSource",
     "PassThrough",
     "Rebuffer",

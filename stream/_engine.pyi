@@ -6,6 +6,7 @@ the kernel. A kernel used by two calls at once raises ``RuntimeError``.
 """
 
 from collections.abc import Sequence
+from fractions import Fraction
 from typing import Final, Self, TypeAlias, final
 
 import numpy as np
@@ -16,15 +17,19 @@ __version__: Final[str]
 __all__ = [
     "Chain",
     "ChannelMixKernel",
+    "ColorConvertKernel",
     "EnergyVADKernel",
     "FormatConvertKernel",
+    "FrameRateKernel",
     "GainKernel",
+    "GrayscaleKernel",
     "Kernel",
     "LevelMeterKernel",
     "MixKernel",
     "PassThroughKernel",
     "RebufferKernel",
     "ResampleKernel",
+    "ResizeKernel",
     "__version__",
     "selftest_panic",
 ]
@@ -259,6 +264,98 @@ class MixKernel:
     def gains_db(self) -> list[float]: ...
     @property
     def inputs(self) -> int: ...
+    @property
+    def stage(self) -> str:
+        """The stage name errors carry."""
+
+# Video kernels (docs/stages-video.md): uint8 pictures as PyAV's ``to_ndarray`` lays them out.
+
+_Pixels: TypeAlias = npt.NDArray[np.uint8]
+
+@final
+class ResizeKernel:
+    """Scales pictures to ``width`` x ``height`` (1..=16384) with ``quality`` nearest, bilinear,
+    bicubic or lanczos; keeps the pixel format. Raises ``ConfigError`` for bad settings."""
+
+    def __new__(
+        cls, width: int, height: int, quality: str = "bilinear", *, stage: str = "resize"
+    ) -> Self: ...
+    def process(self, pixels: _Pixels, format: str) -> _Pixels:
+        """``pixels`` (laid out as ``format`` says) scaled; raises ``FormatError`` for a bad
+        picture or an odd target size for a 4:2:0 format."""
+
+    @property
+    def width(self) -> int: ...
+    @property
+    def height(self) -> int: ...
+    @property
+    def quality(self) -> str: ...
+    @property
+    def stage(self) -> str:
+        """The stage name errors carry."""
+
+@final
+class ColorConvertKernel:
+    """Converts pictures to ``format`` (rgb24, bgr24, gray, yuv420p, nv12): BT.601, YUV limited
+    range, gray full range."""
+
+    def __new__(cls, format: str, *, stage: str = "color_convert") -> Self: ...
+    def process(self, pixels: _Pixels, src_format: str) -> _Pixels:
+        """``pixels`` (laid out as ``src_format`` says) in this kernel's format; raises
+        ``FormatError`` for a bad picture or an odd size for a 4:2:0 target."""
+
+    @property
+    def format(self) -> str:
+        """The output pixel format."""
+
+    @property
+    def stage(self) -> str:
+        """The stage name errors carry."""
+
+@final
+class GrayscaleKernel:
+    """Converts pictures of any supported format to gray (full-range BT.601 luma)."""
+
+    def __new__(cls, *, stage: str = "grayscale") -> Self: ...
+    def process(self, pixels: _Pixels, src_format: str) -> _Pixels:
+        """The gray picture of ``pixels``; raises ``FormatError`` for a bad picture."""
+
+    @property
+    def format(self) -> str:
+        """The output pixel format, ``gray``."""
+
+    @property
+    def stage(self) -> str:
+        """The stage name errors carry."""
+
+@final
+class FrameRateKernel:
+    """Constant frame rate by timestamp: which input frame fills which output slot.
+
+    ``fps``: an int, float (nearest fraction with denominator up to 1001), ``Fraction`` or
+    ``'num/den'`` string, above 0 and at most 1000. Raises ``ConfigError`` otherwise.
+    """
+
+    def __new__(cls, fps: int | float | Fraction | str, *, stage: str = "frame_rate") -> Self: ...
+    def process(self, pts: int, time_base: Fraction) -> tuple[int, int]:
+        """Registers a frame at ``pts * time_base`` s; returns ``(start, count)``: the frame
+        registered before it fills output pts ``start .. start + count``. Raises
+        ``FormatError`` for a bad timestamp or a time base change mid-stream."""
+
+    def flush(self) -> tuple[int, int]:
+        """End of stream: ``(start, count)`` of the last frame, then resets."""
+
+    def reset(self) -> None:
+        """Drops the stream state."""
+
+    @property
+    def fps(self) -> Fraction:
+        """The output frame rate."""
+
+    @property
+    def time_base(self) -> Fraction:
+        """The output time base, ``1 / fps``."""
+
     @property
     def stage(self) -> str:
         """The stage name errors carry."""

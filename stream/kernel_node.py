@@ -124,7 +124,6 @@ class KernelNode(_KernelRunner, Node):
         if backend is not None:
             resolve_mode(backend)  # ConfigError on a bad value, at construction
         self.requested_backend = backend
-        self.force_python = False
         self.backend = "unset"
         self.backend_reason = "not initialized"
         self._kernel: Any = None

@@ -40,6 +40,8 @@ class Node:
     accepts_any: ClassVar[bool] = True
     #: Events flow around a stage unless it sets this (see stream.events).
     accepts_events: ClassVar[bool] = False
+    #: Set by ``Pipeline.initialize(use_rust=False)``: build Python kernels only.
+    force_python: bool = False
 
     def __init__(self, name: str | None = None) -> None:
         self.name = name or f"{_snake(type(self).__name__)}{next(_counter)}"

@@ -294,8 +294,7 @@ class Pipeline:
         done: list[Node] = []
         try:
             for node in self.nodes:
-                if isinstance(node, KernelNode):
-                    node.force_python = not use_rust
+                node.force_python = not use_rust
                 await maybe_await(node.initialize())
                 done.append(node)
         except BaseException:

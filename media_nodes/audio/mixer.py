@@ -357,7 +357,12 @@ class Mixer(Source):
 
     def initialize(self) -> None:
         self._kernel, self.backend, self.backend_reason = select_kernel(
-            self.name, self.requested_backend, "MixKernel", MixKernel, {"gains_db": self.gains_db}
+            self.name,
+            self.requested_backend,
+            "MixKernel",
+            MixKernel,
+            {"gains_db": self.gains_db},
+            self.force_python,
         )
 
     def _audio(self, inp: _Input, item: Any, rate: int, channels: int) -> AudioFrame:

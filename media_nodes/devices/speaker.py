@@ -181,7 +181,12 @@ class SpeakerSink(Node):
         check_settings(self.name, "output", info, rate, self.channels or 1)
         self.device_info, self.device_rate = info, rate
         self._resampler, self.backend, reason = select_kernel(
-            self.name, None, "ResampleKernel", ResampleKernel, {"sample_rate": rate}
+            self.name,
+            None,
+            "ResampleKernel",
+            ResampleKernel,
+            {"sample_rate": rate},
+            self.force_python,
         )
         self.backend_reason = f"resampler: {reason}"
         self._reset_stats()
@@ -205,7 +210,12 @@ class SpeakerSink(Node):
         self._mixer = None
         if channels != stream_channels:
             self._mixer, _, _ = select_kernel(
-                self.name, None, "ChannelMixKernel", ChannelMixKernel, {"channels": channels}
+                self.name,
+                None,
+                "ChannelMixKernel",
+                ChannelMixKernel,
+                {"channels": channels},
+                self.force_python,
             )
         self.device_channels = channels
         self._ring = _Ring(channels, self.capacity)
