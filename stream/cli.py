@@ -143,13 +143,15 @@ async def cmd_live(args: argparse.Namespace) -> str:
         sink = speaker
     levels = LevelProbe(counters)
     pipeline = Pipeline([mic, *_middle(args), levels, sink], name="live")
-    deadline = None if args.seconds is None else time.monotonic() + args.seconds
     async with pipeline:
-        stream = pipeline.process()
-        async with contextlib.aclosing(stream):
-            async for _ in stream:
-                if deadline is not None and time.monotonic() >= deadline:
-                    break
+        # the sink emits nothing: this runs until Ctrl-C or --seconds, which closes the stream
+        with contextlib.suppress(TimeoutError):
+            async with (
+                asyncio.timeout(args.seconds),
+                contextlib.aclosing(pipeline.process()) as out,
+            ):
+                async for _ in out:
+                    pass
     return f"\n{levels.line()}\n{pipeline.describe()}"
 
 
@@ -178,7 +180,7 @@ def cmd_devices(args: argparse.Namespace) -> str:
         mark = ("<" if d["default_input"] else " ") + (">" if d["default_output"] else " ")
         rows.append(
             f"{mark} {d['index']:>3}  {d['name'][:40]:<40} {d['max_input_channels']:>3} "
-            f"{d['max_output_channels']:>3}  {d['default_samplerate']:>7.0f}"
+            f"{d['max_output_channels']:>3}  {d['default_sample_rate']:>7.0f}"
         )
     rows.append("< default input, > default output")
     return "\n".join(rows)
