@@ -66,3 +66,27 @@ def test_unknown_device_is_one_line_listing_the_devices(virtual: VirtualAudio) -
     lines = run.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("remotemedia: error: ")
     assert "virtual_mic" in lines[0]
+
+
+def test_ctrl_c_stops_cleanly_and_finalizes_the_file(virtual: VirtualAudio, tmp_path: Path) -> None:
+    import signal
+    import time
+
+    virtual.set_mic_input(tone(500, 10.0, 48000, amplitude=0.5))
+    out = tmp_path / "take.wav"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "stream", "live", "--out", str(out)],
+        env={**os.environ, **virtual.environ()},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(2.0)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 130, stderr
+    assert "remotemedia: stopped" in stderr and "Traceback" not in stderr
+    with av.open(str(out)) as c:
+        x = np.concatenate([f.to_ndarray() for f in c.decode(audio=0)], axis=1)[0] / 32768
+    assert x.size > 24000  # at least half a second was recorded and the file is whole
+    assert peak_hz(x, 48000) == pytest.approx(500, abs=2)
