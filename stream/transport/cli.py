@@ -166,6 +166,8 @@ def _setup_logging(debug: bool) -> None:
 def _fail(debug: bool, exc: BaseException) -> int:
     if debug:
         raise exc
+    if isinstance(exc, ImportError) and exc.name in ("aiortc", "aiohttp", "aioice"):
+        exc = ImportError(f"the WebRTC transport needs {exc.name}: pip install aiortc aiohttp")
     print(f"error: {exc}", file=sys.stderr)
     return EXIT_ERROR
 
@@ -176,7 +178,7 @@ def serve_main(argv: Sequence[str] | None = None, prog: str = "remotemedia serve
     _setup_logging(args.debug)
     try:
         return asyncio.run(_serve(args))
-    except (StreamError, OSError) as exc:
+    except (StreamError, OSError, ImportError) as exc:
         return _fail(args.debug, exc)
     except KeyboardInterrupt:
         return 0
@@ -266,7 +268,7 @@ def connect_main(argv: Sequence[str] | None = None, prog: str = "remotemedia con
         logging.getLogger().setLevel(logging.WARNING)
     try:
         summary = asyncio.run(_connect(args, control))
-    except (StreamError, OSError) as exc:
+    except (StreamError, OSError, ImportError) as exc:
         return _fail(args.debug, exc)
     except KeyboardInterrupt:
         return 0
