@@ -194,7 +194,9 @@ def _parser() -> argparse.ArgumentParser:
     stages.add_argument("--pipeline", type=Path, help="a pipeline file (JSON/YAML) of stages")
     stages.add_argument("--backend", choices=["auto", "rust", "python"], default=None)
 
-    parser = argparse.ArgumentParser(prog="remotemedia", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="remotemedia", description="RemoteMedia: real-time audio and video pipelines"
+    )
     sub = parser.add_subparsers(dest="command")
     demo = sub.add_parser("demo", parents=[common], help="run the demo job (the default)")
     demo.add_argument("--out", type=Path, default=Path("out/demo.wav"), help="WAV file to write")
@@ -219,6 +221,8 @@ def _parser() -> argparse.ArgumentParser:
     val = sub.add_parser("validate", parents=[common], help="check a pipeline file")
     val.add_argument("manifest", type=Path)
     sub.add_parser("devices", parents=[common], help="list audio devices")
+    sub.add_parser("serve", help="WebRTC server: browsers and peers stream through a pipeline")
+    sub.add_parser("connect", help="WebRTC peer: send a file or device, record what comes back")
     return parser
 
 
@@ -229,6 +233,10 @@ def _device(value: str | None) -> int | str | None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args_list = list(sys.argv[1:] if argv is None else argv)
+    if args_list and args_list[0] in ("serve", "connect"):  # WebRTC: they parse their own args
+        from .transport.cli import connect_main, serve_main
+
+        return (serve_main if args_list[0] == "serve" else connect_main)(args_list[1:])
     if not args_list or (args_list[0].startswith("-") and args_list[0] not in ("-h", "--help")):
         args_list.insert(0, "demo")  # the demo job is the default command
     args = parser.parse_args(args_list)
