@@ -93,7 +93,7 @@ fn dots<V: Vector, const R: usize, const SHARED: bool>(
     taps: [&[f32]; R],
     windows: [&[f32]; R],
 ) -> [f32; R] {
-    assert!(kp % LANES == 0);
+    assert!(kp.is_multiple_of(LANES));
     assert!(taps.iter().chain(&windows).all(|s| s.len() == kp));
     let tp = taps.map(|t| t.as_ptr());
     let wp = windows.map(|w| w.as_ptr());

@@ -15,6 +15,7 @@ pub mod level_meter;
 pub mod mixer;
 pub mod rebuffer;
 pub mod resample;
+pub mod video;
 
 use std::any::Any;
 use std::fmt;

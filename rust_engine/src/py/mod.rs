@@ -16,6 +16,7 @@ mod mixer;
 mod rebuffer;
 mod resample;
 mod stage_cell;
+mod video;
 
 use pyo3::prelude::*;
 
@@ -45,6 +46,10 @@ fn _engine(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<level_meter::LevelMeterKernel>()?;
     m.add_class::<energy_vad::EnergyVADKernel>()?;
     m.add_class::<mixer::MixKernel>()?;
+    m.add_class::<video::ResizeKernel>()?;
+    m.add_class::<video::ColorConvertKernel>()?;
+    m.add_class::<video::GrayscaleKernel>()?;
+    m.add_class::<video::FrameRateKernel>()?;
     m.add_function(wrap_pyfunction!(selftest_panic, m)?)?;
     Ok(())
 }
