@@ -15,6 +15,7 @@ from media_nodes.audio import Gain
 from media_nodes.video import ColorConvert, FrameRate, Grayscale, Resize
 from stream import AudioFrame, Pipeline, VideoFrame
 from stream.events import Event
+from stream.manifest import from_manifest
 from stream.testing import run_node, tone
 
 from ._util import FORMATS, QUALITIES, YUV_FORMATS, frames, noise, picture, shape_of
@@ -257,6 +258,13 @@ def test_params_rebuild_the_nodes() -> None:
     ]
     for node, p in zip(nodes, params, strict=True):
         assert type(node)(**p).params() == p
+    pipeline = Pipeline(nodes[:4], name="video")
+    assert from_manifest(pipeline.to_manifest()).to_manifest() == pipeline.to_manifest()
+    by_package = {
+        "version": 1,
+        "nodes": [{"type": "media_nodes.video:Resize", "params": params[0]}],
+    }
+    assert isinstance(from_manifest(by_package).nodes[0], Resize)
 
 
 @pytest.mark.parametrize("fmt", YUV_FORMATS)
