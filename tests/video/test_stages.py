@@ -6,6 +6,7 @@ fixture sets, and each test checks that the stage really ran on it.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from fractions import Fraction
 
 import numpy as np
@@ -273,3 +274,31 @@ async def test_use_rust_false_forces_the_twin(fmt: str) -> None:
     pipeline = Pipeline([node])
     await pipeline.run([timed(noise(fmt, 32, 16), fmt)], use_rust=False)
     assert node.backend == "python"
+
+
+# --------------------------------------------------------------------------- leaks
+
+
+async def test_many_frames_memory_stays_flat(backend: str) -> None:
+    psutil = pytest.importorskip("psutil")
+    import gc
+
+    proc = psutil.Process()
+    cam = noise("nv12", 320, 240)
+
+    async def feed(n: int, start: int) -> AsyncIterator[VideoFrame]:
+        for i in range(start, start + n):
+            yield VideoFrame(cam, "nv12", i * 3000, TB)
+
+    count = 150 if backend == "python" else 600
+    p = Pipeline([Resize(160, 120), ColorConvert("rgb24"), Grayscale(), FrameRate(15)])
+    async with p:
+        async for _ in p.process(feed(count // 4, 0)):
+            pass
+        gc.collect()
+        rss_warm = proc.memory_info().rss
+        async for _ in p.process(feed(count, count)):
+            pass
+        gc.collect()
+        grown = proc.memory_info().rss - rss_warm
+    assert grown < 8 * 1024 * 1024, f"RSS grew {grown / 1e6:.1f} MB over {count} frames"
