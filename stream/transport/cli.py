@@ -71,6 +71,12 @@ def serve_parser(prog: str = "remotemedia serve") -> argparse.ArgumentParser:
         help="audio jitter buffer: packets waited for a missing one (3), or 'aiortc' (80 ms fixed)",
     )
     p.add_argument("--channels", type=int, default=1, help="channels the pipeline gets (1)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="run sessions in N worker processes, least loaded first (0: in this process)",
+    )
     p.add_argument("--record", type=Path, help="also write each session's output to DIR/ID.wav")
     p.add_argument("--debug", action="store_true", help="tracebacks and debug logs")
     return p
@@ -82,47 +88,63 @@ def pipeline_factory(
     """A factory building a fresh pipeline per session from a manifest and/or a chain spec.
 
     Checks the manifest once up front (ManifestError lists its problems). With neither, the
-    pipeline is a pass-through.
+    pipeline is a pass-through. The factory is picklable, so worker processes can use it.
     """
-    from ..chain_spec import parse_chain
-    from ..manifest import ManifestError, build_nodes, load, validate_manifest
+    return ManifestFactory(manifest, chain, backend)
 
-    data: dict[str, Any] | None = None
-    if manifest:
-        data = load(manifest)
-        problems = validate_manifest(data)
-        if problems:
-            raise ManifestError(problems, manifest)
-    if chain:
-        parse_chain(chain, backend)  # ConfigError now, not at the first session
 
-    def factory() -> Pipeline:
+class ManifestFactory:
+    """A picklable pipeline factory: the manifest's stages, then the chain's (see above)."""
+
+    def __init__(self, manifest: str | None, chain: str | None, backend: str | None) -> None:
+        from ..chain_spec import parse_chain
+        from ..manifest import ManifestError, load, validate_manifest
+
+        self.data: dict[str, Any] | None = None
+        if manifest:
+            self.data = load(manifest)
+            problems = validate_manifest(self.data)
+            if problems:
+                raise ManifestError(problems, manifest)
+        if chain:
+            parse_chain(chain, backend)  # ConfigError now, not at the first session
+        self.chain = chain
+        self.backend = backend
+
+    def __call__(self) -> Pipeline:
+        from ..chain_spec import parse_chain
+        from ..manifest import build_nodes
+
         nodes: list[Node] = []
         name = "session"
-        if data is not None:
-            nodes.extend(build_nodes(data)[0])
-            name = str(data.get("name", name))
-        if chain:
-            nodes.extend(parse_chain(chain, backend))
+        if self.data is not None:
+            nodes.extend(build_nodes(self.data)[0])
+            name = str(self.data.get("name", name))
+        if self.chain:
+            nodes.extend(parse_chain(self.chain, self.backend))
         if not nodes:
             from media_nodes import PassThrough
 
             nodes.append(PassThrough(name="pass"))
         return Pipeline(nodes, name=name)
 
-    return factory
-
 
 def record_factory(directory: Path) -> Callable[[str], Node]:
-    """A sink factory writing each session's audio to ``directory/SESSION.wav``."""
-    from media_nodes.sinks import FileSink
-
+    """A sink factory writing each session's audio to ``directory/SESSION.wav`` (picklable)."""
     directory.mkdir(parents=True, exist_ok=True)
+    return RecordFactory(directory)
 
-    def factory(session_id: str) -> Node:
-        return _AudioOnly(FileSink(directory / f"{session_id}.wav", name="record"))
 
-    return factory
+class RecordFactory:
+    """``factory(session_id)``: a FileSink of the session's audio in ``directory``."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    def __call__(self, session_id: str) -> Node:
+        from media_nodes.sinks import FileSink
+
+        return _AudioOnly(FileSink(self.directory / f"{session_id}.wav", name="record"))
 
 
 class _AudioOnly(Node):
@@ -201,6 +223,7 @@ async def _serve(args: argparse.Namespace) -> int:
         input_channels=args.channels,
         sink_factory=record_factory(args.record) if args.record else None,
         backend=args.backend,
+        workers=args.workers,
     )
     await server.start()
     loop = asyncio.get_running_loop()

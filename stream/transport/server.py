@@ -7,21 +7,23 @@ Routes:
   401 without the bearer token (when one is set), 413 for an offer over ``max_offer_bytes``, 400
   for a malformed offer, 503 at ``max_sessions`` or while shutting down.
 - ``GET /status``: sessions and leak counts (tasks, threads, live pipelines, tracks, peer
-  connections); needs the token too.
+  connections); needs the token too. With workers, the counts are summed over the front and its
+  workers, and ``workers`` lists each one (pid, sessions, counts).
+
+With ``workers=N`` (N >= 1) the sessions run in N worker processes (``workers.py``), each new
+session on the worker with the fewest; signaling, limits and the page stay here.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import hmac
 import json
 import logging
-import threading
-import time
+import pickle
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,19 +32,15 @@ from aiortc import RTCSessionDescription
 from aiortc import sdp as sdp_module
 
 from ..errors import ConfigError, TransportError
-from ..node import Node
-from ..pipeline import Pipeline
 from ._aiortc import resolve_host_addresses
-from .session import Session, SessionOptions, live_peer_connections, live_pipelines
-from .tracks import live_tracks
+from .host import OfferRefused, PipelineFactory, SessionHost, SinkFactory, process_counts
+from .session import Session, SessionOptions
+from .workers import Worker
 
 log = logging.getLogger("stream.transport")
 
 STATIC_DIR = Path(__file__).with_name("static")
 DEFAULT_MAX_OFFER_BYTES = 64 * 1024
-
-PipelineFactory = Callable[[], Pipeline]
-SinkFactory = Callable[[str], Node | None]
 
 
 class WebRTCServer:
@@ -80,6 +78,7 @@ class WebRTCServer:
         sink_factory: SinkFactory | None = None,
         backend: str | None = None,
         static_dir: Path | None = None,
+        workers: int = 0,
     ) -> None:
         if max_sessions < 1:
             raise ConfigError(f"max_sessions must be >= 1, got {max_sessions}")
@@ -89,6 +88,18 @@ class WebRTCServer:
             raise ConfigError("idle_timeout and connect_timeout must be > 0")
         if jitter_depth is not None and not 0 <= jitter_depth <= 8:
             raise ConfigError(f"jitter_depth must be in 0..8 or None, got {jitter_depth}")
+        if workers < 0:
+            raise ConfigError(f"workers must be >= 0, got {workers}")
+        if workers:
+            shipped = {"pipeline_factory": pipeline_factory, "sink_factory": sink_factory}
+            for what, obj in shipped.items():
+                try:
+                    pickle.dumps(obj)
+                except Exception as exc:
+                    raise ConfigError(
+                        f"with workers, {what} must be picklable (a module-level function or "
+                        f"class instance, not a lambda or closure): {exc}"
+                    ) from exc
         self.pipeline_factory = pipeline_factory
         self.host = host
         self.port = port
@@ -108,7 +119,16 @@ class WebRTCServer:
             ice_servers=tuple(ice_servers),
             backend=backend,
         )
-        self.sessions: dict[str, Session] = {}
+        self.local = SessionHost(
+            pipeline_factory,
+            self.options,
+            connect_timeout=connect_timeout,
+            sink_factory=sink_factory,
+        )
+        self.workers: list[Worker] = []
+        self.worker_count = workers
+        self.worker_restarts = 0
+        self.placed: dict[str, Worker] = {}  # session id -> the worker it runs on
         self.sessions_total = 0
         self.rejected: dict[int, int] = {}
         self._pending = 0  # offers being answered, counted against max_sessions
@@ -116,7 +136,17 @@ class WebRTCServer:
         self._runner: web.AppRunner | None = None
         self._watchdog: asyncio.Task[None] | None = None
         self._stopped = asyncio.Event()
+        self._restarts: set[asyncio.Task[None]] = set()
         self.app = self._make_app()
+
+    @property
+    def sessions(self) -> dict[str, Session]:
+        """The sessions running in this process (none with workers)."""
+        return self.local.sessions
+
+    @property
+    def live_sessions(self) -> int:
+        return len(self.placed) if self.worker_count else len(self.local.sessions)
 
     # -- HTTP
     def _make_app(self) -> web.Application:
@@ -147,7 +177,7 @@ class WebRTCServer:
     async def _status(self, request: web.Request) -> web.Response:
         if not self._authorized(request):
             return self._unauthorized()
-        return web.json_response(self.status())
+        return web.json_response(await self.gather_status())
 
     async def _offer(self, request: web.Request) -> web.Response:
         if not self._authorized(request):
@@ -167,7 +197,7 @@ class WebRTCServer:
         offer, problem = _parse_offer(body)
         if offer is None:
             return self._reject(400, problem)
-        if len(self.sessions) + self._pending >= self.max_sessions:
+        if self.live_sessions + self._pending >= self.max_sessions:
             return self._reject(
                 503, f"server full: {self.max_sessions} sessions", **{"Retry-After": "5"}
             )
@@ -179,75 +209,133 @@ class WebRTCServer:
 
     async def _answer(self, offer: RTCSessionDescription) -> web.Response:
         session_id = uuid.uuid4().hex[:12]
-        try:
-            pipeline = self.pipeline_factory()
-        except Exception as exc:
-            log.exception("pipeline factory failed")
-            return self._reject(500, f"cannot build the pipeline: {exc}")
-        sink = self.sink_factory(session_id) if self.sink_factory else None
-        session = Session(session_id, pipeline, self.options, sink=sink, on_closed=self._closed)
-        self.sessions[session_id] = session
         self.sessions_total += 1
         try:
-            answer = await session.accept(offer)
-        except (ValueError, TypeError, AttributeError, KeyError, IndexError, AssertionError) as exc:
-            # aiortc's SDP parser raises these for descriptions it cannot read
-            await session.close("bad offer")
-            return self._reject(400, f"malformed offer: {type(exc).__name__}: {exc}")
-        except Exception as exc:
-            await session.close("offer failed")
-            log.exception("session %s: answering failed", session_id)
-            return self._reject(500, f"cannot answer the offer: {exc}")
-        log.info("session %s: answered (%d live)", session_id, len(self.sessions))
-        return web.json_response({"sdp": answer.sdp, "type": answer.type, "session": session_id})
+            if self.worker_count:
+                sdp, kind = await self._place(session_id, offer)
+            else:
+                answer = await self.local.answer(session_id, offer)
+                sdp, kind = answer.sdp, answer.type
+        except OfferRefused as exc:
+            return self._reject(exc.status, str(exc))
+        log.info("session %s: answered (%d live)", session_id, self.live_sessions)
+        return web.json_response({"sdp": sdp, "type": kind, "session": session_id})
 
-    def _closed(self, session: Session) -> None:
-        self.sessions.pop(session.id, None)
+    async def _place(self, session_id: str, offer: RTCSessionDescription) -> tuple[str, str]:
+        """Start the session on the least loaded live worker: (answer sdp, type)."""
+        live = [w for w in self.workers if w.alive and not w.draining]
+        if not live:
+            raise OfferRefused(503, "no worker is running")
+        worker = min(live, key=lambda w: (w.load, w.index))
+        try:
+            reply = await worker.place(session_id, offer.sdp)
+        except TransportError as exc:
+            if isinstance(exc, OfferRefused):
+                raise
+            raise OfferRefused(503, f"the worker failed: {exc}") from exc
+        if session_id in worker.sessions:
+            self.placed[session_id] = worker
+        log.info("session %s: on worker %d (pid %s)", session_id, worker.index, worker.pid)
+        return str(reply["sdp"]), str(reply["type"])
+
+    def _worker_session_closed(self, worker: Worker, session_id: str) -> None:
+        self.placed.pop(session_id, None)
+
+    def _worker_died(self, worker: Worker) -> None:
+        for session_id in list(worker.sessions):
+            self.placed.pop(session_id, None)
+        if not self._stopping:
+            task = asyncio.create_task(self._restart(worker), name=f"restart worker {worker.index}")
+            self._restarts.add(task)
+            task.add_done_callback(self._restarts.discard)
+
+    async def _restart(self, dead: Worker, delay: float = 1.0) -> None:
+        await asyncio.sleep(delay)
+        if self._stopping:
+            return
+        worker = self._new_worker(dead.index)
+        try:
+            await worker.start()
+        except TransportError as exc:
+            log.error("%s; not restarted", exc)
+            return
+        if self._stopping:
+            await worker.drain()
+            return
+        self.workers[dead.index] = worker
+        self.worker_restarts += 1
+
+    def _new_worker(self, index: int) -> Worker:
+        args = (
+            self.pipeline_factory,
+            self.sink_factory,
+            self.options,
+            self.connect_timeout,
+            logging.getLogger().getEffectiveLevel(),
+        )
+        return Worker(index, args, self._worker_session_closed, self._worker_died)
 
     # -- status and life cycle
     def status(self) -> dict[str, Any]:
-        """Sessions, and counts that show leaks: live pipelines, tracks, peer connections, tasks."""
-        gc.collect()
+        """Sessions in this process, and counts that show leaks (see ``gather_status``)."""
+        local = self.local.status()
         return {
-            "sessions": len(self.sessions),
+            "sessions": self.live_sessions,
             "max_sessions": self.max_sessions,
             "sessions_total": self.sessions_total,
             "rejected": {str(k): v for k, v in sorted(self.rejected.items())},
             "stopping": self._stopping,
-            "counts": {
-                "tasks": len(asyncio.all_tasks()),
-                "threads": threading.active_count(),
-                # aiortc's per-receiver decoder threads ("audio-decoder"); the loop's executor
-                # threads ("asyncio_N") are pooled and stay, so they are not counted here
-                "media_threads": sum(
-                    not t.name.startswith(("asyncio_", "MainThread")) for t in threading.enumerate()
-                ),
-                "thread_names": sorted(t.name for t in threading.enumerate()),
-                "pipelines": len(live_pipelines),
-                "tracks": len(live_tracks),
-                "peer_connections": len(live_peer_connections),
-            },
-            "list": [s.stats() for s in self.sessions.values()],
+            "counts": local["counts"],
+            "list": local["list"],
         }
+
+    async def gather_status(self) -> dict[str, Any]:
+        """``status()`` with each worker's sessions and counts, the counts summed over all."""
+        status = self.status()
+        if not self.worker_count:
+            return status
+        front = process_counts()
+        counts = {k: v for k, v in front.items() if isinstance(v, int)}
+        entries: list[dict[str, Any]] = []
+        for worker in self.workers:
+            entry: dict[str, Any] = {
+                "index": worker.index,
+                "pid": worker.pid,
+                "alive": worker.alive,
+                "sessions": len(worker.sessions),
+            }
+            if worker.alive:
+                try:
+                    got = await worker.status()
+                except TransportError as exc:
+                    entry["error"] = str(exc)
+                else:
+                    entry["counts"] = got["counts"]
+                    entry["sessions"] = got["sessions"]
+                    status["list"].extend({**s, "worker": worker.index} for s in got["list"])
+                    for key in counts:
+                        counts[key] += int(got["counts"].get(key, 0))
+            entries.append(entry)
+        status["counts"] = {**counts, "front_thread_names": front["thread_names"]}
+        status["workers"] = entries
+        status["worker_restarts"] = self.worker_restarts
+        return status
 
     async def _watch(self) -> None:
         """Close sessions whose peer went silent or never connected."""
         while True:
             await asyncio.sleep(0.5)
-            self._check_sessions()  # a helper, so no session stays referenced from this frame
-
-    def _check_sessions(self) -> None:
-        now = time.monotonic()
-        for session in list(self.sessions.values()):
-            if session.state == "connecting" and now - session.created > self.connect_timeout:
-                session.close_soon("never connected")
-            elif session.state == "connected" and (
-                session.idle_seconds > session.options.idle_timeout
-            ):
-                session.close_soon(f"no media for {session.options.idle_timeout:g} s")
+            self.local.check()
 
     async def start(self) -> None:
-        """Listen; raises TransportError when the address cannot be bound."""
+        """Start the workers (if any), listen; raises TransportError when either fails."""
+        if self.worker_count and not self.workers:
+            self.workers = [self._new_worker(i) for i in range(self.worker_count)]
+            try:
+                await asyncio.gather(*(w.start() for w in self.workers))
+            except TransportError:
+                await asyncio.gather(*(w.drain() for w in self.workers))
+                raise
         runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
         await runner.setup()
         site = web.TCPSite(runner, self.host, self.port)
@@ -255,6 +343,7 @@ class WebRTCServer:
             await site.start()
         except OSError as exc:
             await runner.cleanup()
+            await asyncio.gather(*(w.drain() for w in self.workers))
             raise TransportError(f"cannot listen on {self.host}:{self.port}: {exc}") from exc
         server = getattr(site, "_server", None)
         sockets = getattr(server, "sockets", None) or []
@@ -275,12 +364,14 @@ class WebRTCServer:
             await self._stopped.wait()
             return
         self._stopping = True
-        closing = [s.close("server stopping") for s in list(self.sessions.values())]
-        if closing:
-            done = await asyncio.wait_for(asyncio.gather(*closing, return_exceptions=True), timeout)
-            for result in done:
-                if isinstance(result, BaseException):
-                    log.error("closing a session failed: %s", result)
+        for task in list(self._restarts):
+            task.cancel()
+        await asyncio.gather(
+            self.local.close_all("server stopping", timeout),
+            *(w.drain(timeout) for w in self.workers),
+            return_exceptions=True,
+        )
+        self.placed.clear()
         if self._watchdog is not None:
             self._watchdog.cancel()
             with contextlib.suppress(asyncio.CancelledError):

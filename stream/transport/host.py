@@ -1,0 +1,141 @@
+"""``SessionHost``: the sessions of one event loop, whether the server's own or a worker's.
+
+It builds a pipeline (and sink) per offer, answers, closes sessions that went silent or never
+connected, and counts what could leak. ``WebRTCServer`` uses one in its own process
+(``workers=0``); each worker process of ``workers.py`` runs one of its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from aiortc import RTCSessionDescription
+
+from ..errors import TransportError
+from ..node import Node
+from ..pipeline import Pipeline
+from .session import Session, SessionOptions, live_peer_connections, live_pipelines
+from .tracks import live_tracks
+
+log = logging.getLogger("stream.transport")
+
+PipelineFactory = Callable[[], Pipeline]
+SinkFactory = Callable[[str], Node | None]
+
+
+class OfferRefused(TransportError):
+    """An offer that could not be answered; ``status`` is the HTTP status the front sends."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class SessionHost:
+    """Sessions on this event loop, one pipeline each from ``pipeline_factory()``.
+
+    ``on_closed(session_id)`` is called when a session has closed (for any reason).
+    """
+
+    def __init__(
+        self,
+        pipeline_factory: PipelineFactory,
+        options: SessionOptions,
+        *,
+        connect_timeout: float = 20.0,
+        sink_factory: SinkFactory | None = None,
+        on_closed: Callable[[str], None] | None = None,
+    ) -> None:
+        self.pipeline_factory = pipeline_factory
+        self.options = options
+        self.connect_timeout = connect_timeout
+        self.sink_factory = sink_factory
+        self.sessions: dict[str, Session] = {}
+        self._on_closed = on_closed
+
+    async def answer(self, session_id: str, offer: RTCSessionDescription) -> RTCSessionDescription:
+        """Start a session for ``offer``; raises OfferRefused (400 bad offer, 500 otherwise)."""
+        try:
+            pipeline = self.pipeline_factory()
+        except Exception as exc:
+            log.exception("pipeline factory failed")
+            raise OfferRefused(500, f"cannot build the pipeline: {exc}") from exc
+        sink = self.sink_factory(session_id) if self.sink_factory else None
+        session = Session(session_id, pipeline, self.options, sink=sink, on_closed=self._closed)
+        self.sessions[session_id] = session
+        try:
+            return await session.accept(offer)
+        except (ValueError, TypeError, AttributeError, KeyError, IndexError, AssertionError) as exc:
+            # aiortc's SDP parser raises these for descriptions it cannot read
+            await session.close("bad offer")
+            raise OfferRefused(400, f"malformed offer: {type(exc).__name__}: {exc}") from exc
+        except Exception as exc:
+            await session.close("offer failed")
+            log.exception("session %s: answering failed", session_id)
+            raise OfferRefused(500, f"cannot answer the offer: {exc}") from exc
+
+    def _closed(self, session: Session) -> None:
+        self.sessions.pop(session.id, None)
+        if self._on_closed is not None:
+            self._on_closed(session.id)
+
+    def close_soon(self, session_id: str, reason: str) -> None:
+        session = self.sessions.get(session_id)
+        if session is not None:
+            session.close_soon(reason)
+
+    def check(self) -> None:
+        """Close sessions whose peer went silent or never connected (call it periodically)."""
+        now = time.monotonic()
+        for session in list(self.sessions.values()):
+            if session.state == "connecting" and now - session.created > self.connect_timeout:
+                session.close_soon("never connected")
+            elif session.state == "connected" and (
+                session.idle_seconds > session.options.idle_timeout
+            ):
+                session.close_soon(f"no media for {session.options.idle_timeout:g} s")
+
+    async def close_all(self, reason: str, timeout: float = 10.0) -> None:
+        """Close every session concurrently (sinks finalized)."""
+        closing = [s.close(reason) for s in list(self.sessions.values())]
+        if closing:
+            done = await asyncio.wait_for(asyncio.gather(*closing, return_exceptions=True), timeout)
+            for result in done:
+                if isinstance(result, BaseException):
+                    log.error("closing a session failed: %s", result)
+
+    def status(self) -> dict[str, Any]:
+        """Live sessions with their counters, and counts that show leaks."""
+        gc.collect()
+        return {
+            "sessions": len(self.sessions),
+            "counts": process_counts(),
+            "list": [s.stats() for s in self.sessions.values()],
+        }
+
+
+def process_counts() -> dict[str, Any]:
+    """Tasks, threads, live pipelines, tracks and peer connections of this process."""
+    return {
+        "tasks": len(asyncio.all_tasks()),
+        "threads": threading.active_count(),
+        # aiortc's per-receiver decoder threads ("audio-decoder"); the loop's executor threads
+        # ("asyncio_N") are pooled and stay, and a worker's pipe reader is its own: not counted
+        "media_threads": sum(
+            not t.name.startswith(("asyncio_", "MainThread", "worker-pipe"))
+            for t in threading.enumerate()
+        ),
+        "thread_names": sorted(t.name for t in threading.enumerate()),
+        "pipelines": len(live_pipelines),
+        "tracks": len(live_tracks),
+        "peer_connections": len(live_peer_connections),
+    }
+
+
+__all__ = ["OfferRefused", "PipelineFactory", "SessionHost", "SinkFactory", "process_counts"]
