@@ -12,7 +12,9 @@ server. Servers, side by side in the same run:
   ends (the baseline);
 - ``pass``: the RemoteMedia server with a pass-through pipeline, adaptive jitter buffers;
 - ``chain``: the RemoteMedia server with a realistic speech front end (mono, resample to
-  16 kHz, gain; the output track resamples back to 48 kHz), adaptive jitter buffers.
+  16 kHz, gain; the output track resamples back to 48 kHz), adaptive jitter buffers;
+- ``chain:wN`` (with ``--workers N``, or named in ``--modes``): ``chain`` with its sessions on
+  N worker processes (``serve --workers N``); ``cpu`` then counts the front and its workers.
 
 The peers run in ``--clients`` processes on the same 2-core machine as the server, so past a few
 sessions the whole machine (peers included) is what saturates; ``cpu`` shows the server's share.
@@ -215,8 +217,11 @@ def start_server(hosts: Any, mode: str, manifest: Path) -> tuple[subprocess.Pope
     else:
         argv = [sys.executable, "-m", "stream.transport", "serve", "--host", hosts.server_ip]
         argv += ["--port", "8090", "--max-sessions", "256", "--idle-timeout", "20"]
-        if mode.startswith("chain"):
+        base, _, workers = mode.partition(":w")
+        if base == "chain":
             argv += ["--pipeline", str(manifest)]
+        if workers:
+            argv += ["--workers", workers]
     proc = hosts.popen(
         "server", argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env
     )
@@ -293,6 +298,9 @@ def main() -> int:
     p.add_argument("--seconds", type=float, default=10.0, help="audio per session")
     p.add_argument("--clients", type=int, default=2, help="client processes")
     p.add_argument("--modes", default="echo,pass,chain")
+    p.add_argument(
+        "--workers", type=int, default=0, help="also run chain on N worker processes (chain:wN)"
+    )
     p.add_argument("--json", type=Path, help="also write the rows here")
     a = p.parse_args()
     from stream.transport.netns import netns_unavailable, test_hosts
@@ -304,8 +312,13 @@ def main() -> int:
     counts = [2] if a.smoke else [int(n) for n in a.sessions.split(",")]
     seconds = 6.0 if a.smoke else a.seconds
     modes = a.modes.split(",")
+    if a.workers and f"chain:w{a.workers}" not in modes:
+        modes.append(f"chain:w{a.workers}")
     rows = []
-    print(f"{'mode':<9} {'N':>3} {'real time':>9} {'p50 ms':>7} {'p99 ms':>7} {'cpu':>5}")
+    print(
+        f"{'mode':<9} {'N':>3} {'real time':>9} {'p50 ms':>7} {'p99 ms':>7} {'cpu':>5} "
+        f"{'cpu/session':>11}"
+    )
     with test_hosts("rb") as hosts:
         manifest = Path(f"/tmp/webrtc-bench-{os.getpid()}.json")
         manifest.write_text(
@@ -328,7 +341,7 @@ def main() -> int:
                     rows.append(row)
                     print(
                         f"{mode:<9} {n:>3} {row['realtime']:>5}/{n:<3} {row['p50_ms']:>7.1f} "
-                        f"{row['p99_ms']:>7.1f} {row['cpu']:>5.2f}",
+                        f"{row['p99_ms']:>7.1f} {row['cpu']:>5.2f} {row['cpu'] / n:>11.3f}",
                         flush=True,
                     )
         finally:
