@@ -1,7 +1,8 @@
-"""RemoteMedia's built-in stages: audio processors, sources and sinks, live devices."""
+"""RemoteMedia's built-in stages: audio and video processors, sources and sinks, live devices."""
 
 from .audio import (
     ChannelMix,
+    Denoise,
     EnergyVAD,
     FormatConvert,
     Gain,
@@ -14,14 +15,19 @@ from .audio import (
 from .devices import MicrophoneSource, SpeakerSink, list_devices
 from .sinks import FileSink
 from .sources import FileSource, NoiseSource, SilenceSource, ToneSource
+from .video import ColorConvert, FrameRate, Grayscale, Resize
 
 __all__ = [
     "ChannelMix",
+    "ColorConvert",
+    "Denoise",
     "EnergyVAD",
     "FileSink",
     "FileSource",
     "FormatConvert",
+    "FrameRate",
     "Gain",
+    "Grayscale",
     "LevelMeter",
     "MicrophoneSource",
     "Mixer",
@@ -29,6 +35,7 @@ __all__ = [
     "PassThrough",
     "Rebuffer",
     "Resample",
+    "Resize",
     "SilenceSource",
     "SpeakerSink",
     "ToneSource",
