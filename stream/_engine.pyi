@@ -18,6 +18,7 @@ __all__ = [
     "Chain",
     "ChannelMixKernel",
     "ColorConvertKernel",
+    "DenoiseKernel",
     "EnergyVADKernel",
     "FormatConvertKernel",
     "FrameRateKernel",
@@ -108,6 +109,31 @@ class ResampleKernel(Kernel):
     @property
     def latency_seconds(self) -> float:
         """The filter delay in seconds."""
+
+@final
+class DenoiseKernel(Kernel):
+    """RNNoise noise suppression at 48 kHz (nnnoiseless); ``mix`` in [0, 1] keeps dry signal."""
+
+    def __new__(cls, mix: float = 0.0, *, stage: str = "denoise") -> Self: ...
+    @property
+    def mix(self) -> float:
+        """Fraction of the latency-aligned dry signal kept."""
+
+    @property
+    def latency_samples(self) -> int:
+        """Delay of the denoised signal in samples (480)."""
+
+    @property
+    def frame_samples(self) -> int:
+        """Samples per RNNoise frame (480)."""
+
+    @property
+    def pending_samples(self) -> int:
+        """Samples per channel buffered towards the next frame."""
+
+    @property
+    def vad_probability(self) -> list[float]:
+        """RNNoise's speech probability of the last complete frame, per channel."""
 
 @final
 class RebufferKernel(Kernel):

@@ -1,6 +1,7 @@
 """Built-in audio stages: each has a Rust kernel and a Python twin (docs/kernels.md)."""
 
 from .channel_mix import ChannelMix, ChannelMixKernel
+from .denoise import Denoise, DenoiseKernel
 from .energy_vad import EnergyVAD, EnergyVADKernel
 from .format_convert import FormatConvert, FormatConvertKernel
 from .gain import Gain, GainKernel
@@ -13,6 +14,8 @@ from .resample import Resample, ResampleKernel
 __all__ = [
     "ChannelMix",
     "ChannelMixKernel",
+    "Denoise",
+    "DenoiseKernel",
     "EnergyVAD",
     "EnergyVADKernel",
     "FormatConvert",

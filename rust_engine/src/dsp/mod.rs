@@ -6,6 +6,7 @@
 
 pub mod chain;
 pub mod channel_mix;
+pub mod denoise;
 pub mod design;
 pub mod energy_vad;
 pub mod fir;
@@ -22,6 +23,7 @@ use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 pub use channel_mix::ChannelMix;
+pub use denoise::Denoise;
 pub use gain::Gain;
 pub use rebuffer::Rebuffer;
 pub use resample::Resample;
@@ -278,6 +280,7 @@ pub enum StageKind {
     ChannelMix(ChannelMix),
     Resample(Resample),
     Rebuffer(Rebuffer),
+    Denoise(Denoise),
 }
 
 impl StageKind {
@@ -306,6 +309,7 @@ impl Stage for StageKind {
             StageKind::ChannelMix(s) => s.process(input, sample_rate, out),
             StageKind::Resample(s) => s.process(input, sample_rate, out),
             StageKind::Rebuffer(s) => s.process(input, sample_rate, out),
+            StageKind::Denoise(s) => s.process(input, sample_rate, out),
         }
     }
 
@@ -316,6 +320,7 @@ impl Stage for StageKind {
             StageKind::ChannelMix(s) => s.flush(out),
             StageKind::Resample(s) => s.flush(out),
             StageKind::Rebuffer(s) => s.flush(out),
+            StageKind::Denoise(s) => s.flush(out),
         }
     }
 
@@ -326,6 +331,7 @@ impl Stage for StageKind {
             StageKind::ChannelMix(s) => s.reset(),
             StageKind::Resample(s) => s.reset(),
             StageKind::Rebuffer(s) => s.reset(),
+            StageKind::Denoise(s) => s.reset(),
         }
     }
 
@@ -336,6 +342,7 @@ impl Stage for StageKind {
             StageKind::ChannelMix(s) => s.output_rate(input_rate),
             StageKind::Resample(s) => s.output_rate(input_rate),
             StageKind::Rebuffer(s) => s.output_rate(input_rate),
+            StageKind::Denoise(s) => s.output_rate(input_rate),
         }
     }
 
@@ -346,6 +353,7 @@ impl Stage for StageKind {
             StageKind::ChannelMix(s) => s.stream_output_rate(),
             StageKind::Resample(s) => s.stream_output_rate(),
             StageKind::Rebuffer(s) => s.stream_output_rate(),
+            StageKind::Denoise(s) => s.stream_output_rate(),
         }
     }
 }

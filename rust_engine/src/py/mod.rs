@@ -6,6 +6,7 @@ mod args;
 mod array;
 mod chain;
 mod channel_mix;
+mod denoise;
 mod energy_vad;
 mod error;
 mod format;
@@ -46,6 +47,7 @@ fn _engine(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<level_meter::LevelMeterKernel>()?;
     m.add_class::<energy_vad::EnergyVADKernel>()?;
     m.add_class::<mixer::MixKernel>()?;
+    m.add_class::<denoise::DenoiseKernel>()?;
     m.add_class::<video::ResizeKernel>()?;
     m.add_class::<video::ColorConvertKernel>()?;
     m.add_class::<video::GrayscaleKernel>()?;
