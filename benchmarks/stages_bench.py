@@ -1,4 +1,4 @@
-"""Stage benchmark: LevelMeter, EnergyVAD and Mixer, Rust vs Python, in microseconds per 20 ms
+"""Stage benchmark: LevelMeter, EnergyVAD, Mixer and Denoise, Rust vs Python, in microseconds per 20 ms
 frame at 48 kHz. Each stage is timed twice: its kernel called in a bare loop (the work), and the
 node in a pipeline fed one frame at a time as a live stream feeds it (the work plus the runtime).
 Also the VAD's boundary error on a synthetic scene of speech-like bursts over a noise floor. Every
@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from media_nodes.audio import EnergyVAD, LevelMeter, Mixer
+from media_nodes.audio import Denoise, EnergyVAD, LevelMeter, Mixer
 from stream import AudioFrame, Event, Node, Pipeline, engine_version
 from stream.testing import noise
 
@@ -184,6 +184,16 @@ async def main() -> None:
             lambda k, f: k.process([f.samples] * 4, 2, FRAME),
             stereo,
         ),
+        "DenoiseKernel, mono": (
+            lambda m: m.DenoiseKernel(),
+            lambda k, f: k.process(f.samples, RATE),
+            mono,
+        ),
+        "DenoiseKernel, stereo": (
+            lambda m: m.DenoiseKernel(),
+            lambda k, f: k.process(f.samples, RATE),
+            stereo,
+        ),
     }
     print("| kernel (bare loop) | Python | Rust | Python / Rust |")
     print("|---|---:|---:|---:|")
@@ -195,6 +205,7 @@ async def main() -> None:
         "LevelMeter() (an event every 100 ms)": (lambda: LevelMeter(), mono),
         "EnergyVAD() (events)": (lambda: EnergyVAD(), mono),
         "EnergyVAD(gate=True)": (lambda: EnergyVAD(gate=True), mono),
+        "Denoise()": (lambda: Denoise(), mono),
     }
     print("\n| node in a pipeline, per input frame | Python | Rust | Python / Rust |")
     print("|---|---:|---:|---:|")
