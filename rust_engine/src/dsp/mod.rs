@@ -8,6 +8,7 @@ pub mod chain;
 pub mod channel_mix;
 pub mod denoise;
 pub mod design;
+pub mod echo_cancel;
 pub mod energy_vad;
 pub mod fir;
 pub mod format;

@@ -7,6 +7,7 @@ mod array;
 mod chain;
 mod channel_mix;
 mod denoise;
+mod echo_cancel;
 mod energy_vad;
 mod error;
 mod format;
@@ -48,6 +49,7 @@ fn _engine(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<energy_vad::EnergyVADKernel>()?;
     m.add_class::<mixer::MixKernel>()?;
     m.add_class::<denoise::DenoiseKernel>()?;
+    m.add_class::<echo_cancel::EchoCancelKernel>()?;
     m.add_class::<video::ResizeKernel>()?;
     m.add_class::<video::ColorConvertKernel>()?;
     m.add_class::<video::GrayscaleKernel>()?;
