@@ -3,6 +3,7 @@
 from .audio import (
     ChannelMix,
     Denoise,
+    EchoCancel,
     EnergyVAD,
     FormatConvert,
     Gain,
@@ -21,6 +22,7 @@ __all__ = [
     "ChannelMix",
     "ColorConvert",
     "Denoise",
+    "EchoCancel",
     "EnergyVAD",
     "FileSink",
     "FileSource",

@@ -2,6 +2,7 @@
 
 from .channel_mix import ChannelMix, ChannelMixKernel
 from .denoise import Denoise, DenoiseKernel
+from .echo_cancel import EchoCancel, EchoCancelKernel
 from .energy_vad import EnergyVAD, EnergyVADKernel
 from .format_convert import FormatConvert, FormatConvertKernel
 from .gain import Gain, GainKernel
@@ -16,6 +17,8 @@ __all__ = [
     "ChannelMixKernel",
     "Denoise",
     "DenoiseKernel",
+    "EchoCancel",
+    "EchoCancelKernel",
     "EnergyVAD",
     "EnergyVADKernel",
     "FormatConvert",
