@@ -4,7 +4,8 @@
 # virtual ALSA devices (tests/devices/conftest.py), so no sound card is needed. Idempotent, quiet.
 set -euo pipefail
 PYTHON=${PYTHON:-python3}
-PACKAGES=(libportaudio2 libasound2 libasound2-data)
+# libspeexdsp1: the echo canceller both EchoCancel kernels load at run time.
+PACKAGES=(libportaudio2 libasound2 libasound2-data libspeexdsp1)
 installed=$(dpkg-query -W -f='${db:Status-Status}\n' "${PACKAGES[@]}" 2>/dev/null | grep -c '^installed$' || true)
 if [ "$installed" != "${#PACKAGES[@]}" ]; then
     export DEBIAN_FRONTEND=noninteractive

@@ -19,6 +19,7 @@ __all__ = [
     "ChannelMixKernel",
     "ColorConvertKernel",
     "DenoiseKernel",
+    "EchoCancelKernel",
     "EnergyVADKernel",
     "FormatConvertKernel",
     "FrameRateKernel",
@@ -134,6 +135,37 @@ class DenoiseKernel(Kernel):
     @property
     def vad_probability(self) -> list[float]:
         """RNNoise's speech probability of the last complete frame, per channel."""
+
+@final
+class EchoCancelKernel:
+    """Speex MDF echo cancellation (libspeexdsp): the far-end's echo removed from a mono near-end."""
+
+    def __new__(
+        cls, filter_ms: float = 200.0, frame_ms: float = 20.0, *, stage: str = "echo_cancel"
+    ) -> Self: ...
+    def process(self, near: _Block, far: _Block, sample_rate: int) -> list[_Block]:
+        """``near`` ``(1, n)``, ``far`` ``(C, n)`` float32; zero or one block of whole frames."""
+
+    def flush(self) -> list[_Block]:
+        """The partial frame's samples, then a reset."""
+
+    def reset(self) -> None:
+        """Drops the stream state, the adapted filter included."""
+
+    @property
+    def filter_ms(self) -> float: ...
+    @property
+    def frame_ms(self) -> float: ...
+    @property
+    def frame_samples(self) -> int | None: ...
+    @property
+    def filter_samples(self) -> int | None: ...
+    @property
+    def pending_samples(self) -> int: ...
+    @property
+    def latency_samples(self) -> int: ...
+    @property
+    def stage(self) -> str: ...
 
 @final
 class RebufferKernel(Kernel):
