@@ -138,7 +138,7 @@ class DenoiseKernel(Kernel):
 
 @final
 class EchoCancelKernel:
-    """Speex MDF echo cancellation (libspeexdsp): the far-end's echo removed from a mono near-end."""
+    """Speex MDF echo cancellation (libspeexdsp): the far-end's echo out of a mono near-end."""
 
     def __new__(
         cls, filter_ms: float = 200.0, frame_ms: float = 20.0, *, stage: str = "echo_cancel"
