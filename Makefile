@@ -38,7 +38,7 @@ typecheck: dev  ## mypy (strict) and the engine stub against the built module
 	$(PYTHON) -m mypy.stubtest stream._engine
 
 BENCHMARKS := benchmarks/engine_bench.py benchmarks/stages_bench.py benchmarks/video_bench.py \
-	benchmarks/denoise_quality.py
+	benchmarks/denoise_quality.py benchmarks/echo_quality.py
 
 bench: dev  ## the benchmarks, full length; their tables go into docs/
 	for b in $(BENCHMARKS); do $(PYTHON) $$b || exit 1; done
