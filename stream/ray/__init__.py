@@ -1,0 +1,15 @@
+"""Stages on a Ray cluster: ``RemoteStage(node, ...)`` runs a node in a Ray actor.
+
+The only package that touches Ray, and it imports Ray lazily: importing ``stream`` or this
+package loads nothing of it; constructing a ``RemoteStage`` does, and raises
+``BackendUnavailable`` (``pip install remotemedia[ray]``) where Ray is missing.
+``stream.ray.cluster`` runs a throwaway multi-node cluster inside a network namespace, for tests
+and benchmarks. Deployment: docs/deploy.md.
+"""
+
+from __future__ import annotations
+
+from ._ray import INSTALL_HINT, connect, ray_available, require_ray
+from .stage import RemoteStage
+
+__all__ = ["INSTALL_HINT", "RemoteStage", "connect", "ray_available", "require_ray"]
