@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from .chain_spec import describe_chain_syntax, parse_chain
-from .errors import StreamError
+from .errors import ConfigError, StreamError
 from .frames import AudioFrame
 from .manifest import ManifestError, build_nodes, load, validate_manifest
 from .node import Node
@@ -135,14 +135,24 @@ async def cmd_live(args: argparse.Namespace) -> str:
     )
     sink: Node
     counters: dict[str, Any] = {"overflows": lambda: mic.stats["overflows"]}
+    front: list[Node] = []
     if args.out:
+        if args.aec:
+            raise ConfigError("--aec cancels the speaker's echo: it cannot be used with --out")
         sink = FileSink(args.out, name="output")
     else:
         speaker = SpeakerSink(args.output_device, name="speaker")
         counters["underruns"] = lambda: speaker.stats["underruns"]
         sink = speaker
+        if args.aec:  # duplex: what the speaker plays, on the microphone's clock and rate
+            from media_nodes import ChannelMix, EchoCancel
+
+            if args.channels != 1:
+                front.append(ChannelMix(channels=1, name="mono", backend=args.backend))
+            reference = speaker.reference(microphone=mic)
+            front.append(EchoCancel(reference, name="echo_cancel", backend=args.backend))
     levels = LevelProbe(counters)
-    pipeline = Pipeline([mic, *_middle(args), levels, sink], name="live")
+    pipeline = Pipeline([mic, *front, *_middle(args), levels, sink], name="live")
     async with pipeline:
         # the sink emits nothing: this runs until Ctrl-C or --seconds, which closes the stream
         with contextlib.suppress(TimeoutError):
@@ -215,6 +225,9 @@ def _parser() -> argparse.ArgumentParser:
     live.add_argument("--sample-rate", type=int, default=48000)
     live.add_argument("--channels", type=int, default=1)
     live.add_argument("--seconds", type=float, default=None, help="stop after this long")
+    live.add_argument(
+        "--aec", action="store_true", help="cancel the speaker's echo in the microphone signal"
+    )
 
     run = sub.add_parser("run", parents=[common], help="run a pipeline file")
     run.add_argument("manifest", type=Path)

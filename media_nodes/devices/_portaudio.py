@@ -169,3 +169,55 @@ def callback_stop() -> type[BaseException]:
     """The exception a callback raises to end its stream after the current block."""
     stop: type[BaseException] = sounddevice().CallbackAbort
     return stop
+
+
+class StreamClock:
+    """Where a stream's sample 0 sits on PortAudio's stream time (seconds), from the callbacks.
+
+    Each callback gives the stream time of its first sample (``inputBufferAdcTime`` or
+    ``outputBufferDacTime``) and that sample's index ``pos``; ``time - pos / rate`` is an estimate
+    of the origin. Callbacks run late, never early (and a host API may call several in a burst
+    when a stream starts), so the smallest estimate is the best one. ``origin`` is the smallest
+    over the current and the previous ``window_s`` of samples, so a device clock drifting from
+    the stream clock is followed within two windows. It is published once ``settle_s`` of
+    samples have been timed (the bursts of callbacks that fill a stream's buffers at its start
+    give early estimates that later blocks correct). A host API that gives no times (0) leaves
+    ``origin`` None. Written by the audio thread only; a float read is atomic.
+    """
+
+    __slots__ = (
+        "_current",
+        "_previous",
+        "_rate",
+        "_settle",
+        "_settled",
+        "_window",
+        "_window_end",
+        "origin",
+    )
+
+    def __init__(self, rate: int, window_s: float = 2.0, settle_s: float = 0.1) -> None:
+        self._rate = rate
+        self._window = max(1, round(window_s * rate))
+        self._settle = round(settle_s * rate)
+        self._settled: int | None = None  # the pos from which the origin is published
+        self._window_end = self._window
+        self._current: float | None = None
+        self._previous: float | None = None
+        self.origin: float | None = None
+
+    def update(self, pos: int, stream_time: float) -> None:
+        """Audio thread: the block starting at sample ``pos`` is at ``stream_time`` seconds."""
+        if not stream_time > 0:
+            return
+        estimate = float(stream_time) - pos / self._rate
+        if pos >= self._window_end:
+            self._previous, self._current = self._current, None
+            self._window_end = pos + self._window
+        if self._current is None or estimate < self._current:
+            self._current = estimate
+        if self._settled is None:
+            self._settled = pos + self._settle
+        if pos >= self._settled:
+            prev = self._previous
+            self.origin = self._current if prev is None else min(prev, self._current)

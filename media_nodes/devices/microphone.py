@@ -9,6 +9,12 @@ When the consumer falls behind by ``buffer_frames`` frames, the *oldest* buffere
 dropped for each new one: a live source keeps the freshest audio, and the delay it can build up
 stays bounded at ``buffer_frames * frame_ms``. pts count samples from the start of the capture
 and include dropped frames, so a drop shows as a pts gap of its length and time stays true.
+
+Clock: ``stream_origin`` is the PortAudio stream time (seconds) of the sample with pts 0,
+estimated from each block's ``inputBufferAdcTime`` (``StreamClock``), so a pts maps onto the
+clock PortAudio shares between the streams of one host API: ``stream_origin + pts /
+sample_rate``. ``SpeakerSink.reference(microphone=...)`` uses it to stamp what the speaker played
+on this source's pts.
 """
 
 from __future__ import annotations
@@ -29,7 +35,14 @@ from stream.frames import audio_frame_unchecked
 from stream.kernel import config_error
 from stream.node import Source
 
-from ._portaudio import AudioStream, DeviceInfo, callback_stop, check_settings, open_stream
+from ._portaudio import (
+    AudioStream,
+    DeviceInfo,
+    StreamClock,
+    callback_stop,
+    check_settings,
+    open_stream,
+)
 from .listing import check_device_arg, find_device
 
 
@@ -113,6 +126,7 @@ class MicrophoneSource(Source):
         self._dropped = 0  # audio thread
         self._device_overflows = 0  # audio thread
         self._delivered = 0  # consumer
+        self._clock = StreamClock(self.sample_rate)  # audio thread
 
     @property
     def stats(self) -> dict[str, int]:
@@ -128,6 +142,13 @@ class MicrophoneSource(Source):
     def active(self) -> bool:
         """True while the device stream is open."""
         return self._stream is not None
+
+    @property
+    def stream_origin(self) -> float | None:
+        """PortAudio stream time (seconds) of the sample with pts 0; None until the first block
+        (or when the host API gives no times). Sample ``pts`` was captured at ``stream_origin +
+        pts / sample_rate`` on the clock the speaker's ``outputBufferDacTime`` uses."""
+        return self._clock.origin
 
     def initialize(self) -> None:
         """Find the device and check that it opens at ``sample_rate``/``channels`` (ConfigError)."""
@@ -194,6 +215,7 @@ class MicrophoneSource(Source):
                 self._device_overflows += 1
             pts = self._captured
             self._captured += frames
+            self._clock.update(pts, time.inputBufferAdcTime)
             # A copy, always: PortAudio reuses indata (and for mono, indata.T is already
             # contiguous, so ascontiguousarray would return a view of it).
             block: npt.NDArray[np.float32] = indata.T.copy()

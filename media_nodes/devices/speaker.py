@@ -15,6 +15,15 @@ Frames play back to back in arrival order (pts gaps are not filled with silence:
 that would only add delay). Audio at another rate than the device's is resampled by the engine's
 ``ResampleKernel`` (or its Python twin, by the usual backend rules); channels are adapted as
 ChannelMix does (mono to any, any to mono).
+
+``reference()`` hands out what the device played, for echo cancellation: every block the
+callback gives PortAudio (silence before playback starts and during underruns included: it is
+what the room heard) is copied, with its ``outputBufferDacTime``, into a bounded deque that the
+reader drains (the oldest blocks dropped, counted, when nobody keeps up). The clock rule: the
+microphone and the speaker each count samples from their own stream start; PortAudio stamps both
+streams' blocks on one stream clock (for streams of one host API), so each side fits the stream
+time of its sample 0 (``StreamClock``) and ``reference(microphone=mic)`` stamps played sample
+``k`` with the microphone pts ``k + (speaker origin - microphone origin) * rate``.
 """
 
 from __future__ import annotations
@@ -24,7 +33,10 @@ import contextlib
 import logging
 import math
 import time
-from typing import Any
+from collections import deque
+from collections.abc import AsyncIterator
+from fractions import Fraction
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -33,12 +45,23 @@ from media_nodes.audio.channel_mix import ChannelMixKernel
 from media_nodes.audio.resample import ResampleKernel
 from stream.engine import select_kernel
 from stream.errors import FormatError, StreamError
+from stream.frames import AudioFrame, audio_frame_unchecked
 from stream.kernel import config_error
 from stream.kernel_node import _check_audio
 from stream.node import Node
 
-from ._portaudio import AudioStream, DeviceInfo, callback_stop, check_settings, open_stream
+from ._portaudio import (
+    AudioStream,
+    DeviceInfo,
+    StreamClock,
+    callback_stop,
+    check_settings,
+    open_stream,
+)
 from .listing import check_device_arg, find_device
+
+if TYPE_CHECKING:
+    from .microphone import MicrophoneSource
 
 Block = npt.NDArray[np.float32]
 log = logging.getLogger("media_nodes.devices")
@@ -80,6 +103,59 @@ class _Ring:
         self.read += n
 
 
+class _Tap:
+    """What the device played, for one ``reference()`` reader: ``(pos, block)`` pairs appended by
+    the callback (``pos``: the block's first sample, counted from the stream start), taken by the
+    reader. Bounded at ``capacity`` samples: the callback drops the oldest (counted) to make room.
+    Each counter has one writer, so neither side locks."""
+
+    def __init__(self, max_ms: float) -> None:
+        self.max_ms = max_ms
+        self.capacity = 0  # samples; set when the device rate is known
+        self.blocks: deque[tuple[int, Block]] = deque()
+        self.pushed = 0  # samples, audio thread
+        self.dropped = 0  # samples, audio thread
+        self.taken = 0  # samples, reader
+        self.loop: asyncio.AbstractEventLoop | None = None  # reader
+        self.wake = asyncio.Event()
+        self.waiting = False  # set by the reader, cleared by whoever wakes it
+        self.closed = False  # the device stream stopped: no more blocks
+
+    def push(self, pos: int, outdata: Block) -> None:
+        """Audio thread: copy the block just played; drop the oldest when over capacity."""
+        block: Block = outdata.T.copy()  # PortAudio reuses outdata
+        n = int(block.shape[1])
+        while self.pushed - self.dropped - self.taken + n > self.capacity:
+            try:
+                _, old = self.blocks.popleft()
+            except IndexError:  # the reader took it meanwhile (or one block exceeds capacity)
+                break
+            self.dropped += int(old.shape[1])
+        self.blocks.append((pos, block))
+        self.pushed += n
+        if self.waiting:
+            self.waiting = False
+            self.notify()
+
+    def close(self) -> None:
+        self.closed = True
+        self.notify()
+
+    def notify(self) -> None:
+        loop = self.loop
+        if loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
+                loop.call_soon_threadsafe(self.wake.set)
+
+    async def wait(self) -> None:
+        self.wake.clear()
+        self.waiting = True
+        if self.blocks or self.closed:  # arrived before the flag was seen
+            self.waiting = False
+            return
+        await self.wake.wait()
+
+
 class SpeakerSink(Node):
     """Play audio on an output device: ``device`` is None (the default output), an index, or a
     case-insensitive name (or part of one). Emits nothing.
@@ -88,8 +164,9 @@ class SpeakerSink(Node):
     rates are resampled. ``channels``: the device's channel count (None: the stream's, when the
     device has that many, else stereo or mono). ``jitter_ms``: the buffer between producer and
     device. ``stats``: frames played, underruns (plus PortAudio's output-underflow flags),
-    resampled (bool). Raises ConfigError for bad settings or a device that matches nothing or
-    cannot open as asked; FormatError for audio it cannot take.
+    resampled (bool). ``reference()``: what the device played, for ``EchoCancel``. Raises
+    ConfigError for bad settings or a device that matches nothing or cannot open as asked;
+    FormatError for audio it cannot take.
     """
 
     accepts_any = False
@@ -138,6 +215,10 @@ class SpeakerSink(Node):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake = asyncio.Event()
         self._waiting = False
+        self._tap: _Tap | None = None  # the reference() reader's buffer, if any
+        self._played = 0  # samples given to the device since the stream opened (audio thread)
+        self._clock = StreamClock(1)
+        self._unaligned = 0  # reference samples dropped before the clocks were known (reader)
         self._reset_stats()
 
     def params(self) -> dict[str, Any]:
@@ -219,6 +300,11 @@ class SpeakerSink(Node):
             )
         self.device_channels = channels
         self._ring = _Ring(channels, self.capacity)
+        self._played = 0
+        self._clock = StreamClock(self.device_rate)
+        tap = self._tap
+        if tap is not None:
+            tap.capacity = max(1, round(tap.max_ms * self.device_rate / 1000))
         self._loop = asyncio.get_running_loop()
         self._stream = open_stream(
             self.name,
@@ -301,22 +387,28 @@ class SpeakerSink(Node):
             ring = self._ring
             assert ring is not None
             filled = ring.filled
-            if not self._playing:
-                if filled >= ring.capacity or (self._draining and filled > 0):
-                    self._playing = True
-                else:
-                    outdata.fill(0)
-                    return
-            n = min(filled, frames)
-            ring.read_into(outdata, n)
-            if n < frames:
-                outdata[n:] = 0
-                if not self._draining:
-                    self._underruns += 1
-                self._playing = False  # wait for a full ring again before resuming
-            if self._waiting and n:
-                self._waiting = False
-                self._notify()
+            if not self._playing and (filled >= ring.capacity or (self._draining and filled > 0)):
+                self._playing = True
+            if self._playing:
+                n = min(filled, frames)
+                ring.read_into(outdata, n)
+                if n < frames:
+                    outdata[n:] = 0
+                    if not self._draining:
+                        self._underruns += 1
+                    self._playing = False  # wait for a full ring again before resuming
+                if self._waiting and n:
+                    self._waiting = False
+                    self._notify()
+            else:
+                outdata.fill(0)
+            # What was played, silence included, for reference() (the tap never blocks).
+            pos = self._played
+            self._played += frames
+            self._clock.update(pos, time_info.outputBufferDacTime)
+            tap = self._tap
+            if tap is not None:
+                tap.push(pos, outdata)
         except Exception as exc:
             self._failure = exc
             raise callback_stop() from exc
@@ -324,6 +416,9 @@ class SpeakerSink(Node):
     def _on_finished(self) -> None:
         self._finished = True
         self._notify()
+        tap = self._tap
+        if tap is not None:
+            tap.close()
 
     def _notify(self) -> None:
         loop = self._loop
@@ -380,3 +475,128 @@ class SpeakerSink(Node):
         self._loop = None
         self._draining = False
         self._playing = False
+        tap = self._tap
+        if tap is not None:
+            tap.close()
+
+    @property
+    def stream_origin(self) -> float | None:
+        """PortAudio stream time (seconds) of the first sample the open stream played (fitted
+        from ``outputBufferDacTime``); None before the first block or without host times."""
+        return self._clock.origin
+
+    @property
+    def reference_stats(self) -> dict[str, int]:
+        """For the current reference() reader: samples played into it, dropped (reader too
+        slow), taken, buffered; ``unaligned``: samples it dropped, no clock to stamp them."""
+        tap = self._tap
+        if tap is None:
+            return {"played": 0, "dropped": 0, "taken": 0, "buffered": 0, "unaligned": 0}
+        return {
+            "played": tap.pushed,
+            "dropped": tap.dropped,
+            "taken": tap.taken,
+            "buffered": tap.pushed - tap.dropped - tap.taken,
+            "unaligned": self._unaligned,
+        }
+
+    def reference(
+        self, max_ms: float = 1000.0, *, microphone: MicrophoneSource | None = None
+    ) -> AsyncIterator[AudioFrame]:
+        """What the device plays, as float32 planar AudioFrames, for ``EchoCancel(reference=...)``.
+
+        Capture starts now (one reader at a time: a new call replaces the previous reader) and
+        ends when the device stream stops; at most ``max_ms`` of audio waits for the reader (the
+        oldest is dropped, ``reference_stats["dropped"]``). Without ``microphone``: frames at the
+        device rate, pts in samples of PortAudio's stream time (``round(time * rate)``). With
+        it: pts on the microphone's pts (its samples from its stream start), resampled to its
+        rate when the device plays at another; blocks played before the microphone has a clock
+        are dropped (``unaligned``). pts are continuous; they are re-anchored (a jump) only when
+        the two clocks' fitted origins move apart by more than 5 ms. Raises ConfigError for a bad
+        ``max_ms``.
+        """
+        if (
+            isinstance(max_ms, bool)
+            or not isinstance(max_ms, int | float)
+            or not math.isfinite(max_ms)
+            or max_ms <= 0
+        ):
+            raise config_error(self.name, f"max_ms must be a number > 0, got {max_ms!r}")
+        tap = _Tap(float(max_ms))
+        if self.device_rate:
+            tap.capacity = max(1, round(tap.max_ms * self.device_rate / 1000))
+        self._tap = tap
+        self._unaligned = 0
+        return self._reference(tap, microphone)
+
+    async def _reference(
+        self, tap: _Tap, microphone: MicrophoneSource | None
+    ) -> AsyncIterator[AudioFrame]:
+        tap.loop = asyncio.get_running_loop()
+        resampler: Any = None
+        shift: int | None = None  # device-rate samples from the speaker's count to the pts
+        next_pos: int | None = None
+        out_pos = 0
+        # Blocks wait here (up to the tap's capacity) until both clocks are known: a stream's
+        # first blocks are played before PortAudio has times for them.
+        pending: deque[tuple[int, Block]] = deque()
+        held = 0
+        try:
+            while True:
+                try:
+                    item = tap.blocks.popleft()
+                except IndexError:
+                    if tap.closed:
+                        return
+                    await tap.wait()
+                    continue
+                tap.taken += int(item[1].shape[1])
+                pending.append(item)
+                held += int(item[1].shape[1])
+                mic_origin = microphone.stream_origin if microphone is not None else 0.0
+                spk_origin = self._clock.origin
+                if mic_origin is None or spk_origin is None:
+                    while held > tap.capacity and len(pending) > 1:
+                        dropped = int(pending.popleft()[1].shape[1])
+                        held -= dropped
+                        self._unaligned += dropped
+                    continue
+                rate = self.device_rate
+                out_rate = microphone.sample_rate if microphone is not None else rate
+                ideal = round((spk_origin - mic_origin) * rate)
+                while pending:
+                    pos, block = pending.popleft()
+                    n = int(block.shape[1])
+                    held -= n
+                    fresh = (
+                        shift is None
+                        or abs(ideal - shift) > round(0.005 * rate)
+                        or next_pos != pos  # blocks were dropped: restart the resampler
+                    )
+                    if fresh:
+                        shift = ideal
+                        if resampler is not None:
+                            resampler.reset()
+                        out_pos = round((pos + shift) * out_rate / rate)  # the next output's pts
+                    next_pos = pos + n
+                    if out_rate == rate:
+                        blocks = [block]
+                    else:
+                        if resampler is None:
+                            resampler, _, _ = select_kernel(
+                                self.name,
+                                None,
+                                "ResampleKernel",
+                                ResampleKernel,
+                                {"sample_rate": out_rate},
+                                self.force_python,
+                            )
+                        blocks = resampler.process(block, rate)
+                        if fresh:  # its output lags its input by the filter's delay
+                            out_pos -= int(resampler.latency_samples)
+                    for b in blocks:
+                        yield audio_frame_unchecked(b, out_rate, out_pos, Fraction(1, out_rate))
+                        out_pos += int(b.shape[1])
+        finally:
+            if self._tap is tap:
+                self._tap = None
