@@ -4,7 +4,7 @@ PIP ?= PIP_ROOT_USER_ACTION=ignore $(PYTHON) -m pip
 STAMP := .make/dev-installed
 ENGINE_SOURCES := $(shell find rust_engine/src -name '*.rs') rust_engine/Cargo.toml Cargo.toml pyproject.toml
 
-.PHONY: help dev demo test test-python-backend test-rust lint typecheck bench bench-smoke wheel-check clean
+.PHONY: help dev demo test test-python-backend test-ray test-rust lint typecheck bench bench-smoke wheel-check clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/:\t/'
@@ -23,6 +23,9 @@ test: dev  ## run the test suite (every stage on both backends)
 
 test-python-backend: dev  ## the test suite with REMOTEMEDIA_RUNTIME=python
 	REMOTEMEDIA_RUNTIME=python $(PYTHON) -m pytest -q
+
+test-ray: dev  ## Ray tests: a two-node Ray cluster in a network namespace (needs root)
+	$(PYTHON) -m pytest -q -m ray tests/ray
 
 test-rust:  ## the Rust kernels' own tests (no Python needed)
 	cargo test -q --manifest-path rust_engine/Cargo.toml
@@ -44,7 +47,7 @@ bench: dev  ## the benchmarks, full length; their tables go into docs/
 	for b in $(BENCHMARKS); do $(PYTHON) $$b || exit 1; done
 
 bench-smoke: dev  ## the benchmarks, short: proves they run
-	for b in $(BENCHMARKS) benchmarks/webrtc_sessions.py; do $(PYTHON) $$b --smoke >/dev/null || exit 1; done
+	for b in $(BENCHMARKS) benchmarks/webrtc_sessions.py benchmarks/ray_scale.py; do $(PYTHON) $$b --smoke >/dev/null || exit 1; done
 
 wheel-check:  ## build the wheel, install it in a fresh venv, run the demo from it
 	rm -rf .make/wheel .make/venv

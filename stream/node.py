@@ -66,6 +66,12 @@ class Node:
         """An Event from this stage, to return or yield among the outputs."""
         return Event(kind, self.name, time, payload)
 
+    def on_ray(self, **options: Any) -> Node:
+        """This node in a Ray actor: ``stream.ray.RemoteStage(self, **options)``."""
+        from .ray import RemoteStage
+
+        return RemoteStage(self, **options)
+
     def params(self) -> dict[str, Any]:
         """The constructor arguments, in JSON types and without ``name``, that rebuild this node.
 
