@@ -12,6 +12,7 @@ from .audio import (
     PassThrough,
     Rebuffer,
     Resample,
+    SileroVAD,
 )
 from .devices import MicrophoneSource, SpeakerSink, list_devices
 from .sinks import FileSink
@@ -39,6 +40,7 @@ __all__ = [
     "Resample",
     "Resize",
     "SilenceSource",
+    "SileroVAD",
     "SpeakerSink",
     "ToneSource",
     "list_devices",

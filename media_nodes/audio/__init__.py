@@ -11,6 +11,7 @@ from .mixer import Mixer, MixKernel
 from .passthrough import PassThrough, PassThroughKernel
 from .rebuffer import Rebuffer, RebufferKernel
 from .resample import Resample, ResampleKernel
+from .silero_vad import SileroVAD, SileroVADKernel
 
 __all__ = [
     "ChannelMix",
@@ -35,4 +36,6 @@ __all__ = [
     "RebufferKernel",
     "Resample",
     "ResampleKernel",
+    "SileroVAD",
+    "SileroVADKernel",
 ]
