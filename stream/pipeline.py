@@ -231,6 +231,20 @@ async def _pump(source: AsyncIterator[Any], queue: asyncio.Queue[Any]) -> None:
         await queue.put(_Failure(exc))
 
 
+async def _stop(tasks: list[asyncio.Task[None]], every_s: float = 0.5) -> None:
+    """Cancel the stage tasks and wait for them. A task that swallowed its cancellation (stage
+    code catching CancelledError; asyncio.wait_for on 3.11 when its future completes in the same
+    tick) is cancelled again until it ends, so cleanup never hangs on it."""
+    pending = {t for t in tasks if not t.done()}
+    while pending:
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=every_s)
+    for task in tasks:  # retrieve the results: no "exception never retrieved" warnings
+        if not task.cancelled():
+            task.exception()
+
+
 async def _drain(queue: asyncio.Queue[Any]) -> AsyncIterator[Any]:
     while True:
         item = await queue.get()
@@ -395,11 +409,7 @@ class Pipeline:
                             continue
                     yield item
         finally:
-            for task in tasks:
-                task.cancel()
-            for task in tasks:
-                with contextlib.suppress(BaseException):
-                    await task
+            await _stop(tasks)
             self._running = False
             if owned:
                 await self._cleanup_quietly_if_failing()

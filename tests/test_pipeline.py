@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -177,6 +178,36 @@ async def test_consumer_break_cleans_up_and_cancels_tasks() -> None:
     assert tracker.events == ["init", "cleanup"]
     await asyncio.sleep(0)
     assert len(asyncio.all_tasks()) == before
+
+
+async def test_a_stage_that_swallows_its_cancellation_does_not_hang_cleanup() -> None:
+    class Stubborn(Node):
+        """Ignores the first cancellation, as asyncio.wait_for on 3.11 can when its future
+        completes in the same tick, then waits on."""
+
+        swallowed = 0
+
+        async def process(self, item: int) -> int:
+            if item == 3:
+                try:
+                    await asyncio.sleep(3600)
+                except asyncio.CancelledError:
+                    Stubborn.swallowed += 1
+                    await asyncio.sleep(3600)
+            return item
+
+    tracker = Tracker()
+    p = Pipeline([Counter(100), Stubborn(), SlowAdd(), tracker])
+    start = time.monotonic()
+    async with asyncio.timeout(10):  # the old cleanup waited here forever
+        async with p:
+            gen = p.process()
+            async for item in gen:
+                if item >= 2:
+                    break
+            await gen.aclose()
+    assert time.monotonic() - start < 5
+    assert Stubborn.swallowed == 1 and tracker.events == ["init", "cleanup"]
 
 
 async def test_slow_consumer_memory_is_bounded() -> None:

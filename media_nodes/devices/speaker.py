@@ -366,7 +366,8 @@ class SpeakerSink(Node):
         # A device plays the ring in about capacity/rate seconds; one that takes far longer has
         # stalled, so check on it now and then instead of waiting forever.
         try:
-            await asyncio.wait_for(self._wake.wait(), self.stall_timeout)
+            async with asyncio.timeout(self.stall_timeout):
+                await self._wake.wait()
         except TimeoutError:
             self._waiting = False
             self._raise_if_stopped()
@@ -442,7 +443,8 @@ class SpeakerSink(Node):
             self._waiting = True
             if ring.filled:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), 0.05)
+                    async with asyncio.timeout(0.05):
+                        await self._wake.wait()
             self._waiting = False
             if ring.read != last:
                 last, since = ring.read, time.monotonic()

@@ -159,7 +159,8 @@ class Peer:
         self.result.session = answer.get("session")
         await pc.setRemoteDescription(RTCSessionDescription(answer["sdp"], answer["type"]))
         try:
-            await asyncio.wait_for(self._connected.wait(), self.connect_timeout)
+            async with asyncio.timeout(self.connect_timeout):
+                await self._connected.wait()
         except TimeoutError:
             raise TransportError(
                 f"no media connection to {self.url} within {self.connect_timeout:g} s "
@@ -208,7 +209,8 @@ class Peer:
     async def wait_ended(self, timeout: float | None = None) -> bool:
         """Wait until the connection ends, at most ``timeout`` s; True if it ended."""
         try:
-            await asyncio.wait_for(self._ended.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await self._ended.wait()
         except TimeoutError:
             return False
         return True
@@ -276,7 +278,8 @@ class Peer:
         The answer is matched by ``id`` (one is added when the message has none). Raises
         TimeoutError when none comes.
         """
-        await asyncio.wait_for(self._open.wait(), timeout)
+        async with asyncio.timeout(timeout):
+            await self._open.wait()
         assert self.channel is not None
         if "id" not in message:
             self._next_id += 1
@@ -285,7 +288,8 @@ class Peer:
         self._waiting[message["id"]] = waiter
         try:
             self.channel.send(json.dumps(message))
-            return await asyncio.wait_for(waiter, timeout)
+            async with asyncio.timeout(timeout):
+                return await waiter
         finally:
             self._waiting.pop(message["id"], None)
 
