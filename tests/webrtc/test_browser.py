@@ -58,8 +58,9 @@ def read_wav(path: Path) -> np.ndarray:
     return x.reshape(-1, channels)[:, 0]
 
 
+@pytest.mark.parametrize("workers", [0, 2], ids=["in-process", "two-workers"])
 def test_browser_audio_goes_through_the_pipeline(
-    hosts: Any, start_server: Any, tmp_path: Path
+    hosts: Any, start_server: Any, tmp_path: Path, workers: int
 ) -> None:
     from playwright.sync_api import sync_playwright
 
@@ -74,6 +75,7 @@ def test_browser_audio_goes_through_the_pipeline(
         manifest(tmp_path, [{"type": "Gain", "name": "gain", "params": {"gain_db": -6}}]),
         "--record",
         str(record),
+        *(["--workers", str(workers)] if workers else []),
     )
     origin = server.url.rstrip("/")
     args = [
@@ -103,6 +105,7 @@ def test_browser_audio_goes_through_the_pipeline(
                 "window.remotemedia.levels && window.remotemedia.levels.input.rms_db > -30",
                 timeout=15_000,
             )
+            busy = server.wait_for(lambda s: s["sessions"] == 1, timeout=10)
             time.sleep(3.0)
             state = page.evaluate(
                 "({session: remotemedia.session, levels: remotemedia.levels,"
@@ -122,6 +125,9 @@ def test_browser_audio_goes_through_the_pipeline(
             page.click("#disconnect")
         finally:
             browser.close()
+    if workers:  # the browser's session ran in a worker process, not the front
+        assert busy["list"][0]["worker"] in range(workers), busy
+        assert sum(w["sessions"] for w in busy["workers"]) == 1, busy["workers"]
     assert "hello" in state["kinds"] and "stats" in state["kinds"]
     assert state["stats"].get("audio packets received", 0) > 50, state["stats"]
     # the server's output level is the input's minus the gain, as the page shows it
