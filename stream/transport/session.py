@@ -32,6 +32,7 @@ from ..node import Node, StreamingNode
 from ..pipeline import Pipeline
 from . import control
 from ._aiortc import pin_host_addresses, rtc_configuration, use_jitter_buffer
+from .echo_reference import PeerReference, peer_reference_nodes
 from .tracks import AudioConverter, AudioOutputTrack, VideoOutputTrack, track_frames
 
 log = logging.getLogger("stream.transport")
@@ -107,7 +108,8 @@ class SinkTap:
                 self._queue.get_nowait()
                 self.dropped += 1
         try:
-            await asyncio.wait_for(asyncio.shield(self._task), timeout)
+            async with asyncio.timeout(timeout):
+                await asyncio.shield(self._task)
         except TimeoutError:
             log.error("%s: sink did not finish in %.0f s", self._pipeline.name, timeout)
             self._task.cancel()
@@ -181,6 +183,9 @@ class Session:
         self._channel: RTCDataChannel | None = None
         self._run_task: asyncio.Task[None] | None = None
         self._close_task: asyncio.Task[None] | None = None
+        # EchoCancel(reference="peer") stages cancel the echo of what this session sends
+        self._echo_nodes = peer_reference_nodes(pipeline.nodes)
+        self._reference = PeerReference() if self._echo_nodes else None
         self._in_meter = _Meter()
         self._out_meter = _Meter()
         self._next_level = 0.0
@@ -208,6 +213,7 @@ class Session:
             "audio_buffered_ms": audio.buffered_ms if audio else 0.0,
             "audio_queue_ms": round(audio.queue_ms, 2) if audio else 0.0,
             "audio_trimmed": audio.trimmed if audio else 0,
+            "echo_reference": self._reference.stats if self._reference else None,
             "stages": [
                 {k: r[k] for k in ("name", "backend", "frames_in", "frames_out", "us_per_frame")}
                 for r in self.pipeline.stages()
@@ -236,7 +242,10 @@ class Session:
         self._inbound.append(track)
         if track.kind == "audio" and self._audio_out is None:
             # live input: bursts from the network go straight out (up to 2 frames early)
-            self._audio_out = AudioOutputTrack(lead_ms=40, backend=self.options.backend)
+            ref = self._reference
+            self._audio_out = AudioOutputTrack(
+                lead_ms=40, backend=self.options.backend, on_frame=ref.sent if ref else None
+            )
             self.pc.addTrack(self._audio_out)
         elif track.kind == "video" and self._video_out is None:
             self._video_out = VideoOutputTrack()
@@ -287,6 +296,8 @@ class Session:
         self.frames_in += 1
         if isinstance(frame, AudioFrame):
             self._in_meter.add(frame)
+            if self._reference is not None:
+                self._reference.heard(frame)
 
     async def _input(self) -> AsyncIterator[Any]:
         """Frames of every inbound track, merged; dropped while paused."""
@@ -344,6 +355,9 @@ class Session:
             first = pipeline.nodes[0] if pipeline.nodes else None
             generates = isinstance(first, StreamingNode) and not self._inbound
             stream = None if generates else self._input()
+            if self._reference is not None:
+                for node in self._echo_nodes:
+                    node.use_reference(self._reference.frames())
             async with pipeline:
                 async for item in pipeline.process(stream):
                     self._route(item)
@@ -434,6 +448,8 @@ class Session:
         for track in (self._audio_out, self._video_out, *self._inbound):
             if track is not None:
                 track.stop()
+        if self._reference is not None:
+            self._reference.close()
         try:
             await self.pc.close()
         except Exception as exc:  # aiortc may fail closing a half-open transport; we are done

@@ -222,6 +222,9 @@ class AudioOutputTrack(MediaStreamTrack):
     paced by their writer). ``end()``: the
     track ends once the buffered audio has been sent. Mono is sent as two equal channels
     (``channels=2``, the default): aiortc's encoder would up-mix it itself at -3 dB.
+    ``on_send(block, perf_counter)``: each block of audio as it goes out; ``on_frame(frame)``:
+    every frame handed to aiortc, silence included, pts on the track's sample clock (what the
+    peer plays: an echo reference).
     """
 
     kind = "audio"
@@ -237,6 +240,7 @@ class AudioOutputTrack(MediaStreamTrack):
         trim_after_ms: float | None = 1000.0,
         backend: str | None = None,
         on_send: Callable[[AudioFrame, float], None] | None = None,
+        on_frame: Callable[[AudioFrame], None] | None = None,
     ) -> None:
         super().__init__()
         if channels not in (1, 2):
@@ -263,6 +267,7 @@ class AudioOutputTrack(MediaStreamTrack):
         self._start: float | None = None
         self._ended = False
         self._on_send = on_send
+        self._on_frame = on_frame
         self.frames_sent = 0  # every frame handed to aiortc, silence included
         self.underruns = 0  # silence sent while audio had started and was expected
         self.dropped = 0  # 20 ms blocks dropped to bound the buffer
@@ -364,6 +369,8 @@ class AudioOutputTrack(MediaStreamTrack):
             samples, self.sample_rate, self.frames_sent * self.frame_samples, planar=False
         )
         self.frames_sent += 1
+        if self._on_frame is not None:
+            self._on_frame(frame)
         if block is not None and self._on_send is not None:
             self._on_send(block, time.perf_counter())
         return frame.to_av()
