@@ -1,10 +1,11 @@
 """The WebRTC commands: ``serve_main(argv)`` and ``connect_main(argv)``.
 
 ``remotemedia serve --pipeline pipeline.json --host 127.0.0.1 --port 8080`` serves the pipeline
-to browsers and Python peers; ``remotemedia connect URL --in FILE --out FILE`` sends a file (or a
-tone) to a server and records what comes back. Both return an exit code; a user's mistake prints
-one line on stderr (``--debug`` shows the traceback). ``python -m stream.transport serve|connect``
-runs them without the main CLI.
+to browsers and Python peers (``--workers N``: in N worker processes; ``--ray ADDRESS``: on the
+nodes of a Ray cluster, see docs/deploy.md); ``remotemedia connect URL --in FILE --out FILE``
+sends a file (or a tone) to a server and records what comes back. Both return an exit code; a
+user's mistake prints one line on stderr (``--debug`` shows the traceback).
+``python -m stream.transport serve|connect`` runs them without the main CLI.
 """
 
 from __future__ import annotations
@@ -36,6 +37,19 @@ def _jitter(value: str) -> int | None:
     if not 0 <= depth <= 8:
         raise argparse.ArgumentTypeError("jitter depth is 0..8 packets, or 'aiortc'")
     return depth
+
+
+def _resources(value: str) -> dict[str, float]:
+    try:
+        data = json.loads(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not JSON: {exc}") from None
+    if not isinstance(data, dict) or not all(
+        isinstance(k, str) and isinstance(v, int | float) and not isinstance(v, bool)
+        for k, v in data.items()
+    ):
+        raise argparse.ArgumentTypeError("want a JSON object of amounts, e.g. '{\"webrtc\": 1}'")
+    return {k: float(v) for k, v in data.items()}
 
 
 def serve_parser(prog: str = "remotemedia serve") -> argparse.ArgumentParser:
@@ -75,7 +89,34 @@ def serve_parser(prog: str = "remotemedia serve") -> argparse.ArgumentParser:
         "--workers",
         type=int,
         default=0,
-        help="run sessions in N worker processes, least loaded first (0: in this process)",
+        help="run sessions in N worker processes, least loaded first (0: in this process); "
+        "with --ray: N session workers per Ray node (1)",
+    )
+    p.add_argument(
+        "--worker-sessions",
+        type=int,
+        metavar="N",
+        help="at most N sessions per worker (default: no cap but --max-sessions)",
+    )
+    p.add_argument(
+        "--ray",
+        metavar="ADDRESS",
+        help="run sessions on a Ray cluster's nodes: HOST:PORT of its head, 'auto' (the cluster "
+        "this machine belongs to, else a new local one) or 'local' (a new one in this process)",
+    )
+    p.add_argument(
+        "--ray-cpus",
+        type=float,
+        default=1.0,
+        metavar="N",
+        help="CPUs each Ray session worker reserves (1; nodes with fewer get none)",
+    )
+    p.add_argument(
+        "--ray-resources",
+        type=_resources,
+        metavar="JSON",
+        help="custom resources each Ray session worker needs, e.g. '{\"webrtc\": 1}': only "
+        "nodes started with them (ray start --resources) get workers",
     )
     p.add_argument("--record", type=Path, help="also write each session's output to DIR/ID.wav")
     p.add_argument("--debug", action="store_true", help="tracebacks and debug logs")
@@ -224,6 +265,10 @@ async def _serve(args: argparse.Namespace) -> int:
         sink_factory=record_factory(args.record) if args.record else None,
         backend=args.backend,
         workers=args.workers,
+        ray_address=args.ray,
+        ray_worker_cpus=args.ray_cpus,
+        ray_resources=args.ray_resources,
+        worker_sessions=args.worker_sessions,
     )
     await server.start()
     loop = asyncio.get_running_loop()
@@ -231,6 +276,11 @@ async def _serve(args: argparse.Namespace) -> int:
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, lambda: asyncio.ensure_future(server.stop()))
     print(f"serving on {server.url} (Ctrl-C stops)", flush=True)
+    for worker in server.workers:
+        where = worker.describe()
+        node = f" on node {where['node_ip']}" if where.get("node_ip") else ""
+        state = "running" if where["alive"] else "not started (retrying)"
+        print(f"worker {where['index']}: {where['kind']}{node}, {state}", flush=True)
     await server.serve_forever()
     print("stopped", flush=True)
     return 0

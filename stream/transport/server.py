@@ -8,10 +8,17 @@ Routes:
   for a malformed offer, 503 at ``max_sessions`` or while shutting down.
 - ``GET /status``: sessions and leak counts (tasks, threads, live pipelines, tracks, peer
   connections); needs the token too. With workers, the counts are summed over the front and its
-  workers, and ``workers`` lists each one (pid, sessions, counts).
+  workers, ``workers`` lists each one (pid, sessions, cpu, draining, counts; a Ray worker also
+  its node), and each session in ``list`` names its ``worker`` (and ``node``).
+- ``POST /workers/{index}/drain``: that worker takes no new sessions; the ones there run to
+  their end. Needs the token. 404 for no such worker.
 
-With ``workers=N`` (N >= 1) the sessions run in N worker processes (``workers.py``), each new
-session on the worker with the fewest; signaling, limits and the page stay here.
+With ``workers=N`` (N >= 1) the sessions run in N worker processes (``workers.py``); with
+``ray_address`` on session workers on the nodes of a Ray cluster (``stream.ray.workers``, N per
+node). Each new session goes to the live worker with the fewest sessions (then the least CPU)
+that is not draining and under ``worker_sessions``; signaling, limits and the page stay here.
+A dead worker's sessions are dropped and the worker restarted after a growing delay
+(``workers.restart_delay``).
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ import hmac
 import json
 import logging
 import pickle
+import time
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
@@ -35,12 +43,13 @@ from ..errors import ConfigError, TransportError
 from ._aiortc import resolve_host_addresses
 from .host import OfferRefused, PipelineFactory, SessionHost, SinkFactory, process_counts
 from .session import Session, SessionOptions
-from .workers import Worker
+from .workers import HEALTHY_AFTER_S, ProcessWorkerPool, WorkerHandle, WorkerPool, restart_delay
 
 log = logging.getLogger("stream.transport")
 
 STATIC_DIR = Path(__file__).with_name("static")
 DEFAULT_MAX_OFFER_BYTES = 64 * 1024
+DISCOVER_EVERY_S = 10.0  # how often a Ray front looks for nodes that joined
 
 
 class WebRTCServer:
@@ -54,8 +63,16 @@ class WebRTCServer:
     offer as host candidates (default: all but loopback, as aioice does). ``ice_servers``:
     STUN/TURN URLs (default none). ``jitter_depth``: see ``SessionOptions`` (None: aiortc's own
     80 ms buffer). ``sink_factory(session_id)``: a sink node that also gets every output of that
-    session (a ``FileSink``); finalized when the session closes. Raises ConfigError for bad
-    settings.
+    session (a ``FileSink``); finalized when the session closes.
+
+    ``workers``: run sessions in that many worker processes (0: in this process).
+    ``ray_address``: run them on a Ray cluster instead (``"host:port"``, ``"auto"``: the
+    cluster this machine belongs to, else a new local one, ``"local"``: a new one in this
+    process), ``workers`` session workers per node (default 1), each reserving
+    ``ray_worker_cpus`` CPUs and ``ray_resources`` (custom node resources: only nodes that have
+    them get workers). ``worker_sessions``: most sessions per worker (None: no cap but
+    ``max_sessions``). Raises ConfigError for bad settings, BackendUnavailable for
+    ``ray_address`` without Ray installed.
     """
 
     def __init__(
@@ -79,6 +96,10 @@ class WebRTCServer:
         backend: str | None = None,
         static_dir: Path | None = None,
         workers: int = 0,
+        ray_address: str | None = None,
+        ray_worker_cpus: float = 1.0,
+        ray_resources: dict[str, float] | None = None,
+        worker_sessions: int | None = None,
     ) -> None:
         if max_sessions < 1:
             raise ConfigError(f"max_sessions must be >= 1, got {max_sessions}")
@@ -90,7 +111,17 @@ class WebRTCServer:
             raise ConfigError(f"jitter_depth must be in 0..8 or None, got {jitter_depth}")
         if workers < 0:
             raise ConfigError(f"workers must be >= 0, got {workers}")
-        if workers:
+        if worker_sessions is not None and worker_sessions < 1:
+            raise ConfigError(f"worker_sessions must be >= 1, got {worker_sessions}")
+        if ray_address is not None:
+            if not ray_address.strip():
+                raise ConfigError("ray_address is empty (give host:port, 'auto' or 'local')")
+            if ray_worker_cpus < 0:
+                raise ConfigError(f"ray_worker_cpus must be >= 0, got {ray_worker_cpus}")
+            from ..ray._ray import require_ray  # stream.ray itself loads no Ray
+
+            require_ray()  # BackendUnavailable with the install command, now
+        if workers or ray_address is not None:
             shipped = {"pipeline_factory": pipeline_factory, "sink_factory": sink_factory}
             for what, obj in shipped.items():
                 try:
@@ -109,13 +140,20 @@ class WebRTCServer:
         self.connect_timeout = connect_timeout
         self.sink_factory = sink_factory
         self.static_dir = static_dir or STATIC_DIR
+        self.ray_address = ray_address
+        self.ray_worker_cpus = float(ray_worker_cpus)
+        self.ray_resources = dict(ray_resources or {})
+        self.worker_sessions = worker_sessions
+        # on a Ray cluster each worker resolves interface names on its own node
+        self.ice_spec = tuple(ice_addresses or ())
+        resolve_here = bool(ice_addresses) and ray_address is None
         self.options = SessionOptions(
             input_channels=input_channels,
             input_sample_rate=input_sample_rate,
             pixel_format=pixel_format,
             idle_timeout=idle_timeout,
             jitter_depth=jitter_depth,
-            ice_addresses=resolve_host_addresses(ice_addresses) if ice_addresses else None,
+            ice_addresses=resolve_host_addresses(self.ice_spec) if resolve_here else None,
             ice_servers=tuple(ice_servers),
             backend=backend,
         )
@@ -125,10 +163,13 @@ class WebRTCServer:
             connect_timeout=connect_timeout,
             sink_factory=sink_factory,
         )
-        self.workers: list[Worker] = []
+        self.workers: list[WorkerHandle] = []
         self.worker_count = workers
+        self.pooled = bool(workers) or ray_address is not None
         self.worker_restarts = 0
-        self.placed: dict[str, Worker] = {}  # session id -> the worker it runs on
+        self.placed: dict[str, WorkerHandle] = {}  # session id -> the worker it runs on
+        self._pool: WorkerPool | None = None
+        self._attempts: dict[int, int] = {}  # worker slot -> restarts in a row
         self.sessions_total = 0
         self.rejected: dict[int, int] = {}
         self._pending = 0  # offers being answered, counted against max_sessions
@@ -137,6 +178,7 @@ class WebRTCServer:
         self._watchdog: asyncio.Task[None] | None = None
         self._stopped = asyncio.Event()
         self._restarts: set[asyncio.Task[None]] = set()
+        self._next_discover = 0.0
         self.app = self._make_app()
 
     @property
@@ -146,7 +188,7 @@ class WebRTCServer:
 
     @property
     def live_sessions(self) -> int:
-        return len(self.placed) if self.worker_count else len(self.local.sessions)
+        return len(self.placed) if self.pooled else len(self.local.sessions)
 
     # -- HTTP
     def _make_app(self) -> web.Application:
@@ -154,6 +196,7 @@ class WebRTCServer:
         app.router.add_get("/", self._index)
         app.router.add_post("/offer", self._offer)
         app.router.add_get("/status", self._status)
+        app.router.add_post("/workers/{index}/drain", self._drain)
         app.router.add_static("/static/", self.static_dir, show_index=False)
         return app
 
@@ -178,6 +221,15 @@ class WebRTCServer:
         if not self._authorized(request):
             return self._unauthorized()
         return web.json_response(await self.gather_status())
+
+    async def _drain(self, request: web.Request) -> web.Response:
+        if not self._authorized(request):
+            return self._unauthorized()
+        try:
+            worker = self.drain_worker(int(request.match_info["index"]))
+        except (ValueError, KeyError):
+            return self._reject(404, f"no worker {request.match_info['index']}")
+        return web.json_response(worker.describe())
 
     async def _offer(self, request: web.Request) -> web.Response:
         if not self._authorized(request):
@@ -211,7 +263,7 @@ class WebRTCServer:
         session_id = uuid.uuid4().hex[:12]
         self.sessions_total += 1
         try:
-            if self.worker_count:
+            if self.pooled:
                 sdp, kind = await self._place(session_id, offer)
             else:
                 answer = await self.local.answer(session_id, offer)
@@ -221,51 +273,118 @@ class WebRTCServer:
         log.info("session %s: answered (%d live)", session_id, self.live_sessions)
         return web.json_response({"sdp": sdp, "type": kind, "session": session_id})
 
+    def _candidates(self) -> list[WorkerHandle]:
+        """Workers that may take a session, best first: fewest sessions, then least CPU."""
+        cap = self.worker_sessions
+        ready = [
+            w for w in self.workers if w.alive and not w.draining and (cap is None or w.load < cap)
+        ]
+        return sorted(ready, key=lambda w: (w.load, w.cpu, w.index))
+
     async def _place(self, session_id: str, offer: RTCSessionDescription) -> tuple[str, str]:
-        """Start the session on the least loaded live worker: (answer sdp, type)."""
-        live = [w for w in self.workers if w.alive and not w.draining]
+        """Start the session on the best worker (the next one if that one fails): (sdp, type)."""
+        failures: list[str] = []
+        for worker in self._candidates():
+            if not worker.alive:  # died while an earlier one was tried
+                continue
+            try:
+                reply = await worker.place(session_id, offer.sdp)
+            except OfferRefused:
+                raise
+            except TransportError as exc:
+                log.warning("session %s: worker %d failed: %s", session_id, worker.index, exc)
+                failures.append(f"worker {worker.index}: {exc}")
+                continue
+            if session_id in worker.sessions:
+                self.placed[session_id] = worker
+            where = worker.describe()
+            node = f", node {where['node_ip']}" if where.get("node_ip") else ""
+            log.info(
+                "session %s: on worker %d (pid %s%s)", session_id, worker.index, where["pid"], node
+            )
+            return str(reply["sdp"]), str(reply["type"])
+        if failures:
+            raise OfferRefused(503, "the workers failed: " + "; ".join(failures))
+        live = [w for w in self.workers if w.alive]
         if not live:
             raise OfferRefused(503, "no worker is running")
-        worker = min(live, key=lambda w: (w.load, w.index))
-        try:
-            reply = await worker.place(session_id, offer.sdp)
-        except TransportError as exc:
-            if isinstance(exc, OfferRefused):
-                raise
-            raise OfferRefused(503, f"the worker failed: {exc}") from exc
-        if session_id in worker.sessions:
-            self.placed[session_id] = worker
-        log.info("session %s: on worker %d (pid %s)", session_id, worker.index, worker.pid)
-        return str(reply["sdp"]), str(reply["type"])
+        draining = sum(w.draining for w in live)
+        raise OfferRefused(
+            503,
+            f"no worker can take a session: {len(live)} running, {draining} draining, the "
+            f"others at their cap of {self.worker_sessions} sessions",
+        )
 
-    def _worker_session_closed(self, worker: Worker, session_id: str) -> None:
+    def drain_worker(self, index: int) -> WorkerHandle:
+        """Worker ``index`` takes no new sessions; its sessions run to their end.
+
+        A drained worker that dies is not restarted. Raises KeyError for no such worker.
+        """
+        for worker in self.workers:
+            if worker.index == index:
+                worker.drain()
+                log.info("worker %d: draining (%d sessions left)", index, len(worker.sessions))
+                return worker
+        raise KeyError(index)
+
+    def _worker_session_closed(self, worker: WorkerHandle, session_id: str) -> None:
         self.placed.pop(session_id, None)
 
-    def _worker_died(self, worker: Worker) -> None:
+    def _worker_died(self, worker: WorkerHandle) -> None:
         for session_id in list(worker.sessions):
             self.placed.pop(session_id, None)
-        if not self._stopping:
-            task = asyncio.create_task(self._restart(worker), name=f"restart worker {worker.index}")
-            self._restarts.add(task)
-            task.add_done_callback(self._restarts.discard)
+        if worker.draining:
+            log.info("worker %d died while draining: not restarted", worker.index)
+            return
+        if time.monotonic() - worker.started_at > HEALTHY_AFTER_S:
+            self._attempts[worker.index] = 0
+        self._schedule_restart(worker)
 
-    async def _restart(self, dead: Worker, delay: float = 1.0) -> None:
-        await asyncio.sleep(delay)
+    def _schedule_restart(self, dead: WorkerHandle) -> None:
+        """Restart ``dead``'s slot after ``restart_delay`` of the restarts in a row there."""
         if self._stopping:
             return
-        worker = self._new_worker(dead.index)
+        attempt = self._attempts.get(dead.index, 0)
+        self._attempts[dead.index] = attempt + 1
+        delay = restart_delay(attempt)
+        log.info("worker %d: restart in %g s", dead.index, delay)
+        task = asyncio.create_task(self._restart(dead, delay), name=f"restart worker {dead.index}")
+        self._restarts.add(task)
+        task.add_done_callback(self._restarts.discard)
+
+    async def _restart(self, dead: WorkerHandle, delay: float) -> None:
+        await asyncio.sleep(delay)
+        if self._stopping or self._pool is None:
+            return
+        try:
+            worker = await self._pool.replacement(dead)
+        except TransportError as exc:
+            log.error("worker %d: no replacement: %s", dead.index, exc)
+            self._schedule_restart(dead)
+            return
+        if worker is None:
+            log.warning("worker %d: its slot is gone (node lost): not restarted", dead.index)
+            return
         try:
             await worker.start()
         except TransportError as exc:
-            log.error("%s; not restarted", exc)
+            log.error("%s", exc)
+            self._schedule_restart(dead)
             return
         if self._stopping:
-            await worker.drain()
+            await worker.stop()
             return
-        self.workers[dead.index] = worker
+        self._replace(dead.index, worker)
         self.worker_restarts += 1
 
-    def _new_worker(self, index: int) -> Worker:
+    def _replace(self, index: int, worker: WorkerHandle) -> None:
+        for i, old in enumerate(self.workers):
+            if old.index == index:
+                self.workers[i] = worker
+                return
+        self.workers.append(worker)
+
+    def _make_pool(self) -> WorkerPool:
         args = (
             self.pipeline_factory,
             self.sink_factory,
@@ -273,7 +392,39 @@ class WebRTCServer:
             self.connect_timeout,
             logging.getLogger().getEffectiveLevel(),
         )
-        return Worker(index, args, self._worker_session_closed, self._worker_died)
+        if self.ray_address is None:
+            return ProcessWorkerPool(
+                self.worker_count, args, self._worker_session_closed, self._worker_died
+            )
+        from ..ray.workers import RayWorkerPool
+
+        return RayWorkerPool(
+            self.ray_address,
+            args,
+            on_closed=self._worker_session_closed,
+            on_died=self._worker_died,
+            per_node=self.worker_count or 1,
+            num_cpus=self.ray_worker_cpus,
+            resources=self.ray_resources,
+            ice_spec=self.ice_spec,
+        )
+
+    async def _discover(self) -> None:
+        """Start workers for capacity that appeared (Ray nodes that joined)."""
+        if self._pool is None or self._stopping:
+            return
+        try:
+            found = await self._pool.discover(self.workers)
+        except TransportError as exc:
+            log.warning("looking for new workers failed: %s", exc)
+            return
+        for worker in found:
+            self.workers.append(worker)
+            try:
+                await worker.start()
+            except TransportError as exc:
+                log.error("%s", exc)
+                self._schedule_restart(worker)
 
     # -- status and life cycle
     def status(self) -> dict[str, Any]:
@@ -292,33 +443,35 @@ class WebRTCServer:
     async def gather_status(self) -> dict[str, Any]:
         """``status()`` with each worker's sessions and counts, the counts summed over all."""
         status = self.status()
-        if not self.worker_count:
+        if not self.pooled:
             return status
         front = process_counts()
         counts = {k: v for k, v in front.items() if isinstance(v, int)}
+        workers = list(self.workers)
+        live = [w for w in workers if w.alive]
+        replies = await asyncio.gather(*(w.status() for w in live), return_exceptions=True)
+        got_by_index = {w.index: r for w, r in zip(live, replies, strict=True)}
         entries: list[dict[str, Any]] = []
-        for worker in self.workers:
-            entry: dict[str, Any] = {
-                "index": worker.index,
-                "pid": worker.pid,
-                "alive": worker.alive,
-                "sessions": len(worker.sessions),
-            }
-            if worker.alive:
-                try:
-                    got = await worker.status()
-                except TransportError as exc:
-                    entry["error"] = str(exc)
-                else:
-                    entry["counts"] = got["counts"]
-                    entry["sessions"] = got["sessions"]
-                    status["list"].extend({**s, "worker": worker.index} for s in got["list"])
-                    for key in counts:
-                        counts[key] += int(got["counts"].get(key, 0))
+        for worker in workers:
+            entry = worker.describe()
+            got = got_by_index.get(worker.index)
+            if isinstance(got, BaseException):
+                entry["error"] = str(got)
+            elif got is not None:
+                entry["counts"] = got["counts"]
+                entry["sessions"] = got["sessions"]
+                where: dict[str, Any] = {"worker": worker.index}
+                if entry.get("node_ip"):
+                    where["node"] = entry["node_ip"]
+                status["list"].extend({**s, **where} for s in got["list"])
+                for key in counts:
+                    counts[key] += int(got["counts"].get(key, 0))
             entries.append(entry)
         status["counts"] = {**counts, "front_thread_names": front["thread_names"]}
         status["workers"] = entries
         status["worker_restarts"] = self.worker_restarts
+        if self._pool is not None:
+            status["worker_kind"] = self._pool.kind
         return status
 
     async def _watch(self) -> None:
@@ -326,16 +479,18 @@ class WebRTCServer:
         while True:
             await asyncio.sleep(0.5)
             self.local.check()
+            if self._pool is not None and time.monotonic() >= self._next_discover:
+                self._next_discover = time.monotonic() + DISCOVER_EVERY_S
+                await self._discover()
 
     async def start(self) -> None:
-        """Start the workers (if any), listen; raises TransportError when either fails."""
-        if self.worker_count and not self.workers:
-            self.workers = [self._new_worker(i) for i in range(self.worker_count)]
-            try:
-                await asyncio.gather(*(w.start() for w in self.workers))
-            except TransportError:
-                await asyncio.gather(*(w.drain() for w in self.workers))
-                raise
+        """Start the workers (if any), listen; raises TransportError when either fails.
+
+        Process workers must all start; on a Ray cluster at least one must (the others are
+        retried after the restart delays).
+        """
+        if self.pooled and self._pool is None:
+            await self._start_workers()
         runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
         await runner.setup()
         site = web.TCPSite(runner, self.host, self.port)
@@ -343,7 +498,9 @@ class WebRTCServer:
             await site.start()
         except OSError as exc:
             await runner.cleanup()
-            await asyncio.gather(*(w.drain() for w in self.workers))
+            await asyncio.gather(*(w.stop() for w in self.workers), return_exceptions=True)
+            if self._pool is not None:
+                await self._pool.close()
             raise TransportError(f"cannot listen on {self.host}:{self.port}: {exc}") from exc
         server = getattr(site, "_server", None)
         sockets = getattr(server, "sockets", None) or []
@@ -352,6 +509,29 @@ class WebRTCServer:
         self._runner = runner
         self._watchdog = asyncio.create_task(self._watch(), name="webrtc watchdog")
         log.info("serving on %s", self.url)
+
+    async def _start_workers(self) -> None:
+        pool = self._pool = self._make_pool()
+        try:
+            self.workers = await pool.open()
+        except BaseException:
+            self._pool = None
+            await pool.close()
+            raise
+        started = await asyncio.gather(*(w.start() for w in self.workers), return_exceptions=True)
+        failed = [e for e in started if isinstance(e, BaseException)]
+        if failed and (self.ray_address is None or len(failed) == len(started)):
+            await asyncio.gather(*(w.stop() for w in self.workers), return_exceptions=True)
+            self._pool, self.workers = None, []
+            await pool.close()
+            if isinstance(failed[0], TransportError):
+                raise failed[0]
+            raise TransportError(f"the workers did not start: {failed[0]}") from failed[0]
+        for worker, outcome in zip(self.workers, started, strict=True):
+            if isinstance(outcome, BaseException):
+                log.error("%s", outcome)
+                self._schedule_restart(worker)
+        self._next_discover = time.monotonic() + DISCOVER_EVERY_S
 
     @property
     def url(self) -> str:
@@ -368,10 +548,12 @@ class WebRTCServer:
             task.cancel()
         await asyncio.gather(
             self.local.close_all("server stopping", timeout),
-            *(w.drain(timeout) for w in self.workers),
+            *(w.stop(timeout) for w in self.workers),
             return_exceptions=True,
         )
         self.placed.clear()
+        if self._pool is not None:
+            await self._pool.close()
         if self._watchdog is not None:
             self._watchdog.cancel()
             with contextlib.suppress(asyncio.CancelledError):
