@@ -265,7 +265,7 @@ class DelayEstimator:
     Both signals are written by absolute sample position (``add_near``, ``add_far``: the
     reference at delay 0, on the near-end's clock) into rings of the last few seconds.
     ``estimate(at)`` takes the ``window_s`` of near-end ending ``lag_s`` before position ``at``
-    (so reference audio that arrives a little after the near-end is already there), averages
+    (the reference must be written up to there: it may arrive a little after the near-end), averages
     both to about 8 kHz, and cross-correlates them with the phase transform (GCC-PHAT: the
     spectrum whitened, so the peak is sharp on speech) over delays 0 to ``max_delay_ms``. It
     returns ``(delay_ms, ratio)``, ``ratio`` being the peak over the mean magnitude (uncorrelated
@@ -416,6 +416,12 @@ class EchoCancel(Node):
         self.stall_ms = _check_range(stage, "stall_ms", stall_ms, (0.0, 60000.0))
         if delay_ms is None:
             delay_ms = AUTO if isinstance(reference, str) else 0.0
+        if isinstance(delay_ms, str) and delay_ms != AUTO:
+            raise config_error(
+                stage,
+                f"delay_ms must be a number in [{DELAY_MS[0]}, {DELAY_MS[1]}] or {AUTO!r}, "
+                f"got {delay_ms!r}",
+            )
         self.delay_ms: float | str = (
             AUTO if delay_ms == AUTO else _check_range(stage, "delay_ms", delay_ms, DELAY_MS)
         )
@@ -459,6 +465,7 @@ class EchoCancel(Node):
         self._delay = 0  # bulk delay in samples at the near-end rate
         self._estimator: DelayEstimator | None = None
         self._next_estimate = 0  # the near-end position of the next estimate
+        self._far_copied = 0  # the estimator has the reference up to here
         self._candidate: float | None = None
         self._delay_found = False
         if self.auto_delay:
@@ -611,8 +618,6 @@ class EchoCancel(Node):
 
     def _put(self, start: int, x: Block) -> None:
         """Reference samples ``x`` at near-end sample ``start`` (before the bulk delay)."""
-        if self._estimator is not None:
-            self._estimator.add_far(start, x)
         limit = round(MAX_GAP_S * self._rate)
         if self._ref_start is None or abs(start - self._ref_end) > limit:
             # The first audio, or a jump of over MAX_GAP_S: the reference restarts here.
@@ -668,12 +673,16 @@ class EchoCancel(Node):
         start = self._start(item, rate)
         if start is None or (self._next is not None and abs(start - self._next) <= 1):
             start = self._next if self._next is not None else 0
+        elif self._estimator is not None:  # the near-end's clock jumped: estimate from here
+            self._next_estimate = start + round(EST_HOP_S * rate)
+            self._far_copied = start - self._estimator.max_delay
         if self._rate == 0:
             self._rate = rate
             self._delay = round(self.bulk_delay_ms * rate / 1000)
             if self.auto_delay:
                 self._estimator = DelayEstimator(rate)
                 self._next_estimate = start + round(EST_HOP_S * rate)
+                self._far_copied = start - self._estimator.max_delay
         if self._out_pos is None:
             self._out_pos = start
         self._next = start + n
@@ -733,8 +742,18 @@ class EchoCancel(Node):
         """Estimate the bulk delay at near-end position ``at``; move it when the echo left the
         filter's window (an ``echo_delay`` event, the kernel flushed: its filter was for the old
         delay)."""
-        assert self._estimator is not None
-        found = self._estimator.estimate(at)
+        estimator = self._estimator
+        assert estimator is not None
+        # The reference up to what this estimate reads, copied now: all of it has been placed
+        # (process() waited for it) and none trimmed yet (the node keeps AUTO_MAX_DELAY_MS).
+        end = at - estimator.lag
+        self._far_copied = max(self._far_copied, end - estimator.size)
+        if end > self._far_copied:
+            channels = max(self._ref.shape[0], 1) if self._ref_start is not None else 1
+            far, _ = self._far_for(self._far_copied, end - self._far_copied, channels)
+            estimator.add_far(self._far_copied, far)
+            self._far_copied = end
+        found = estimator.estimate(at)
         if found is None or found[1] < EST_RATIO:
             self._candidate = None
             return []

@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from fractions import Fraction
 from typing import Any
 
@@ -87,6 +87,7 @@ class PeerReference:
     ``max_ms``: audio waiting for the reader (the oldest is dropped past it, ``stats["dropped"]``)
     and, before both clocks are known, for the clocks (``stats["unaligned"]``). ``reanchor_ms``:
     how far the fitted offset may drift before the stamps follow it (``stats["reanchors"]``).
+    ``clock``: the host clock both tracks are timed on (seconds).
     """
 
     def __init__(
@@ -95,7 +96,9 @@ class PeerReference:
         reanchor_ms: float = 20.0,
         window_s: float = 2.0,
         settle_s: float = 0.5,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        self.clock = clock
         self.max_s = max_ms / 1000
         self.reanchor_s = reanchor_ms / 1000
         self._in = _Origin(window_s, settle_s)
@@ -126,14 +129,14 @@ class PeerReference:
         """An inbound audio frame as the pipeline gets it (pts on the peer's clock)."""
         start = frame.time
         if start is not None and frame.num_samples:
-            self._in.update(start + frame.duration, time.monotonic())
+            self._in.update(start + frame.duration, self.clock())
 
     def sent(self, frame: AudioFrame) -> None:
         """A frame the outbound track handed aiortc (silence included; pts on its clock)."""
         start = frame.time
         if start is None or self._closed:
             return
-        self._out.update(start, time.monotonic())
+        self._out.update(start, self.clock())
         self.sent_frames += 1
         rate = frame.sample_rate
         self._pending.append(AudioFrame(_mono(frame), rate, round(start * rate), Fraction(1, rate)))

@@ -1,6 +1,8 @@
 """EchoCancel on both backends: ERLE on a synthetic echo path after convergence, the near-end
-kept in double talk, bit-identical backends, split invariance, typed errors, and the node's
-alignment of the reference by timestamps (docs/stages-audio.md, EchoCancel)."""
+kept in double talk, bit-identical backends, split invariance (kernel, and node with either
+stream split any way), typed errors, the node's alignment of the reference by timestamps, a
+reference at another rate, the bulk delay found by "auto", and reference="peer"
+(docs/stages-audio.md, EchoCancel)."""
 
 from __future__ import annotations
 
@@ -11,15 +13,33 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from media_nodes.audio import EchoCancel
 from media_nodes.audio.echo_cancel import echo_scene
+from stream import Event
 from stream.errors import ConfigError, FormatError
+from stream.frames import AudioFrame
+from stream.manifest import from_manifest, to_manifest
 from stream.testing import join_frames, run_node, split_frames
 
 from ._util import kernel_module
 
 F32 = npt.NDArray[np.float32]
+
+
+def resample(x: np.ndarray, to_rate: int, from_rate: int) -> np.ndarray:
+    """``x`` (1-D) at ``to_rate``, time-aligned (the resampler's delay removed): the engine's
+    Python twin, run whole."""
+    from media_nodes.audio.resample import ResampleKernel
+
+    k = ResampleKernel(to_rate)
+    y = np.concatenate(
+        [*k.process(np.asarray(x, np.float32)[None, :], from_rate), *k.flush()], axis=1
+    )[0]
+    n = round(x.shape[0] * to_rate / from_rate)
+    return y[k.latency_samples : k.latency_samples + n].astype(np.float64)
 
 
 def run(kernel: Any, near: F32, far: F32, rate: int, sizes: list[int]) -> F32:
@@ -153,3 +173,154 @@ async def test_node_without_reference_passes_the_near_end_through(backend: str) 
     # quantization touch it: the level is kept (measured -0.04 dB), the waveform within 12 dB.
     assert abs(db(out[:, r // 10 :], mic[:, r // 10 :])) < 0.5
     assert db(mic, out - mic) > 10.0
+
+
+def delayed_scene(
+    scene: dict[str, Any], delay_s: float, seconds: float, rate: int | None = None
+) -> tuple[F32, F32, int]:
+    """``scene``'s microphone with the echo ``delay_s`` later (a far peer's round trip), and its
+    far-end, both cut to ``seconds`` and resampled to ``rate``: ``(mic, far, rate)``."""
+    r = scene["rate"]
+    n = int(seconds * r)
+    d = int(delay_s * r)
+    echo = np.concatenate([np.zeros(d), scene["echo"]])[:n]
+    mic, far = echo + scene["near"][:n] + scene["noise"][:n], scene["far"][:n]
+    rate = rate or r
+    if rate != r:
+        mic, far = resample(mic, rate, r), resample(far, rate, r)
+    return mic.astype(np.float32)[None], far.astype(np.float32)[None], rate
+
+
+def _media(out: list[Any]) -> tuple[F32, list[tuple[str, float | None, dict[str, Any]]]]:
+    frames = [o for o in out if isinstance(o, AudioFrame)]
+    events = [(e.kind, e.time, e.payload) for e in out if isinstance(e, Event)]
+    return join_frames(frames), events
+
+
+# Frame sizes, cycled: any from 1 sample up, a few hundred on average (3 s in 8 to 200 frames).
+SIZES = st.lists(st.integers(1, 3000), min_size=1, max_size=6).filter(
+    lambda sizes: sum(sizes) >= 120 * len(sizes)
+)
+
+
+@pytest.fixture(scope="module")
+def scene8k() -> dict[str, Any]:
+    return echo_scene(3.0, rate=8000, double_talk=(2.0, 2.5), seed=4)
+
+
+@settings(
+    max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    near_sizes=SIZES,
+    ref_sizes=SIZES,
+    delay=st.sampled_from([0.0, 35.0, "auto"]),
+)
+async def test_node_output_does_not_depend_on_the_split(
+    backend: str,
+    scene8k: dict[str, Any],
+    near_sizes: list[int],
+    ref_sizes: list[int],
+    delay: float | str,
+) -> None:
+    # 8 kHz, the echo 250 ms late: with "auto" the delay is found and moved mid-stream (the
+    # kernel flushed at a position that must not depend on the frames either).
+    mic, far, r = delayed_scene(scene8k, 0.25, 3.0)
+
+    async def run(near_split: int | list[int], ref_split: int | list[int]) -> Any:
+        node = EchoCancel(split_frames(far, r, ref_split), filter_ms=100.0, delay_ms=delay)
+        out = _media(await run_node(node, split_frames(mic, r, near_split)))
+        assert node.backend == backend
+        # (with a bulk delay the frames before the reference's start lack it: they count)
+        assert node.unreferenced_frames == 0 or delay != 0.0
+        return out
+
+    whole_audio, whole_events = await run(mic.shape[1], far.shape[1])
+    audio, events = await run(near_sizes, ref_sizes)
+    assert np.array_equal(audio, whole_audio)
+    assert audio.shape == mic.shape
+    assert events == whole_events
+    if delay == "auto":
+        assert [e[0] for e in events] == ["echo_delay"]
+
+
+async def test_auto_finds_the_bulk_delay_and_cancels_beyond_the_filter(
+    backend: str, scene: dict[str, Any]
+) -> None:
+    # The echo 300 ms late: beyond a 200 ms filter at delay 0. "auto" finds the room's strongest
+    # path (its response starts 10 ms after the direct-path delay) and starts the filter 20 ms
+    # before it, so the window covers the whole response.
+    mic, far, r = delayed_scene(scene, 0.3, 15.0, 16000)
+    results = {}
+    for delay in (0.0, "auto"):
+        node = EchoCancel(split_frames(far, r, 320), delay_ms=delay)
+        audio, events = _media(await run_node(node, split_frames(mic, r, 320)))
+        tail = slice(11 * r, 15 * r)
+        results[delay] = db(mic[0, tail], audio[0, tail])
+        if delay == "auto":
+            assert [e[0] for e in events] == ["echo_delay"]
+            _, at, payload = events[0]
+            assert 310.0 <= payload["estimate_ms"] <= 330.0  # measured 312.9
+            assert payload["delay_ms"] == pytest.approx(payload["estimate_ms"] - 20.0)
+            assert payload["ratio"] > 10.0 and at is not None and at <= 4.0
+            assert node.bulk_delay_ms == payload["delay_ms"] <= 310.0
+            assert node.delay_changes == 1
+    # far-end only, 11-15 s (measured: 0.9 dB at delay 0, 17.0 dB with "auto")
+    assert results[0.0] < 2.0
+    assert results["auto"] >= 14.0
+
+
+async def test_a_reference_at_another_rate_is_resampled(
+    backend: str, scene: dict[str, Any]
+) -> None:
+    # The far-end at 48 kHz (as a WebRTC session sends it), the microphone at 16 kHz.
+    mic, _, r = delayed_scene(scene, 0.0, 12.0, 16000)
+    _, far48, _ = delayed_scene(scene, 0.0, 12.0, 48000)
+    node = EchoCancel(split_frames(far48, 48000, 960))
+    audio, _ = _media(await run_node(node, split_frames(mic, r, 320)))
+    assert node.unreferenced_frames <= 1  # the resampler's delay: the first frame's start
+    tail = slice(8 * r, 12 * r)  # measured 17 dB (a 16 kHz reference: 17 dB)
+    assert db(mic[0, tail], audio[0, tail]) >= 12.0
+
+
+def test_settings_and_the_peer_reference_form() -> None:
+    with pytest.raises(ConfigError, match=r"^aec: reference must be a stream of AudioFrames or"):
+        EchoCancel("speaker", name="aec")
+    with pytest.raises(ConfigError, match=r"^aec: reference must be an iterable"):
+        EchoCancel(5, name="aec")  # type: ignore[arg-type]
+    with pytest.raises(
+        ConfigError, match=r"^aec: delay_ms must be a number in \[0.0, 10000.0\] or"
+    ):
+        EchoCancel([], delay_ms="late", name="aec")
+    with pytest.raises(ConfigError, match=r"^aec: delay_ms must be a number in \[0.0, 10000.0\]"):
+        EchoCancel([], delay_ms=-1, name="aec")
+    assert EchoCancel([]).delay_ms == 0.0 and EchoCancel("peer").delay_ms == "auto"
+    with pytest.raises(ConfigError, match="manifest form only with reference='peer'"):
+        EchoCancel([]).params()
+    with pytest.raises(ConfigError, match="use_reference"):
+        EchoCancel([]).use_reference([])
+    manifest = {
+        "version": 1,
+        "name": "leg",
+        "nodes": [{"type": "EchoCancel", "name": "aec", "params": {"reference": "peer"}}],
+    }
+    node = from_manifest(manifest).nodes[0]
+    assert isinstance(node, EchoCancel) and node.peer_reference
+    assert to_manifest(from_manifest(manifest))["nodes"][0]["params"] == {
+        "reference": "peer",
+        "filter_ms": 200.0,
+        "frame_ms": 20.0,
+        "stall_ms": 50.0,
+        "delay_ms": "auto",
+    }
+
+
+async def test_a_peer_reference_is_bound_before_it_runs(backend: str) -> None:
+    r = 16000
+    mic = (0.1 * np.sin(np.arange(r) / 7.0)).astype(np.float32)[None]
+    with pytest.raises(ConfigError, match="reference='peer' is the audio a WebRTC session sends"):
+        await run_node(EchoCancel("peer", name="aec"), split_frames(mic, r, 320))
+    node = EchoCancel("peer", delay_ms=0.0)
+    node.use_reference(_frames(split_frames(np.zeros_like(mic), r, 480)))
+    out = join_frames(await run_node(node, split_frames(mic, r, 320)))
+    assert out.shape == mic.shape and node.unreferenced_frames == 0

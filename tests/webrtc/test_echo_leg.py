@@ -21,7 +21,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-from scipy.signal import resample_poly
 
 from stream.frames import AudioFrame
 from stream.testing import speech_like
@@ -31,9 +30,25 @@ from .conftest import manifest
 pytest.importorskip("aiortc", reason="aiortc is not installed (.ci/install-webrtc.sh)")
 pytestmark = pytest.mark.webrtc
 
+from stream.transport.echo_reference import PeerReference  # noqa: E402
 from stream.transport.webrtc import Peer  # noqa: E402
 
 RATE = 48000  # the peer's audio
+
+
+def resample(x: np.ndarray, to_rate: int, from_rate: int) -> np.ndarray:
+    """``x`` (1-D) at ``to_rate``, time-aligned (the resampler's delay removed): the engine's
+    Python twin, run whole."""
+    from media_nodes.audio.resample import ResampleKernel
+
+    k = ResampleKernel(to_rate)
+    y = np.concatenate(
+        [*k.process(np.asarray(x, np.float32)[None, :], from_rate), *k.flush()], axis=1
+    )[0]
+    n = round(x.shape[0] * to_rate / from_rate)
+    return y[k.latency_samples : k.latency_samples + n].astype(np.float64)
+
+
 AEC_RATE = 16000  # the server's pipeline
 FRAME = 960
 NEAR_AT_S = 9.5  # the peer's talker starts, on the peer's clock
@@ -146,6 +161,78 @@ def _gain_db(x: np.ndarray, ref: np.ndarray) -> float:
     return float(20 * np.log10(abs(np.dot(x, ref)) / np.dot(ref, ref)))
 
 
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _outbound(k: int, value: int = 1000) -> AudioFrame:
+    """The outbound track's k-th 20 ms frame: s16 stereo at 48 kHz, pts on its sample clock."""
+    return AudioFrame(np.full((FRAME, 2), value, np.int16), RATE, k * FRAME, planar=False)
+
+
+async def test_peer_reference_stamps_sent_audio_on_the_inbound_clock() -> None:
+    clock = FakeClock()
+    ref = PeerReference(clock=clock, max_ms=5000.0)  # read at the end: keep all
+    reader = ref.frames()
+    rng = np.random.default_rng(0)
+    # Inbound: pts from 0 at the peer, each frame reaching the pipeline 5-40 ms after its end
+    # (network, jitter buffer). Outbound: the track's pts from 0, handed to the encoder 0-40 ms
+    # before its time (the track's lead); its clock starts 0.35 s after the inbound's.
+    in_origin, out_origin = 100.0, 100.35
+    events: list[tuple[float, str, int]] = []
+    t_in = t_out = 0.0
+    for k in range(150):  # 3 s of each, each stream in order
+        t_in = max(t_in, in_origin + (k + 1) * 0.02 + rng.uniform(0.005, 0.04))
+        t_out = max(t_out, out_origin + k * 0.02 - rng.uniform(0.0, 0.04))
+        events += [(t_in, "in", k), (t_out, "out", k)]
+    for t, kind, k in sorted(events):
+        clock.now = t
+        if kind == "in":
+            ref.heard(AudioFrame(np.zeros((1, FRAME), np.float32), RATE, k * FRAME))
+        else:
+            ref.sent(_outbound(k, 1000 + k))
+    ref.close()
+    got = [f async for f in reader]
+    stats = ref.stats
+    assert stats["reanchors"] == 0 and stats["dropped"] == 0
+    # Held until both clocks had 0.5 s to settle (up to max_ms), then all stamped.
+    assert stats["sent"] == 150 and stats["unaligned"] == 0 and len(got) == 150
+    # Stamped 0.35 s later on the inbound clock, up to the smallest delays met (5 ms in, a lead
+    # of 40 ms out): the offset is within those 45 ms, and the pts are continuous.
+    offset = stats["offset_ms"] / 1000
+    assert 0.35 - 0.045 - 0.005 <= offset <= 0.35 + 0.005
+    first = 150 - len(got)
+    for i, f in enumerate(got):
+        assert f.pts == (first + i) * FRAME + round(offset * RATE)
+        assert f.sample_rate == RATE and f.samples.shape == (1, FRAME)
+        assert f.samples.dtype == np.float32
+        assert f.samples[0, 0] == pytest.approx((1000 + first + i) / 32768)
+
+
+async def test_peer_reference_follows_a_drift_past_reanchor_ms_and_serves_readers() -> None:
+    clock = FakeClock()
+    ref = PeerReference(clock=clock, reanchor_ms=20.0, max_ms=200.0)
+    first, second = ref.frames(), ref.frames()
+    for k in range(600):  # 12 s; from 4 s to 8 s the inbound frames come 20 ms later a second
+        late = 0.02 * min(max(0.0, (k - 200) / 50), 4.0)
+        clock.now = 100.0 + (k + 1) * 0.02 + late
+        ref.heard(AudioFrame(np.zeros((1, FRAME), np.float32), RATE, k * FRAME))
+        clock.now = 100.0 + k * 0.02
+        ref.sent(_outbound(k))
+    ref.close()
+    # The inbound clock drifted 80 ms: the stamps followed in steps of over 20 ms.
+    stats = ref.stats
+    assert stats["reanchors"] >= 1 and -80.0 <= stats["offset_ms"] <= -60.0, stats
+    # Each reader got its own frames, bounded by max_ms (neither read while they came).
+    a, b = [f async for f in first], [f async for f in second]
+    assert [f.pts for f in a] == [f.pts for f in b] and len(a) == 10
+    assert stats["dropped"] > 0
+
+
 def test_echo_of_the_outbound_audio_is_cancelled(
     hosts: Any, start_server: Any, tmp_path: Path
 ) -> None:
@@ -189,7 +276,7 @@ def test_echo_of_the_outbound_audio_is_cancelled(
     shift = int(out["first"]) - int(raw["first"])
     n = min(x.shape[0] - shift, y.shape[0])
     x, y = x[shift : shift + n], y[:n]
-    talker = resample_poly(near, AEC_RATE, RATE)
+    talker = resample(near, AEC_RATE, RATE)
     at = _lag(x, talker)
 
     def span(window: tuple[float, float]) -> slice:
