@@ -245,3 +245,59 @@ def test_a_killed_worker_ends_its_session_with_an_error_and_new_ones_go_elsewher
     assert workers[victim]["actor_pid"] != before[victim]["actor_pid"]
     assert workers[other]["actor_pid"] == before[other]["actor_pid"]
     assert status["counts"]["pipelines"] == 0 and status["counts"]["peer_connections"] == 0
+
+
+def test_ray_local_starts_a_ray_in_the_server_process(tmp_path: Path) -> None:
+    """``serve --ray local`` on a test host: a Ray of its own, one session worker, a session."""
+    import os
+    import subprocess
+    import sys
+    import threading
+
+    from stream.transport.netns import netns_unavailable, test_hosts
+    from stream.transport.webrtc import connect
+
+    reason = netns_unavailable()
+    if reason:
+        pytest.skip(f"no test hosts: {reason}")
+    # RAY_AUTH_MODE: a new local Ray otherwise writes a token to ~/.ray on this machine, and
+    # every later `ray start` here would then want it
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    with test_hosts("rl") as hosts:
+        argv = [sys.executable, "-m", "stream.transport", "serve", "--ray", "local", *CPUS]
+        argv += ["--host", hosts.server_ip, "--port", "0"]
+        argv += ["--pipeline", manifest(tmp_path, GAIN)]
+        proc = hosts.popen(
+            "server", argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+        )
+        lines: list[str] = []
+        ready = threading.Event()
+
+        def read() -> None:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                lines.append(line.rstrip())
+                if line.startswith("serving on "):
+                    ready.set()
+            ready.set()
+
+        threading.Thread(target=read, daemon=True).start()
+        assert ready.wait(120), "\n".join(lines[-40:])
+        url = next(line.split()[2] for line in lines if line.startswith("serving on "))
+
+        async def run() -> tuple[list[Any], dict[str, Any]]:
+            received: list[Any] = []
+            result = await connect(url, _frames(440.0, 2.0), received)
+            assert result.frames_received > 50
+            return received, await _status(url)
+
+        received, status = hosts.run_async("client", run, 60)
+        proc.terminate()
+        assert proc.wait(30) == 0, "\n".join(lines[-40:])
+    x = active(joined(received))[-48000:-4800]
+    assert dominant_hz(x) == pytest.approx(440, abs=2)
+    assert rms_db(x) == pytest.approx(TONE_DB, abs=0.7)
+    assert status["worker_kind"] == "ray" and status["sessions_total"] == 1
+    (worker,) = status["workers"]
+    assert worker["kind"] == "ray" and worker["pid"] != proc.pid
+    assert any(line.startswith("stopped") for line in lines)
