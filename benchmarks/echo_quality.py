@@ -1,23 +1,40 @@
-"""EchoCancel quality and cost: ERLE on a synthetic echo path (media_nodes.audio.echo_cancel.
+"""EchoCancel quality and cost on a synthetic echo path (media_nodes.audio.echo_cancel.
 echo_scene: speech-like far-end through a 150 ms decaying-noise room response after 10 ms, a
-speech-like near-end in double talk, -60 dBFS noise), the near-end's level and SNR in double
-talk, and the kernel's cost per 20 ms frame on each backend.
+speech-like near-end in double talk, -60 dBFS noise).
 
-    python benchmarks/echo_quality.py           # 30 s scenes, 3 seeds, 16 kHz
-    python benchmarks/echo_quality.py --smoke   # 8 s, 1 seed: proves it runs
+1. ERLE before/after double talk, the near-end's level and SNR in double talk (30 s scenes).
+2. Convergence: how long from a cold start until ERLE reaches 20 dB (first 1 s window at 20 dB,
+   and from when every 2 s window stays at 20 dB), ERLE at 5/10/20 s; the same after the echo
+   path changes (another room from 20 s on); and with the echo 300 ms late, found by
+   ``delay_ms="auto"`` (when the delay was found, then as above).
+3. Double talk after convergence, the near-end at three levels against the echo: its attenuation,
+   its SNR against what is left of the echo in and out, ERLE during and after.
+4. The kernel's cost per 20 ms frame on each backend.
+
+ERLE is echo energy over residual-echo energy: the output minus the near-end and noise as the
+canceller passes them alone (its DC notch shifts the phase of low voices: subtracting the raw
+near-end would count that as echo). The near level is the gain of that passed near-end in the
+output (least squares), its SNR is against everything else in the output. Both kernels
+run the same C library and give the same samples, so the quality figures come from one backend.
+
+    python benchmarks/echo_quality.py           # full: 3 seeds, 16 kHz
+    python benchmarks/echo_quality.py --smoke   # short scenes, 1 seed: proves it runs
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import time
 from typing import Any
 
 import numpy as np
 
+from media_nodes.audio.echo_cancel import EchoCancel, echo_scene
 from media_nodes.audio.echo_cancel import EchoCancelKernel as PythonEchoCancel
-from media_nodes.audio.echo_cancel import echo_scene
-from stream import engine_available
+from stream import Event, engine_available
+from stream.frames import AudioFrame
+from stream.testing import run_node, split_frames
 
 
 def cancel(kernel: Any, mic: Any, far: Any, rate: int) -> tuple[Any, float]:
@@ -32,7 +49,194 @@ def cancel(kernel: Any, mic: Any, far: Any, rate: int) -> tuple[Any, float]:
 
 
 def db(a: Any, b: Any) -> float:
-    return float(10 * np.log10(np.sum(np.square(a)) / np.sum(np.square(b))))
+    return float(10 * np.log10(np.sum(np.square(a)) / max(float(np.sum(np.square(b))), 1e-30)))
+
+
+def rows(s: dict[str, Any]) -> tuple[Any, Any]:
+    return s["mic"].astype(np.float32)[None], s["far"].astype(np.float32)[None]
+
+
+def erle_track(s: dict[str, Any], y: Any, window_s: float, hop_s: float = 0.1) -> Any:
+    """(window end times, ERLE of each window) over the whole scene."""
+    r = s["rate"]
+    residual = y - s["near"] - s["noise"]
+    w, h = int(window_s * r), int(hop_s * r)
+    ends = np.arange(w, len(y) + 1, h)
+    return ends / r, np.array([db(s["echo"][e - w : e], residual[e - w : e]) for e in ends])
+
+
+def convergence(s: dict[str, Any], y: Any, start: float, stop: float) -> tuple[float, float]:
+    """Seconds from ``start`` until a 1 s window reaches 20 dB, and until every 2 s window up
+    to ``stop`` stays at 20 dB (nan: never)."""
+    t1, e1 = erle_track(s, y, 1.0)
+    t2, e2 = erle_track(s, y, 2.0)
+    sel1 = (t1 - 1.0 >= start) & (t1 <= stop)
+    first = t1[sel1][e1[sel1] >= 20.0]
+    sel2 = (t2 - 2.0 >= start) & (t2 <= stop)
+    held = np.nan
+    below = np.flatnonzero(sel2 & (e2 < 20.0))
+    if sel2.any():
+        last_below = t2[below[-1]] if below.size else start + 2.0 - 0.1
+        if last_below < t2[sel2][-1]:
+            held = last_below + 0.1 - start
+    return (first[0] - start if first.size else np.nan), held
+
+
+def erle_at(s: dict[str, Any], y: Any, t: float) -> float:
+    r = s["rate"]
+    sl = slice(int((t - 1) * r), int(t * r))
+    return db(s["echo"][sl], (y - s["near"] - s["noise"])[sl])
+
+
+async def cancel_node(s: dict[str, Any], delay_ms: float | str) -> tuple[Any, list[Event]]:
+    r = s["rate"]
+    mic, far = rows(s)
+    node = EchoCancel(split_frames(far, r, r // 50), delay_ms=delay_ms)
+    out = await run_node(node, split_frames(mic, r, r // 50))
+    audio = np.concatenate([o.samples for o in out if isinstance(o, AudioFrame)], axis=1)
+    return audio[0].astype(np.float64), [o for o in out if isinstance(o, Event)]
+
+
+def delayed(s: dict[str, Any], delay_s: float) -> dict[str, Any]:
+    """``s`` with the echo ``delay_s`` later (a far peer's round trip)."""
+    d = int(delay_s * s["rate"])
+    echo = np.concatenate([np.zeros(d), s["echo"]])[: len(s["echo"])]
+    return {**s, "echo": echo, "mic": echo + s["near"] + s["noise"]}
+
+
+def fmt(x: float) -> str:
+    return "never" if np.isnan(x) else f"{x:.1f} s"
+
+
+def passed(cls: Any, s: dict[str, Any]) -> Any:
+    """The near-end and noise as the canceller passes them with no echo at all: the reference
+    for "passed" (Speex notches DC, which shifts the phase of low voices a little)."""
+    alone = (s["near"] + s["noise"]).astype(np.float32)[None]
+    return cancel(cls(), alone, np.zeros_like(alone), s["rate"])[0]
+
+
+def section_erle(cls: Any, name: str, seeds: list[int], rate: int, smoke: bool) -> None:
+    seconds, dt = (8.0, (4.0, 6.0)) if smoke else (30.0, (15.0, 18.0))
+    print(f"\n## ERLE and double talk: {seconds:.0f} s, double talk {dt[0]:.0f}-{dt[1]:.0f} s")
+    print(
+        "backend seed | ERLE 1st half before dt | 2nd half | after dt | dt near level | SNR in/out"
+    )
+    for seed in seeds:
+        s = echo_scene(seconds, rate=rate, double_talk=dt, seed=seed)
+        r = s["rate"]
+        mic, far = rows(s)
+        y, _ = cancel(cls(), mic, far, r)
+        through = passed(cls, s)
+        res = y - through
+        a, b = int(dt[0] * r), int(dt[1] * r)
+
+        def erle(i: int, j: int, res: Any = res, s: Any = s) -> float:
+            return db(s["echo"][i:j], res[i:j])
+
+        near = through[a:b]
+        gain = 20 * np.log10(abs(float(np.dot(y[a:b], near) / np.dot(near, near))))
+        print(
+            f"{name:7} {seed:4} | {erle(0, a // 2):22.1f} | {erle(a // 2, a):8.1f} | "
+            f"{erle(b + r, len(y)):8.1f} | {gain:+13.2f} | "
+            f"{db(s['near'][a:b], s['echo'][a:b] + s['noise'][a:b]):+.1f} / "
+            f"{db(near, res[a:b]):+.1f}"
+        )
+
+
+def section_convergence(cls: Any, seeds: list[int], rate: int, smoke: bool) -> None:
+    seconds, change = (12.0, 6.0) if smoke else (40.0, 20.0)
+    print(
+        f"\n## Convergence to 20 dB ERLE, far-end only, {seconds:.0f} s, another room from "
+        f"{change:.0f} s (1 s window first at 20 dB / every 2 s window at 20 dB from then)"
+    )
+    print(
+        "seed | cold start: first / held | ERLE at 5 / 10 / 20 s | after the change: first / held"
+    )
+    for seed in seeds:
+        s = echo_scene(seconds, rate=rate, double_talk=None, seed=seed, path_change_s=change)
+        mic, far = rows(s)
+        y, _ = cancel(cls(), mic, far, s["rate"])
+        cold = convergence(s, y, 0.0, change)
+        moved = convergence(s, y, change, seconds)
+        at = [erle_at(s, y, t) for t in (5.0, 10.0, change)]
+        print(
+            f"{seed:4} | {fmt(cold[0]):>10} / {fmt(cold[1]):>7} | "
+            f"{at[0]:5.1f} / {at[1]:5.1f} / {at[2]:5.1f} dB | {fmt(moved[0]):>9} / {fmt(moved[1])}"
+        )
+
+
+def section_auto(seeds: list[int], rate: int, smoke: bool) -> None:
+    seconds = 12.0 if smoke else 30.0
+    print(
+        f'\n## delay_ms="auto": the echo 300 ms late (beyond the 200 ms filter), far-end only, '
+        f"{seconds:.0f} s"
+    )
+    print("seed | delay found at | estimate | bulk delay | to 20 dB: first / held | delay 0: ERLE")
+    for seed in seeds:
+        s = delayed(echo_scene(seconds, rate=rate, double_talk=None, seed=seed), 0.3)
+        y, events = asyncio.run(cancel_node(s, "auto"))
+        y0, _ = asyncio.run(cancel_node(s, 0.0))
+        e = events[0] if events else None
+        first, held = convergence(s, y, 0.0, seconds)
+        tail = slice(len(y) // 2, len(y))
+        print(
+            f"{seed:4} | {(f'{e.time:.1f} s' if e else 'never'):>14} | "
+            f"{(e.payload['estimate_ms'] if e else float('nan')):6.1f} ms | "
+            f"{(e.payload['delay_ms'] if e else float('nan')):7.1f} ms | "
+            f"{fmt(first):>9} / {fmt(held):>7} | {db(s['echo'][tail], (y0 - s['noise'])[tail]):.1f} dB"
+        )
+
+
+def section_double_talk(cls: Any, seeds: list[int], rate: int, smoke: bool) -> None:
+    conv, dt = (6.0, 3.0) if smoke else (16.0, 4.0)
+    print(
+        f"\n## Double talk after {conv:.0f} s of far-end only, {dt:.0f} s of both "
+        "(near level: the gain of the near-end as passed alone, in the output, by least squares)"
+    )
+    print("near/echo | near level | near SNR in / out | ERLE in dt | ERLE 2 s after (seeds mean)")
+    for gain in (0.35, 0.7, 1.4):
+        figures = []
+        for seed in seeds:
+            s = echo_scene(
+                conv + dt + 2.0, rate=rate, double_talk=(conv, conv + dt), seed=seed, near_gain=gain
+            )
+            r = s["rate"]
+            mic, far = rows(s)
+            y, _ = cancel(cls(), mic, far, r)
+            through = passed(cls, s)
+            a, b = int(conv * r), int((conv + dt) * r)
+            near, echo = through[a:b], s["echo"][a:b]
+            residual = y[a:b] - near
+            g = float(np.dot(y[a:b], near) / np.dot(near, near))
+            after = slice(b, b + 2 * r)
+            figures.append(
+                (
+                    db(s["near"][a:b], echo),
+                    20 * np.log10(abs(g)),
+                    db(s["near"][a:b], echo + s["noise"][a:b]),
+                    db(near, residual),
+                    db(echo, residual),
+                    db(s["echo"][after], (y - through)[after]),
+                )
+            )
+        m = np.mean(figures, axis=0)
+        print(
+            f"{m[0]:+8.1f} dB | {m[1]:+9.2f} dB | {m[2]:+7.1f} / {m[3]:+5.1f} dB | "
+            f"{m[4]:8.1f} dB | {m[5]:8.1f} dB"
+        )
+
+
+def section_cost(kernels: dict[str, Any], rate: int, smoke: bool) -> None:
+    print()
+    for r in sorted({rate, 48000 if not smoke else rate}):
+        s = echo_scene(4.0 if smoke else 10.0, rate=r)
+        m2, f2 = rows(s)
+        costs = {
+            name: min(cancel(cls(), m2, f2, r)[1] for _ in range(3))
+            for name, cls in kernels.items()
+        }
+        shown = ", ".join(f"{k} {v:.1f}" for k, v in costs.items())
+        print(f"cost per 20 ms frame at {r} Hz, filter 200 ms (µs, best of 3): {shown}")
 
 
 def main() -> None:
@@ -40,49 +244,19 @@ def main() -> None:
     ap.add_argument("--smoke", action="store_true")
     ap.add_argument("--rate", type=int, default=16000)
     args = ap.parse_args()
-    seconds, seeds, dt = (8.0, [0], (4.0, 6.0)) if args.smoke else (30.0, [0, 1, 2], (15.0, 18.0))
+    seeds = [0] if args.smoke else [0, 1, 2]
     kernels: dict[str, Any] = {"python": PythonEchoCancel}
     if engine_available():
         from stream import _engine
 
         kernels["rust"] = _engine.EchoCancelKernel
-    print(f"rate {args.rate} Hz, {seconds:.0f} s, double talk {dt[0]:.0f}-{dt[1]:.0f} s")
-    print(
-        "backend seed | ERLE 1st half before dt | 2nd half | after dt | dt near level | dt SNR in/out"
-    )
-    for name, cls in kernels.items():
-        for seed in seeds:
-            s = echo_scene(seconds, rate=args.rate, double_talk=dt, seed=seed)
-            r = s["rate"]
-            mic, far = s["mic"].astype(np.float32)[None], s["far"].astype(np.float32)[None]
-            y, _ = cancel(cls(), mic, far, r)
-            res = y - s["near"] - s["noise"]
-            a, b = int(dt[0] * r), int(dt[1] * r)
-
-            def erle(i: int, j: int, res: Any = res, s: Any = s) -> float:
-                return db(s["echo"][i:j], res[i:j])
-
-            near = s["near"][a:b]
-            print(
-                f"{name:7} {seed:4} | {erle(0, a // 2):22.1f} | {erle(a // 2, a):8.1f} | "
-                f"{erle(b + r, len(y)):8.1f} | {db(y[a:b], near + s['noise'][a:b]):+13.2f} | "
-                f"{db(near, s['mic'][a:b] - near):+.1f} / {db(near, y[a:b] - near):+.1f}"
-            )
-    rate = 48000 if not args.smoke else args.rate
-    s = echo_scene(4.0 if args.smoke else 10.0, rate=rate)
-    mic, far = s["mic"].astype(np.float32)[None], s["far"].astype(np.float32)[None]
-    for r in sorted({args.rate, rate}):
-        if r != rate:
-            s2 = echo_scene(4.0 if args.smoke else 10.0, rate=r)
-            m2, f2 = s2["mic"].astype(np.float32)[None], s2["far"].astype(np.float32)[None]
-        else:
-            m2, f2 = mic, far
-        costs = {
-            name: min(cancel(cls(), m2, f2, r)[1] for _ in range(3))
-            for name, cls in kernels.items()
-        }
-        shown = ", ".join(f"{k} {v:.1f}" for k, v in costs.items())
-        print(f"cost per 20 ms frame at {r} Hz, filter 200 ms (µs, best of 3): {shown}")
+    name, cls = list(kernels.items())[-1]
+    print(f"rate {args.rate} Hz; quality from the {name} kernel (both give the same samples)")
+    section_erle(cls, name, seeds, args.rate, args.smoke)
+    section_convergence(cls, seeds, args.rate, args.smoke)
+    section_auto(seeds, args.rate, args.smoke)
+    section_double_talk(cls, seeds, args.rate, args.smoke)
+    section_cost(kernels, args.rate, args.smoke)
 
 
 if __name__ == "__main__":
