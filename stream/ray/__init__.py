@@ -3,8 +3,10 @@
 The only package that touches Ray, and it imports Ray lazily: importing ``stream`` or this
 package loads nothing of it; constructing a ``RemoteStage`` does, and raises
 ``BackendUnavailable`` (``pip install remotemedia[ray]``) where Ray is missing.
-``stream.ray.cluster`` runs a throwaway multi-node cluster inside a network namespace, for tests
-and benchmarks. Deployment: docs/deploy.md.
+``stream.ray.workers`` puts WebRTC sessions on session workers on the cluster's nodes
+(``WebRTCServer(..., ray_address=...)``, ``remotemedia serve --ray``); ``stream.ray.cluster``
+runs a throwaway multi-node cluster in network namespaces, for tests and benchmarks.
+Deployment: docs/deploy.md.
 """
 
 from __future__ import annotations
