@@ -32,6 +32,19 @@ impl State {
             State::MaybeSilence { .. } => "maybe_silence",
         }
     }
+
+    /// Whether speech is on (confirmed, its end not yet confirmed).
+    pub fn speaking(self) -> bool {
+        matches!(self, State::Speech | State::MaybeSilence { .. })
+    }
+
+    /// Where the unconfirmed run began (a candidate start or end), if there is one.
+    pub fn pending_sample(self) -> Option<u64> {
+        match self {
+            State::MaybeSpeech { onset } | State::MaybeSilence { onset } => Some(onset),
+            State::Silence | State::Speech => None,
+        }
+    }
 }
 
 /// A decision: speech started (or ended) at `sample`, known once `confirmed` samples were seen.
@@ -100,21 +113,115 @@ pub fn ms_to_samples(ms: f64, rate: u32) -> u64 {
     round_half_even(ms * rate as f64 / 1000.0) as u64
 }
 
+/// The four-state machine of `docs/stages-audio.md` over a stream's analysis frames, with the
+/// stream position it needs; how a frame is judged loud or quiet is the detector's (energy here,
+/// the Silero model in `silero_vad`).
+#[derive(Debug, Clone)]
+pub struct Decider {
+    min_speech: u64,
+    min_silence: u64,
+    /// Samples in complete analysis frames.
+    analyzed: u64,
+    seen: u64,
+    state: State,
+}
+
+impl Decider {
+    /// A stream's start, with the minimum durations in samples.
+    pub fn new(min_speech: u64, min_silence: u64) -> Self {
+        Self {
+            min_speech,
+            min_silence,
+            analyzed: 0,
+            seen: 0,
+            state: State::Silence,
+        }
+    }
+
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    /// Samples in complete analysis frames.
+    pub fn analyzed_samples(&self) -> u64 {
+        self.analyzed
+    }
+
+    /// Counts `n` more input samples (the end of stream `finish` reports).
+    pub fn saw(&mut self, n: u64) {
+        self.seen += n;
+    }
+
+    /// The next analysis frame, `frame` samples long, was `loud` (at least the start threshold)
+    /// or `quiet` (below the end threshold), or neither (between them); appends the decision it
+    /// completed, if any.
+    pub fn frame(&mut self, frame: u64, loud: bool, quiet: bool, out: &mut Vec<Decision>) {
+        let from = self.analyzed;
+        self.analyzed += frame;
+        let end = self.analyzed;
+        self.state = match self.state {
+            State::Silence if loud => self.confirm_start(from, end, out),
+            State::Silence => State::Silence,
+            State::MaybeSpeech { .. } if quiet => State::Silence,
+            State::MaybeSpeech { onset } => self.confirm_start(onset, end, out),
+            State::Speech if quiet => self.confirm_end(from, end, out),
+            State::Speech => State::Speech,
+            State::MaybeSilence { .. } if !quiet => State::Speech,
+            State::MaybeSilence { onset } => self.confirm_end(onset, end, out),
+        };
+    }
+
+    fn confirm_start(&self, onset: u64, end: u64, out: &mut Vec<Decision>) -> State {
+        if end - onset >= self.min_speech {
+            out.push(Decision {
+                start: true,
+                sample: onset,
+                confirmed: end,
+            });
+            State::Speech
+        } else {
+            State::MaybeSpeech { onset }
+        }
+    }
+
+    fn confirm_end(&self, onset: u64, end: u64, out: &mut Vec<Decision>) -> State {
+        if end - onset >= self.min_silence {
+            out.push(Decision {
+                start: false,
+                sample: onset,
+                confirmed: end,
+            });
+            State::Silence
+        } else {
+            State::MaybeSilence { onset }
+        }
+    }
+
+    /// End of stream: speech still on ends (at the quiet run's start, or at the stream's end).
+    pub fn finish(self, out: &mut Vec<Decision>) {
+        let sample = match self.state {
+            State::Speech => self.seen,
+            State::MaybeSilence { onset } => onset,
+            State::Silence | State::MaybeSpeech { .. } => return,
+        };
+        out.push(Decision {
+            start: false,
+            sample,
+            confirmed: self.seen,
+        });
+    }
+}
+
 #[derive(Debug)]
 struct Stream {
     rate: u32,
     channels: usize,
     frame: usize,
-    min_speech: u64,
-    min_silence: u64,
     /// Per channel, the running sum of squares of the analysis frame being filled.
     acc: Vec<f64>,
     /// Samples of the current analysis frame seen so far (`< frame` between calls).
     filled: usize,
-    /// Samples in complete analysis frames.
-    analyzed: u64,
-    seen: u64,
-    state: State,
+    decider: Decider,
 }
 
 /// The state machine of `docs/stages-audio.md` (`EnergyVADKernel`).
@@ -144,12 +251,16 @@ impl EnergyVad {
     }
 
     pub fn state(&self) -> State {
-        self.stream.as_ref().map_or(State::Silence, |s| s.state)
+        self.stream
+            .as_ref()
+            .map_or(State::Silence, |s| s.decider.state())
     }
 
     /// Samples in complete analysis frames of the current stream.
     pub fn analyzed_samples(&self) -> u64 {
-        self.stream.as_ref().map_or(0, |s| s.analyzed)
+        self.stream
+            .as_ref()
+            .map_or(0, |s| s.decider.analyzed_samples())
     }
 
     /// The analysis frame length `F` of the current stream, if one is under way.
@@ -169,13 +280,12 @@ impl EnergyVad {
             rate: sample_rate,
             channels: input.channels,
             frame: (ms_to_samples(settings.frame_ms, sample_rate) as usize).max(1),
-            min_speech: ms_to_samples(settings.min_speech_ms, sample_rate),
-            min_silence: ms_to_samples(settings.min_silence_ms, sample_rate),
             acc: vec![0.0; input.channels],
             filled: 0,
-            analyzed: 0,
-            seen: 0,
-            state: State::Silence,
+            decider: Decider::new(
+                ms_to_samples(settings.min_speech_ms, sample_rate),
+                ms_to_samples(settings.min_silence_ms, sample_rate),
+            ),
         });
         if sample_rate != s.rate {
             return Err(EngineError::format(format!(
@@ -212,12 +322,11 @@ impl EnergyVad {
                 }
                 let energy = total / (s.channels * s.frame) as f64;
                 s.filled = 0;
-                let from = s.analyzed;
-                s.analyzed += s.frame as u64;
-                step(s, from, energy >= start_energy, energy < end_energy, out);
+                let (loud, quiet) = (energy >= start_energy, energy < end_energy);
+                s.decider.frame(s.frame as u64, loud, quiet, out);
             }
         }
-        s.seen += input.frames as u64;
+        s.decider.saw(input.frames as u64);
         Ok(())
     }
 
@@ -225,63 +334,12 @@ impl EnergyVad {
     /// then the stream state is dropped.
     pub fn flush(&mut self, out: &mut Vec<Decision>) {
         if let Some(s) = self.stream.take() {
-            let sample = match s.state {
-                State::Speech => s.seen,
-                State::MaybeSilence { onset } => onset,
-                State::Silence | State::MaybeSpeech { .. } => return,
-            };
-            out.push(Decision {
-                start: false,
-                sample,
-                confirmed: s.seen,
-            });
+            s.decider.finish(out);
         }
     }
 
     pub fn reset(&mut self) {
         self.stream = None;
-    }
-}
-
-/// One analysis frame `[from, from + F)`: `loud` (at least the start threshold) or `quiet`
-/// (below the end threshold), or neither (between them).
-fn step(s: &mut Stream, from: u64, loud: bool, quiet: bool, out: &mut Vec<Decision>) {
-    let end = s.analyzed;
-    s.state = match s.state {
-        State::Silence if loud => confirm_start(s, from, end, out),
-        State::Silence => State::Silence,
-        State::MaybeSpeech { .. } if quiet => State::Silence,
-        State::MaybeSpeech { onset } => confirm_start(s, onset, end, out),
-        State::Speech if quiet => confirm_end(s, from, end, out),
-        State::Speech => State::Speech,
-        State::MaybeSilence { .. } if !quiet => State::Speech,
-        State::MaybeSilence { onset } => confirm_end(s, onset, end, out),
-    };
-}
-
-fn confirm_start(s: &Stream, onset: u64, end: u64, out: &mut Vec<Decision>) -> State {
-    if end - onset >= s.min_speech {
-        out.push(Decision {
-            start: true,
-            sample: onset,
-            confirmed: end,
-        });
-        State::Speech
-    } else {
-        State::MaybeSpeech { onset }
-    }
-}
-
-fn confirm_end(s: &Stream, onset: u64, end: u64, out: &mut Vec<Decision>) -> State {
-    if end - onset >= s.min_silence {
-        out.push(Decision {
-            start: false,
-            sample: onset,
-            confirmed: end,
-        });
-        State::Silence
-    } else {
-        State::MaybeSilence { onset }
     }
 }
 

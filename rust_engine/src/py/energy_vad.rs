@@ -8,7 +8,7 @@ use super::args;
 use super::array::read_block;
 use super::error::IntoPyResult;
 use super::stage_cell::{Resettable, StageCell};
-use crate::dsp::energy_vad::{Decision, EnergyVad, State, VadSettings};
+use crate::dsp::energy_vad::{Decision, EnergyVad, VadSettings};
 use crate::dsp::{check_block, EngineError};
 
 impl Resettable for EnergyVad {
@@ -18,9 +18,9 @@ impl Resettable for EnergyVad {
 }
 
 /// `(kind, sample, confirmed)` as Python sees a decision.
-type PyDecision = (&'static str, u64, u64);
+pub(super) type PyDecision = (&'static str, u64, u64);
 
-fn to_py(decisions: Vec<Decision>) -> Vec<PyDecision> {
+pub(super) fn to_py(decisions: Vec<Decision>) -> Vec<PyDecision> {
     decisions
         .into_iter()
         .map(|d| (d.kind(), d.sample, d.confirmed))
@@ -151,18 +151,13 @@ impl EnergyVADKernel {
     /// Whether speech is on (confirmed, its end not yet confirmed).
     #[getter]
     fn speaking(&self, py: Python<'_>) -> bool {
-        self.cell.with(py, |v| {
-            matches!(v.state(), State::Speech | State::MaybeSilence { .. })
-        })
+        self.cell.with(py, |v| v.state().speaking())
     }
 
     /// Where the unconfirmed run began (a candidate start or end), or None.
     #[getter]
     fn pending_sample(&self, py: Python<'_>) -> Option<u64> {
-        self.cell.with(py, |v| match v.state() {
-            State::MaybeSpeech { onset } | State::MaybeSilence { onset } => Some(onset),
-            State::Silence | State::Speech => None,
-        })
+        self.cell.with(py, |v| v.state().pending_sample())
     }
 
     /// Samples of the stream in complete analysis frames.
