@@ -5,6 +5,7 @@ Only ``stream.engine`` imports this module. Blocks are C-contiguous ``float32`` 
 the kernel. A kernel used by two calls at once raises ``RuntimeError``.
 """
 
+import os
 from collections.abc import Sequence
 from fractions import Fraction
 from typing import Final, Self, TypeAlias, final
@@ -32,6 +33,7 @@ __all__ = [
     "RebufferKernel",
     "ResampleKernel",
     "ResizeKernel",
+    "SileroVADKernel",
     "__version__",
     "selftest_panic",
 ]
@@ -299,6 +301,71 @@ class EnergyVADKernel:
     def analyzed_samples(self) -> int: ...
     @property
     def frame_samples(self) -> int | None: ...
+    @property
+    def stage(self) -> str:
+        """The stage name errors carry."""
+
+@final
+class SileroVADKernel:
+    """Speech/non-speech from the Silero VAD model (tract) over 512-sample windows of 16 kHz
+    mono audio, with ``EnergyVADKernel``'s state machine. Only in an engine built with the cargo
+    feature ``silero``. Raises ``BackendUnavailable`` when ``model_path`` cannot be read,
+    ``ConfigError`` for bad settings or a file that is not the model."""
+
+    def __new__(
+        cls,
+        model_path: str | os.PathLike[str],
+        threshold: float = 0.5,
+        neg_threshold: float | None = None,
+        min_speech_ms: float = 250.0,
+        min_silence_ms: float = 100.0,
+        *,
+        stage: str = "silero_vad",
+    ) -> Self: ...
+    def process(self, samples: _Block, sample_rate: int) -> list[_Decision]:
+        """Analyzes one ``(1, samples)`` block at 16000 Hz; returns the decisions completed,
+        ``(kind, sample, confirmed)``. Other rates and more channels are ``FormatError``."""
+
+    def flush(self) -> list[_Decision]:
+        """Ends the stream (speech still on ends), then drops the stream state."""
+
+    def reset(self) -> None:
+        """Drops the stream state without deciding anything."""
+
+    @property
+    def model_path(self) -> str: ...
+    @property
+    def threshold(self) -> float: ...
+    @property
+    def neg_threshold(self) -> float:
+        """The quiet threshold, resolved (``threshold - 0.15``, at least 0.01, when not given)."""
+
+    @property
+    def min_speech_ms(self) -> float: ...
+    @property
+    def min_silence_ms(self) -> float: ...
+    @property
+    def frame_ms(self) -> float:
+        """One model window: 32.0."""
+
+    @property
+    def state(self) -> str:
+        """``"silence"``, ``"maybe_speech"``, ``"speech"`` or ``"maybe_silence"``."""
+
+    @property
+    def speaking(self) -> bool: ...
+    @property
+    def pending_sample(self) -> int | None:
+        """Where the unconfirmed run began (a candidate start or end), or None."""
+
+    @property
+    def analyzed_samples(self) -> int: ...
+    @property
+    def frame_samples(self) -> int | None: ...
+    @property
+    def probability(self) -> float | None:
+        """The speech probability of the last complete window (None before the first)."""
+
     @property
     def stage(self) -> str:
         """The stage name errors carry."""

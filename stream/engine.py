@@ -27,6 +27,11 @@ except ImportError as exc:  # built without the engine, or it failed to load
 MODES = ("auto", "rust", "python")
 ENV_VAR = "REMOTEMEDIA_RUNTIME"
 _warned: set[str] = set()
+# Kernels the engine has only when built with a cargo feature (slow to compile, so optional):
+# why one is missing, as the fallback reason and describe() say it.
+_OPTIONAL_KERNELS = {
+    "SileroVADKernel": "engine built without the Silero kernel (cargo feature 'silero')",
+}
 
 
 def engine_available() -> bool:
@@ -72,11 +77,12 @@ def select_kernel(
     native = None if _engine is None or native_name is None else getattr(_engine, native_name, None)
     if native is not None:
         return native(**kwargs, stage=stage), "rust", "native kernel"
-    why = (
-        f"engine not built ({ENGINE_IMPORT_ERROR})"
-        if _engine is None
-        else f"no native {native_name or 'implementation'} in this engine"
-    )
+    if _engine is None:
+        why = f"engine not built ({ENGINE_IMPORT_ERROR})"
+    elif native_name in _OPTIONAL_KERNELS:
+        why = _OPTIONAL_KERNELS[native_name]
+    else:
+        why = f"no native {native_name or 'implementation'} in this engine"
     if mode == "rust":
         raise BackendUnavailable(f"{stage}: backend 'rust' was asked for ({origin}), but {why}")
     if why not in _warned:

@@ -7,6 +7,9 @@ frames are), each fed with the 64 samples before it as context and the recurrent
 window left. A window whose speech probability is at least ``threshold`` is *loud*, one below
 ``neg_threshold`` *quiet*; the state machine, events and gating are EnergyVAD's
 (docs/stages-audio.md). The Rust kernel runs the same file on tract, the Python twin on onnxruntime.
+The Rust kernel is in engines built with the cargo feature ``silero`` (the wheel's and ``pip install
+-e .``'s); ``select_kernel`` picks it when the engine has it, and otherwise falls back to the twin
+with the reason "engine built without the Silero kernel".
 """
 
 from __future__ import annotations

@@ -17,6 +17,8 @@ pub mod level_meter;
 pub mod mixer;
 pub mod rebuffer;
 pub mod resample;
+#[cfg(feature = "silero")]
+pub mod silero_vad;
 pub mod video;
 
 use std::any::Any;
@@ -40,6 +42,9 @@ pub enum ErrorKind {
     Engine,
     /// The kernel is running in another call (`RuntimeError`).
     Busy,
+    /// Something the kernel needs at run time is missing, e.g. a model file
+    /// (`BackendUnavailable`).
+    Unavailable,
 }
 
 /// An error of a kernel. `stage` is filled in by whoever knows the stage's name.
@@ -78,6 +83,14 @@ impl EngineError {
     pub fn busy(message: impl Into<String>) -> Self {
         Self {
             kind: ErrorKind::Busy,
+            stage: String::new(),
+            message: message.into(),
+        }
+    }
+
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self {
+            kind: ErrorKind::Unavailable,
             stage: String::new(),
             message: message.into(),
         }

@@ -12,6 +12,7 @@ struct ErrorClasses {
     config: Py<PyType>,
     format: Py<PyType>,
     engine: Py<PyType>,
+    unavailable: Py<PyType>,
 }
 
 static CLASSES: PyOnceLock<ErrorClasses> = PyOnceLock::new();
@@ -26,20 +27,23 @@ fn classes(py: Python<'_>) -> PyResult<&ErrorClasses> {
             config: get("ConfigError")?,
             format: get("FormatError")?,
             engine: get("EngineError")?,
+            unavailable: get("BackendUnavailable")?,
         })
     })
 }
 
 /// Converts a kernel error into the matching `stream.errors` exception, message
 /// `"{stage}: {message}"` and attribute `stage` set. Falls back to `ValueError` (config, format)
-/// or `RuntimeError` (engine) when `stream.errors` cannot be imported. A busy kernel (used by two
-/// calls at once, a caller's bug rather than bad data or an engine failure) is a `RuntimeError`.
+/// or `RuntimeError` (engine, unavailable) when `stream.errors` cannot be imported. A busy kernel
+/// (used by two calls at once, a caller's bug rather than bad data or an engine failure) is a
+/// `RuntimeError`.
 pub fn to_pyerr(py: Python<'_>, err: EngineError) -> PyErr {
     let message = err.to_string();
     let class = |c: &ErrorClasses| match err.kind {
         ErrorKind::Config => Some(c.config.clone_ref(py)),
         ErrorKind::Format => Some(c.format.clone_ref(py)),
         ErrorKind::Engine => Some(c.engine.clone_ref(py)),
+        ErrorKind::Unavailable => Some(c.unavailable.clone_ref(py)),
         ErrorKind::Busy => None,
     };
     let exc = classes(py)
@@ -49,7 +53,9 @@ pub fn to_pyerr(py: Python<'_>, err: EngineError) -> PyErr {
         .unwrap_or_else(|| {
             let fallback = match err.kind {
                 ErrorKind::Config | ErrorKind::Format => PyValueError::new_err(message),
-                ErrorKind::Engine | ErrorKind::Busy => PyRuntimeError::new_err(message),
+                ErrorKind::Engine | ErrorKind::Busy | ErrorKind::Unavailable => {
+                    PyRuntimeError::new_err(message)
+                }
             };
             fallback.into_value(py).into_bound(py).into_any()
         });

@@ -17,6 +17,8 @@ mod level_meter;
 mod mixer;
 mod rebuffer;
 mod resample;
+#[cfg(feature = "silero")]
+mod silero_vad;
 mod stage_cell;
 mod video;
 
@@ -50,6 +52,10 @@ fn _engine(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<mixer::MixKernel>()?;
     m.add_class::<denoise::DenoiseKernel>()?;
     m.add_class::<echo_cancel::EchoCancelKernel>()?;
+    // Only with the cargo feature `silero` (tract is slow to build); the Python side falls back
+    // to the twin, saying so, when the class is absent.
+    #[cfg(feature = "silero")]
+    m.add_class::<silero_vad::SileroVADKernel>()?;
     m.add_class::<video::ResizeKernel>()?;
     m.add_class::<video::ColorConvertKernel>()?;
     m.add_class::<video::GrayscaleKernel>()?;
