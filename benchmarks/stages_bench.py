@@ -1,8 +1,9 @@
 """Stage benchmark: LevelMeter, EnergyVAD, Mixer and Denoise, Rust vs Python, in microseconds per 20 ms
 frame at 48 kHz. Each stage is timed twice: its kernel called in a bare loop (the work), and the
 node in a pipeline fed one frame at a time as a live stream feeds it (the work plus the runtime).
-Also the VAD's boundary error on a synthetic scene of speech-like bursts over a noise floor. Every
-number is from this one run; the ratios compare columns of it.
+Also the VAD's boundary error on a synthetic scene of speech-like bursts over a noise floor, and
+SileroVAD per 32 ms window at 16 kHz (tract in the engine vs onnxruntime in the twin) with the time
+to build each kernel. Every number is from this one run; the ratios compare columns of it.
 
     python benchmarks/stages_bench.py            # full run; copy the output into docs/stages-audio.md
     python benchmarks/stages_bench.py --smoke    # a few frames: proves it runs (CI)
@@ -21,9 +22,11 @@ from typing import Any
 
 import numpy as np
 
-from media_nodes.audio import Denoise, EnergyVAD, LevelMeter, Mixer
-from stream import AudioFrame, Event, Node, Pipeline, engine_version
-from stream.testing import noise
+import media_nodes.audio
+from media_nodes.audio import Denoise, EnergyVAD, LevelMeter, Mixer, SileroVAD
+from media_nodes.audio.silero_vad import model_path
+from stream import AudioFrame, Event, Node, Pipeline, StreamError, engine_version
+from stream.testing import noise, speech_like
 
 RATE = 48000
 FRAME = 960  # 20 ms
@@ -138,6 +141,64 @@ async def vad_accuracy(backend: str) -> tuple[float, float, int]:
     return float(np.mean(errors)), float(np.max(errors)), len(found)
 
 
+def silero_frames(count: int) -> list[AudioFrame]:
+    """Speech-like syllables over -60 dBFS noise at 16 kHz, one 512-sample model window a frame."""
+    window, rate = 512, 16000
+    n = count * window
+    x = np.random.default_rng(1).normal(0, 0.001, n) + speech_like(n / rate, seed=3, rate=rate)
+    x32 = x[None, :].astype(np.float32)
+    return [
+        AudioFrame(np.ascontiguousarray(x32[:, i : i + window]), rate, i)
+        for i in range(0, n, window)
+    ]
+
+
+async def silero(count: int, repeats: int) -> None:
+    """SileroVAD on both backends, µs per 32 ms window, and the time to build each kernel."""
+    try:
+        path = model_path()
+        import onnxruntime  # noqa: F401  (imported here, so the first build below times no import)
+
+        from stream import _engine
+
+        if not hasattr(_engine, "SileroVADKernel"):
+            raise StreamError("engine built without the Silero kernel (cargo feature 'silero')")
+    except (ImportError, StreamError) as exc:
+        print(f"\nSileroVAD: skipped ({exc})")
+        return
+    modules: dict[str, Any] = {"python": media_nodes.audio, "rust": _engine}
+    # The first kernel parses and optimizes the graph; the engine keeps that for the next ones.
+    first = [_build_us(modules[b], path) / 1000 for b in BACKENDS]
+    items = silero_frames(count)
+    print(f"\n# SileroVAD: best of {repeats} runs of {count} windows of 512 samples at 16 kHz")
+    print("\n| SileroVAD, per 32 ms window | onnxruntime (Python) | tract (Rust) | Python / Rust |")
+    print("|---|---:|---:|---:|")
+
+    def make(m: Any) -> Any:
+        return m.SileroVADKernel(path)
+
+    def call(k: Any, f: AudioFrame) -> Any:
+        return k.process(f.samples, 16000)
+
+    py, rs = (kernel_cost(make, call, items, b, repeats) for b in BACKENDS)
+    print(f"| SileroVADKernel (bare loop), µs | {py:.1f} | {rs:.1f} | {py / rs:.2f}x |")
+    py, rs = [await node_cost(lambda: SileroVAD(), items, b, repeats) for b in BACKENDS]
+    print(f"| SileroVAD() node in a pipeline, µs | {py:.1f} | {rs:.1f} | {py / rs:.2f}x |")
+    print(
+        f"| first kernel built (loads the model), ms | {first[0]:.1f} | {first[1]:.1f} | {first[0] / first[1]:.2f}x |"
+    )
+    py, rs = (
+        best_us(lambda b=b: _build_us(modules[b], path), max(3, repeats)) / 1000 for b in BACKENDS
+    )
+    print(f"| next kernel built, ms | {py:.1f} | {rs:.1f} | {py / rs:.2f}x |")
+
+
+def _build_us(module: Any, path: str) -> float:
+    t0 = time.perf_counter()
+    module.SileroVADKernel(path)
+    return (time.perf_counter() - t0) * 1e6
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--smoke", action="store_true", help="a few frames, to prove it runs")
@@ -226,6 +287,7 @@ async def main() -> None:
         for b in BACKENDS:
             mean, worst, found = await vad_accuracy(b)
             print(f"| {b} | {mean:.1f} ms | {worst:.1f} ms | {found} |")
+    await silero(count, repeats)
     sys.stdout.flush()
 
 
