@@ -10,9 +10,13 @@ library with the preprocessor on), and a ctypes call to the library the Rust ker
 way to make the twins agree exactly.
 
 The node, ``EchoCancel(reference)``, reads the far-end stream (what the speaker played, e.g.
-``SpeakerSink.reference()``) in a task, places it on the near-end's sample clock by timestamps and
-feeds both to the kernel; near-end audio with no reference audio for its time is processed against
-silence (it passes through, minus the tail of the echo of earlier far-end audio) and counted.
+``SpeakerSink.reference()``) in a task, places it on the near-end's sample clock by timestamps
+(resampled to the near-end's rate if need be) and feeds both to the kernel; near-end audio with no
+reference audio for its time is processed against silence (it passes through, minus the tail of
+the echo of earlier far-end audio) and counted. ``reference="peer"`` is the audio a WebRTC
+session sends to its peer, bound by the session (stream/transport/echo_reference.py); its echo
+comes back a network round trip later, so the bulk delay is found from the signals
+(``delay_ms="auto"``, ``DelayEstimator``) and the filter's window moved there.
 """
 
 from __future__ import annotations

@@ -71,16 +71,21 @@ def test_erle_after_convergence_and_near_end_kept(
     far = scene["far"].astype(np.float32)[None]
     y = run(kernels.EchoCancelKernel(), mic, far, r, [320])[0].astype(np.float64)
     assert y.size == mic.shape[1]
-    residual = y - scene["near"] - scene["noise"]
+    # The near-end and noise as the canceller passes them with no echo: Speex notches DC, which
+    # shifts the phase of low voices, so the raw near-end is not what a perfect canceller emits.
+    alone = (scene["near"] + scene["noise"]).astype(np.float32)[None]
+    passed = run(kernels.EchoCancelKernel(), alone, np.zeros_like(alone), r, [320])[0]
+    residual = y - passed
     # Far-end only, after the filter converged (about 15 s of speech-like far-end): >= 20 dB.
     tail = slice(20 * r, 30 * r)
     assert db(scene["echo"][tail], residual[tail]) >= 20.0
-    # Double talk (15-18 s): the near-end keeps its level within 3 dB and stays above what is
-    # left of the echo (measured -1.0 to -1.4 dB and 3.8 to 5.1 dB SNR over 3 seeds).
+    # Double talk (15-18 s): the near-end passes at its level, and what is left of the echo is
+    # far below it (measured over seeds 0-2: level within 0.02 dB, SNR +20.5 to +29.8 dB).
     dt = slice(15 * r, 18 * r)
-    near = scene["near"][dt]
-    assert abs(db(y[dt], near + scene["noise"][dt])) <= 3.0
-    assert db(near, y[dt] - near) >= 2.0
+    near = passed[dt]
+    gain_db = 20 * np.log10(abs(float(np.dot(y[dt], near) / np.dot(near, near))))
+    assert abs(gain_db) <= 0.5
+    assert db(near, residual[dt]) >= 15.0
 
 
 def test_backends_are_identical_and_split_invariant(scene: dict[str, Any]) -> None:
