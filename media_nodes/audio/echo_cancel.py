@@ -723,7 +723,8 @@ class EchoCancel(Node):
                 break
             self._arrived.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._arrived.wait(), left)
+                async with asyncio.timeout(left):  # wait_for can swallow a cancel on 3.11
+                    await self._arrived.wait()
         if self._ref_error is not None:
             err = self._error(f"reference failed: {self._ref_error}")
             raise err from self._ref_error

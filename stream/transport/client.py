@@ -284,7 +284,7 @@ class Peer:
         if "id" not in message:
             self._next_id += 1
             message = {**message, "id": f"peer-{self._next_id}"}
-        waiter = asyncio.get_running_loop().create_future()
+        waiter: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._waiting[message["id"]] = waiter
         try:
             self.channel.send(json.dumps(message))
