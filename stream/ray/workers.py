@@ -27,8 +27,10 @@ import contextlib
 import importlib
 import logging
 import os
+import socket
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -42,6 +44,7 @@ log = logging.getLogger("stream.ray")
 POLL_S = 2.0  # a long poll's wait when nothing happens: also how fresh the load figures are
 POLL_GRACE_S = 30.0  # a poll unanswered this much past its wait: the worker is gone
 START_TIMEOUT_S = 90.0  # actor placement, its process, and the session host's start
+JOIN_TIMEOUT_S = 60.0  # ray.init: a local Ray's start on a slow machine included
 KEEP_EVENTS = 10_000
 
 
@@ -428,6 +431,46 @@ class RayWorker:
                 require_ray().kill(actor, no_restart=True)
 
 
+def _reachable(address: str, timeout: float = 5.0) -> None:
+    """TransportError unless a TCP connection to the head's ``host:port`` opens: Ray itself
+    retries an unreachable head for minutes."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit():
+        raise TransportError(f"--ray wants HOST:PORT, 'auto' or 'local', got {address!r}")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout).close()
+    except OSError as exc:
+        raise TransportError(f"cannot reach the Ray head at {address}: {exc}") from exc
+
+
+async def _in_daemon_thread(fn: Callable[..., Any], *args: Any, timeout: float) -> Any:
+    """``fn(*args)`` on a daemon thread: a call that hangs past ``timeout`` (TimeoutError) does
+    not keep the process from exiting, as an executor thread would."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[Any] = loop.create_future()
+
+    def settle(error: BaseException | None, value: Any) -> None:
+        if future.done():  # timed out already
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(value)
+
+    def run() -> None:
+        try:
+            value = fn(*args)
+        except BaseException as exc:
+            error: BaseException | None = exc
+        else:
+            error = None
+        with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits any more
+            loop.call_soon_threadsafe(settle, error, None if error else value)
+
+    threading.Thread(target=run, name="ray-join", daemon=True).start()
+    return await asyncio.wait_for(future, timeout)
+
+
 def _key(node: dict[str, Any]) -> tuple[str, str]:
     return str(node.get("NodeManagerAddress")), str(node["NodeID"])
 
@@ -494,8 +537,14 @@ class RayWorkerPool:
         was_connected = ray.is_initialized()
         # "auto": Ray's own default (RAY_ADDRESS, else a cluster running here, else a new one)
         address = None if self.address == "auto" else self.address
+        if address is not None and address != "local" and not was_connected:
+            await asyncio.to_thread(_reachable, address)
         try:
-            await asyncio.to_thread(connect, address)
+            await _in_daemon_thread(connect, address, timeout=JOIN_TIMEOUT_S)
+        except TimeoutError:
+            raise TransportError(
+                f"cannot join the Ray cluster at {self.address}: no answer in {JOIN_TIMEOUT_S:g} s"
+            ) from None
         except Exception as exc:  # Ray raises ConnectionError, RuntimeError, ValueError...
             raise TransportError(f"cannot join the Ray cluster at {self.address}: {exc}") from exc
         self._started_ray = not was_connected

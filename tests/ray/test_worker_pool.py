@@ -130,6 +130,20 @@ def test_ray_without_ray_installed_says_how_to_install(
     assert "Ray is not installed: pip install remotemedia[ray]" in capsys.readouterr().err
 
 
+def test_an_unreachable_head_fails_fast_and_says_so() -> None:
+    probe = subprocess.run([sys.executable, "-c", "import ray"], cwd=REPO, capture_output=True)
+    if probe.returncode != 0:
+        pytest.skip("Ray is not installed (.ci/install-ray.sh)")
+    argv = [sys.executable, "-m", "stream.transport", "serve", "--ray", "127.0.0.1:1"]
+    t0 = time.monotonic()
+    done = subprocess.run(
+        [*argv, "--port", "0"], capture_output=True, text=True, cwd=REPO, timeout=120
+    )
+    assert done.returncode == 1, done.stderr[-2000:]
+    assert "cannot reach the Ray head at 127.0.0.1:1" in done.stderr
+    assert time.monotonic() - t0 < 60  # Ray alone retries for minutes
+
+
 def test_ray_settings_are_checked() -> None:
     with pytest.raises(ConfigError, match="worker_sessions"):
         _server(workers=1, worker_sessions=0)
