@@ -445,7 +445,12 @@ def _reachable(address: str, timeout: float = 5.0) -> None:
 
 async def _in_daemon_thread(fn: Callable[..., Any], *args: Any, timeout: float) -> Any:
     """``fn(*args)`` on a daemon thread: a call that hangs past ``timeout`` (TimeoutError) does
-    not keep the process from exiting, as an executor thread would."""
+    not keep the process from exiting, as an executor thread would.
+
+    The thread stays (parked) after the call: a local Ray's processes are started with
+    PR_SET_PDEATHSIG, which fires when the *thread* that started them ends (seen: the GCS of
+    ``--ray local`` gone a moment after ``ray.init`` returned on a thread that then exited).
+    """
     loop = asyncio.get_running_loop()
     future: asyncio.Future[Any] = loop.create_future()
 
@@ -466,6 +471,7 @@ async def _in_daemon_thread(fn: Callable[..., Any], *args: Any, timeout: float) 
             error = None
         with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits any more
             loop.call_soon_threadsafe(settle, error, None if error else value)
+        threading.Event().wait()  # parked for good (see above); a daemon: it ends with us
 
     threading.Thread(target=run, name="ray-join", daemon=True).start()
     return await asyncio.wait_for(future, timeout)

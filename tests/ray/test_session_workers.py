@@ -282,8 +282,10 @@ def test_ray_local_starts_a_ray_in_the_server_process(tmp_path: Path) -> None:
             ready.set()
 
         threading.Thread(target=read, daemon=True).start()
-        assert ready.wait(120), "\n".join(lines[-40:])
-        url = next(line.split()[2] for line in lines if line.startswith("serving on "))
+        ready.wait(120)
+        serving = [line.split()[2] for line in lines if line.startswith("serving on ")]
+        assert serving, "the server did not start:\n" + "\n".join(lines[-40:])
+        url = serving[0]
 
         async def run() -> tuple[list[Any], dict[str, Any]]:
             received: list[Any] = []
