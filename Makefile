@@ -25,7 +25,7 @@ test-python-backend: dev  ## the test suite with REMOTEMEDIA_RUNTIME=python
 	REMOTEMEDIA_RUNTIME=python $(PYTHON) -m pytest -q
 
 test-ray: dev  ## Ray tests: a two-node Ray cluster in a network namespace (needs root)
-	$(PYTHON) -m pytest -q -m ray tests/ray
+	$(PYTHON) -m pytest -q -m ray tests/cluster
 
 test-rust:  ## the Rust kernels' own tests (no Python needed)
 	cargo test -q --manifest-path rust_engine/Cargo.toml

@@ -144,7 +144,8 @@ class RemoteStage(StreamingNode):
     async def _await(self, future: asyncio.Future[Any], what: str) -> Any:
         """The Outcome behind ``future``; Ray failures and timeouts as TransportError."""
         try:
-            return await asyncio.wait_for(future, self.timeout_s)
+            async with asyncio.timeout(self.timeout_s):
+                return await future
         except TimeoutError:
             hint = ""
             if what == "start":

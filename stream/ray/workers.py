@@ -177,7 +177,8 @@ class SessionWorker:
         if cursor >= end and self._changed is not None:
             self._changed.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), wait_s)
+                async with asyncio.timeout(wait_s):
+                    await self._changed.wait()
             end = self._first + len(self._events)
         worker = self.worker
         return {
@@ -278,7 +279,8 @@ class RayWorker:
             raise TransportError(f"worker {self.index}: no actor")
         try:
             ref = getattr(actor, method).remote(*args)
-            return await asyncio.wait_for(asyncio.wrap_future(ref.future()), timeout)
+            async with asyncio.timeout(timeout):
+                return await asyncio.wrap_future(ref.future())
         except TimeoutError:
             raise TransportError(
                 f"worker {self.index} (node {self.node_ip}) did not answer "
@@ -474,7 +476,8 @@ async def _in_daemon_thread(fn: Callable[..., Any], *args: Any, timeout: float) 
         threading.Event().wait()  # parked for good (see above); a daemon: it ends with us
 
     threading.Thread(target=run, name="ray-join", daemon=True).start()
-    return await asyncio.wait_for(future, timeout)
+    async with asyncio.timeout(timeout):
+        return await future
 
 
 def _key(node: dict[str, Any]) -> tuple[str, str]:

@@ -105,7 +105,8 @@ class SessionHost:
         """Close every session concurrently (sinks finalized)."""
         closing = [s.close(reason) for s in list(self.sessions.values())]
         if closing:
-            done = await asyncio.wait_for(asyncio.gather(*closing, return_exceptions=True), timeout)
+            async with asyncio.timeout(timeout):
+                done = await asyncio.gather(*closing, return_exceptions=True)
             for result in done:
                 if isinstance(result, BaseException):
                     log.error("closing a session failed: %s", result)

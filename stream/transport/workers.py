@@ -434,7 +434,8 @@ class Worker:
             target=self._read, args=(front,), name=f"worker-pipe-{self.index}", daemon=True
         ).start()
         try:
-            await asyncio.wait_for(asyncio.shield(self._ready), timeout)
+            async with asyncio.timeout(timeout):
+                await asyncio.shield(self._ready)
         except (TimeoutError, TransportError) as exc:
             self.kill()
             raise TransportError(f"worker {self.index} did not start: {exc}") from exc
@@ -508,7 +509,8 @@ class Worker:
         self._waiting[request_id] = future
         try:
             self._send({**message, "id": request_id})
-            return await asyncio.wait_for(future, timeout)
+            async with asyncio.timeout(timeout):
+                return await future
         except TimeoutError as exc:
             raise TransportError(f"worker {self.index} did not answer in {timeout:g} s") from exc
         finally:

@@ -2,7 +2,7 @@
 
 Tests marked ``ray`` need Ray (``.ci/install-ray.sh``), root, ``ip netns`` and util-linux's
 ``unshare``/``nsenter``; they skip, saying why, where those are missing. They run only when
-selected (``pytest -m ray tests/ray``, CI's own bounded step), so the main test runs do not pay
+selected (``pytest -m ray tests/cluster``, CI's own bounded step), so the main test runs do not pay
 for a cluster. The head (10.214.0.1), the worker node (10.214.0.2) and the WebRTC peers
 (10.214.0.200) each live in a network namespace of their own, joined by a bridge in a fourth
 (``local_cluster(lan=True)``), so no test traffic reaches a real interface; each test's driver
@@ -68,10 +68,7 @@ class Cluster:
 def ray_cluster() -> Iterator[Cluster]:
     """A head (2 CPUs, resource ``head``) and a worker node (1 CPU, resource ``worker``), each
     on a host of its own, and a ``peer`` host."""
-    # not importorskip: inside pytest, `import ray` finds this package (tests/ is on sys.path)
-    probe = subprocess.run([sys.executable, "-c", "import ray"], cwd=REPO, capture_output=True)
-    if probe.returncode != 0:
-        pytest.skip("Ray is not installed (.ci/install-ray.sh)")
+    pytest.importorskip("ray", reason="Ray is not installed (.ci/install-ray.sh)")
     from stream.ray.cluster import cluster_unavailable, local_cluster
 
     reason = cluster_unavailable()
