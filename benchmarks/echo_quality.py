@@ -1,4 +1,4 @@
-"""EchoCancel quality and cost on a synthetic echo path (media_nodes.audio.echo_cancel.
+"""EchoCancel quality and cost on a synthetic echo path (media_nodes.audio.echo_scene.
 echo_scene: speech-like far-end through a 150 ms decaying-noise room response after 10 ms, a
 speech-like near-end in double talk, -60 dBFS noise).
 
@@ -30,8 +30,9 @@ from typing import Any
 
 import numpy as np
 
-from media_nodes.audio.echo_cancel import EchoCancel, echo_scene
-from media_nodes.audio.echo_cancel import EchoCancelKernel as PythonEchoCancel
+from media_nodes.audio.echo_cancel import EchoCancel
+from media_nodes.audio.echo_cancel_kernel import EchoCancelKernel as PythonEchoCancel
+from media_nodes.audio.echo_scene import echo_scene
 from stream import Event, engine_available
 from stream.frames import AudioFrame
 from stream.testing import run_node, split_frames

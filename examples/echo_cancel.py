@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from media_nodes import EchoCancel, FileSink
-from media_nodes.audio.echo_cancel import echo_scene
+from media_nodes.audio.echo_scene import echo_scene
 from stream import AudioFrame, Event, Pipeline
 from stream.testing import split_frames
 

@@ -2,7 +2,8 @@
 
 from .channel_mix import ChannelMix, ChannelMixKernel
 from .denoise import Denoise, DenoiseKernel
-from .echo_cancel import EchoCancel, EchoCancelKernel
+from .echo_cancel import EchoCancel
+from .echo_cancel_kernel import EchoCancelKernel
 from .energy_vad import EnergyVAD, EnergyVADKernel
 from .format_convert import FormatConvert, FormatConvertKernel
 from .gain import Gain, GainKernel

@@ -1,53 +1,46 @@
 """EchoCancel: remove the echo of what the loudspeaker plays from the microphone signal.
 
-The kernel is Speex's MDF canceller (a multidelay block frequency-domain adaptive filter with an
-adaptive step size that keeps it stable through double talk), from libspeexdsp (Debian's
-``libspeexdsp1``). The Rust kernel loads that library at run time; the Python twin below calls the
-same library through ctypes, so the two backends compute the same samples (the parity test asserts
-equality). No PyPI package was used for the twin: the Speex bindings there are unmaintained
-(``speexdsp``, 2018, needs swig) or wrap a differently configured build (``pyaec`` bundles its own
-library with the preprocessor on), and a ctypes call to the library the Rust kernel uses is the one
-way to make the twins agree exactly.
-
 The node, ``EchoCancel(reference)``, reads the far-end stream (what the speaker played, e.g.
 ``SpeakerSink.reference()``) in a task, places it on the near-end's sample clock by timestamps
-(resampled to the near-end's rate if need be) and feeds both to the kernel; near-end audio with no
-reference audio for its time is processed against silence (it passes through, minus the tail of
-the echo of earlier far-end audio) and counted. ``reference="peer"`` is the audio a WebRTC
-session sends to its peer, bound by the session (stream/transport/echo_reference.py); its echo
-comes back a network round trip later, so the bulk delay is found from the signals
-(``delay_ms="auto"``, ``DelayEstimator``) and the filter's window moved there.
+(resampled to the near-end's rate if need be) and feeds both to the kernel (Speex's MDF canceller,
+``EchoCancelKernel``: echo_cancel_kernel.py); near-end audio with no reference audio for its time
+is processed against silence (it passes through, minus the tail of the echo of earlier far-end
+audio) and counted. ``reference="peer"`` is the audio a WebRTC session sends to its peer, bound by
+the session (stream/transport/echo_reference.py); its echo comes back a network round trip later,
+so the bulk delay is found from the signals (``delay_ms="auto"``, ``DelayEstimator``:
+echo_delay.py) and the filter's window moved there.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import logging
-import math
 from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 
 from stream.engine import select_kernel
-from stream.errors import BackendUnavailable, FormatError
+from stream.errors import FormatError
 from stream.frames import AudioFrame
-from stream.kernel import Block, PyKernel, config_error
+from stream.kernel import Block, config_error
 from stream.node import Node
 
-from .level_meter import as_number
+from .echo_cancel_kernel import FILTER_MS, FRAME_MS, EchoCancelKernel, _check_range
+from .echo_delay import (
+    AUTO_MAX_DELAY_MS,
+    EST_AGREE_MS,
+    EST_HOP_S,
+    EST_LAG_S,
+    EST_RATIO,
+    DelayEstimator,
+)
 from .resample import ResampleKernel
 
 log = logging.getLogger("media_nodes.audio")
 
-LIBRARY = "libspeexdsp.so.1"
-MIN_RATE, MAX_RATE = 8000, 96000
-FILTER_MS = (10.0, 2000.0)
-FRAME_MS = (2.0, 100.0)
 DELAY_MS = (0.0, 10000.0)
 #: ``EchoCancel(reference=PEER)``: the audio a WebRTC session sends to its peer
 PEER = "peer"
@@ -55,323 +48,7 @@ MAX_GAP_S = 1.0  # a reference whose clock jumps further restarts (no silence fi
 MAX_AHEAD_S = 2.0  # reference read ahead of the near-end before the reader waits
 #: ``delay_ms="auto"``: the bulk delay is estimated from the signals (``DelayEstimator``)
 AUTO = "auto"
-AUTO_MAX_DELAY_MS = 1000.0  # the longest bulk delay "auto" looks for
 AUTO_MARGIN_MS = 20.0  # the filter's window starts this long before the estimated echo
-EST_RATE = 8000  # about the rate the estimator works at (an integer fraction of the stream's)
-EST_WINDOW_S = 4.0  # near-end audio each estimate looks at
-EST_HOP_S = 0.5  # an estimate every half second of near-end
-EST_LAG_S = 0.1  # ... of audio this much older than the newest
-EST_RATIO = 10.0  # a peak this far over the mean is an echo (uncorrelated: about 5)
-EST_AGREE_MS = 2.0  # two estimates in a row within this are believed
-SILENT = 1e-3  # -60 dBFS: no estimate when either side is quieter
-_SET_SAMPLING_RATE = 24  # speex_echo.h
-_I16P = ctypes.POINTER(ctypes.c_int16)
-_LIB: ctypes.CDLL | None = None
-
-
-def _library(stage: str) -> ctypes.CDLL:
-    """libspeexdsp, loaded once; BackendUnavailable (naming ``stage``) when it is missing."""
-    global _LIB
-    if _LIB is not None:
-        return _LIB
-    try:
-        lib = ctypes.CDLL(LIBRARY)
-    except OSError as exc:
-        err = BackendUnavailable(
-            f"{stage}: echo cancellation needs libspeexdsp ({LIBRARY}: {exc}); install libspeexdsp1"
-        )
-        err.stage = stage
-        raise err from exc
-    lib.speex_echo_state_init.argtypes = [ctypes.c_int, ctypes.c_int]
-    lib.speex_echo_state_init.restype = ctypes.c_void_p
-    lib.speex_echo_state_destroy.argtypes = [ctypes.c_void_p]
-    lib.speex_echo_state_destroy.restype = None
-    lib.speex_echo_cancellation.argtypes = [ctypes.c_void_p, _I16P, _I16P, _I16P]
-    lib.speex_echo_cancellation.restype = None
-    lib.speex_echo_ctl.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p]
-    lib.speex_echo_ctl.restype = ctypes.c_int
-    _LIB = lib
-    return lib
-
-
-def _check_range(stage: str, name: str, value: Any, bounds: tuple[float, float]) -> float:
-    v = as_number(stage, name, value)
-    if not (math.isfinite(v) and bounds[0] <= v <= bounds[1]):
-        raise config_error(
-            stage, f"{name} must be a number in [{bounds[0]}, {bounds[1]}], got {v!r}"
-        )
-    return v
-
-
-def _samples(ms: float, rate: int) -> int:
-    return max(1, round(ms * rate / 1000))
-
-
-def _to_i16(x: Block) -> np.ndarray[Any, np.dtype[np.int16]]:
-    q: np.ndarray[Any, np.dtype[np.int16]] = np.clip(
-        np.rint(x * np.float32(32768.0)), -32768, 32767
-    ).astype(np.int16)
-    return q
-
-
-class _Speex:
-    """One Speex echo canceller state and the partial frame being filled."""
-
-    def __init__(self, lib: ctypes.CDLL, rate: int, far_channels: int, frame: int, taps: int):
-        self.lib, self.rate, self.far_channels, self.frame = lib, rate, far_channels, frame
-        self.ptr = lib.speex_echo_state_init(frame, taps)
-        if not self.ptr:
-            raise RuntimeError("speex_echo_state_init failed")
-        r = ctypes.c_int(rate)
-        lib.speex_echo_ctl(self.ptr, _SET_SAMPLING_RATE, ctypes.byref(r))
-        self.near = np.zeros(frame, np.int16)
-        self.far = np.zeros(frame, np.int16)
-        self.out = np.zeros(frame, np.int16)
-        self.fill = 0
-
-    def run(self) -> Block:
-        self.lib.speex_echo_cancellation(
-            self.ptr,
-            self.near.ctypes.data_as(_I16P),
-            self.far.ctypes.data_as(_I16P),
-            self.out.ctypes.data_as(_I16P),
-        )
-        return self.out.astype(np.float32) / np.float32(32768.0)
-
-    def __del__(self) -> None:
-        if getattr(self, "ptr", None):
-            self.lib.speex_echo_state_destroy(self.ptr)
-            self.ptr = None
-
-
-class EchoCancelKernel(PyKernel):
-    """Python twin of ``stream._engine.EchoCancelKernel`` (docs/stages-audio.md).
-
-    ``process(near, far, sample_rate)``: ``near`` a ``(1, n)`` float32 block, ``far`` ``(C, n)``
-    (averaged to mono); returns zero or one ``(1, k * frame)`` block of echo-cancelled near-end.
-    """
-
-    def __init__(
-        self, filter_ms: float = 200.0, frame_ms: float = 20.0, *, stage: str = "echo_cancel"
-    ) -> None:
-        super().__init__(stage=stage)
-        self.filter_ms = _check_range(stage, "filter_ms", filter_ms, FILTER_MS)
-        self.frame_ms = _check_range(stage, "frame_ms", frame_ms, FRAME_MS)
-        self._lib = _library(stage)
-        self._st: _Speex | None = None
-
-    latency_samples = 0
-
-    @property
-    def frame_samples(self) -> int | None:
-        return None if self._st is None else self._st.frame
-
-    @property
-    def filter_samples(self) -> int | None:
-        return None if self._st is None else _samples(self.filter_ms, self._st.rate)
-
-    @property
-    def pending_samples(self) -> int:
-        return 0 if self._st is None else self._st.fill
-
-    def _side(self, side: str, exc: FormatError) -> FormatError:
-        msg = str(exc).removeprefix(f"{self.stage}: ")
-        return self.error(FormatError, f"{side}: {msg}")  # type: ignore[return-value]
-
-    def _check1(self, side: str, x: Any) -> None:
-        if not isinstance(x, np.ndarray) or x.dtype != np.float32 or x.ndim != 2:
-            raise self.error(
-                FormatError,
-                f"{side}: expected a float32 array of shape (channels, samples), got "
-                f"{getattr(x, 'dtype', type(x).__name__)} with {getattr(x, 'ndim', 0)} "
-                "dimension(s)",
-            )
-
-    def process(self, near: Any, far: Any, sample_rate: int) -> list[Block]:  # type: ignore[override]
-        self._check1("near", near)
-        self._check1("far", far)
-        blocks = []
-        for side, x in (("near", near), ("far", far)):
-            try:
-                blocks.append(self.check(x, sample_rate))
-            except FormatError as exc:
-                raise self._side(side, exc) from None
-        x, f = blocks
-        rate = int(sample_rate)
-        if x.shape[0] != 1:
-            raise self.error(
-                FormatError,
-                f"near: echo cancellation takes mono near-end audio, got {x.shape[0]} channels; "
-                "put ChannelMix(1) before it",
-            )
-        n = x.shape[1]
-        if f.shape[1] != n:
-            raise self.error(
-                FormatError,
-                f"far: {f.shape[1]} samples, expected {n} (one far-end block per near-end block)",
-            )
-        if not MIN_RATE <= rate <= MAX_RATE:
-            raise self.error(
-                FormatError,
-                f"echo cancellation runs at {MIN_RATE} to {MAX_RATE} Hz, got {rate} Hz; "
-                "put Resample before it",
-            )
-        st = self._st
-        if st is not None:
-            if rate != st.rate:
-                raise self.error(
-                    FormatError, f"sample rate changed mid-stream from {st.rate} to {rate} Hz"
-                )
-            if f.shape[0] != st.far_channels:
-                raise self.error(
-                    FormatError,
-                    f"far: channel count changed mid-stream from {st.far_channels} to {f.shape[0]}",
-                )
-        else:
-            st = self._st = _Speex(
-                self._lib,
-                rate,
-                f.shape[0],
-                _samples(self.frame_ms, rate),
-                _samples(self.filter_ms, rate),
-            )
-        mono = f[0].copy()
-        if f.shape[0] > 1:  # the channels' float32 sum in channel order, times float32(1 / C)
-            for c in range(1, f.shape[0]):
-                mono += f[c]
-            mono *= np.float32(1.0 / f.shape[0])
-        xi, fi = _to_i16(x[0]), _to_i16(mono)
-        out: list[Block] = []
-        pos = 0
-        while pos < n:
-            take = min(st.frame - st.fill, n - pos)
-            st.near[st.fill : st.fill + take] = xi[pos : pos + take]
-            st.far[st.fill : st.fill + take] = fi[pos : pos + take]
-            st.fill += take
-            pos += take
-            if st.fill == st.frame:
-                out.append(st.run())
-                st.fill = 0
-        return [np.concatenate(out)[None, :]] if out else []
-
-    def flush(self) -> list[Block]:
-        st, out = self._st, []
-        if st is not None and st.fill:
-            st.near[st.fill :] = 0
-            st.far[st.fill :] = 0
-            out = [st.run()[: st.fill][None, :].copy()]
-        self.reset()
-        return out
-
-    def reset(self) -> None:
-        self._st = None
-
-
-class DelayEstimator:
-    """The bulk delay of an echo path: where the near-end best matches the reference.
-
-    Both signals are written by absolute sample position (``add_near``, ``add_far``: the
-    reference at delay 0, on the near-end's clock) into rings of the last few seconds.
-    ``estimate(at)`` takes the ``window_s`` of near-end ending ``lag_s`` before position ``at``
-    (the reference must be written up to there: it may arrive a little after the near-end), averages
-    both to about 8 kHz, and cross-correlates them with the phase transform (GCC-PHAT: the
-    spectrum whitened, so the peak is sharp on speech) over delays 0 to ``max_delay_ms``. It
-    returns ``(delay_ms, ratio)``, ``ratio`` being the peak over the mean magnitude (uncorrelated
-    signals give about 5, the echo of speech through Opus both ways 15 to 40), or None when
-    either side is silent (under -60 dBFS) or less than a second of near-end was seen.
-    """
-
-    def __init__(
-        self,
-        rate: int,
-        max_delay_ms: float = AUTO_MAX_DELAY_MS,
-        window_s: float = EST_WINDOW_S,
-        lag_s: float = EST_LAG_S,
-    ) -> None:
-        self.rate = rate
-        self.step = max(1, rate // EST_RATE)
-        self.window = round(window_s * rate)
-        self.lag = round(lag_s * rate)
-        self.max_delay = round(max_delay_ms * rate / 1000)
-        self.size = self.window + self.max_delay + self.lag + 2 * rate
-        self._near = _Ring(self.size)
-        self._far = _Ring(self.size)
-
-    def add_near(self, pos: int, x: Block) -> None:
-        self._near.write(pos, x[0] if x.shape[0] == 1 else x.mean(axis=0))
-
-    def add_far(self, pos: int, x: Block) -> None:
-        self._far.write(pos, x[0] if x.shape[0] == 1 else x.mean(axis=0))
-
-    def estimate(self, at: int) -> tuple[float, float] | None:
-        end = at - self.lag
-        start = max(end - self.window, self._near.first if self._near.first is not None else end)
-        q = self.step
-        start = end - (end - start) // q * q
-        if end - start < self.rate:
-            return None
-        near = self._near.read(start, end)
-        far = self._far.read(start - self.max_delay, end)
-        if _rms(near) < SILENT or _rms(far[self.max_delay :]) < SILENT:
-            return None
-        nd = near.reshape(-1, q).mean(axis=1)
-        fd = far[: far.shape[0] // q * q].reshape(-1, q).mean(axis=1)
-        size = 1 << int(np.ceil(np.log2(nd.shape[0] + fd.shape[0])))
-        cross = np.fft.rfft(nd, size) * np.conj(np.fft.rfft(fd, size))
-        cross /= np.abs(cross) + 1e-12
-        c = np.fft.irfft(cross, size)
-        # near[i] matches far[i + offset - lag] at lag (decimated samples), offset = max_delay / q
-        offset = self.max_delay // q
-        lags = np.arange(offset + 1)
-        values = c[(lags - offset) % size]
-        best = int(np.argmax(values))
-        ratio = float(values[best] / max(float(np.mean(np.abs(values))), 1e-30))
-        return best * q * 1000 / self.rate, ratio
-
-
-def _rms(x: np.ndarray[Any, np.dtype[np.float32]]) -> float:
-    return float(np.sqrt(np.mean(np.square(x, dtype=np.float64)))) if x.size else 0.0
-
-
-class _Ring:
-    """Mono samples by absolute position over the last ``size``; positions never written (gaps,
-    before the first write) read as silence."""
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self.buf = np.zeros(size, np.float32)
-        self.first: int | None = None
-        self.end = 0  # after the newest position written
-
-    def write(self, pos: int, x: np.ndarray[Any, np.dtype[np.float32]]) -> None:
-        n = x.shape[0]
-        if self.first is None or pos > self.end + self.size or pos + n < self.end - self.size:
-            self.buf[:] = 0.0  # the first audio, or a jump: start over
-            self.first = pos
-        elif pos > self.end:  # a gap: silence
-            self._put(self.end, np.zeros(pos - self.end, np.float32))
-        if n > self.size:
-            pos, x, n = pos + n - self.size, x[-self.size :], self.size
-        self._put(pos, x)
-        self.end = max(self.end, pos + n)
-        self.first = min(self.first, pos)
-
-    def _put(self, pos: int, x: np.ndarray[Any, np.dtype[np.float32]]) -> None:
-        n = min(x.shape[0], self.size)
-        at = pos % self.size
-        first = min(n, self.size - at)
-        self.buf[at : at + first] = x[:first]
-        self.buf[: n - first] = x[first:n]
-
-    def read(self, a: int, b: int) -> np.ndarray[Any, np.dtype[np.float32]]:
-        out = np.zeros(b - a, np.float32)
-        if self.first is None:
-            return out
-        lo, hi = max(a, self.first, self.end - self.size), min(b, self.end)
-        if hi > lo:
-            idx = np.arange(lo, hi) % self.size
-            out[lo - a : hi - a] = self.buf[idx]
-        return out
 
 
 class EchoCancel(Node):
@@ -822,60 +499,3 @@ class EchoCancel(Node):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
             self._task = None
-
-
-def room_response(rate: int, rng: np.random.Generator) -> npt.NDArray[np.float64]:
-    """Exponentially decaying Gaussian noise (150 ms, 30 ms time constant, so about 60 dB down at
-    200 ms) after a 10 ms direct-path delay, scaled to -6 dB energy gain."""
-    taps = int(0.150 * rate)
-    rir = rng.standard_normal(taps) * np.exp(-np.arange(taps) / (0.030 * rate))
-    rir = np.concatenate([np.zeros(int(0.010 * rate)), rir])
-    rir *= 0.5 / np.sqrt(np.sum(rir**2))
-    return rir
-
-
-def echo_scene(
-    seconds: float = 20.0,
-    rate: int = 16000,
-    double_talk: tuple[float, float] | None = (12.0, 15.0),
-    seed: int = 0,
-    near_gain: float = 0.7,
-    path_change_s: float | None = None,
-) -> dict[str, Any]:
-    """A synthetic echo path for tests and benchmarks (float64 signals, one row each).
-
-    ``far``: speech-like far-end (``stream.testing.speech_like``, seed ``seed + 1``); ``echo``: it
-    through ``room_response`` (150 ms of decaying noise after 10 ms, -6 dB); from
-    ``path_change_s`` on (if given) through another such room (the speaker or the microphone
-    moved); ``near``: another speech-like signal (seed ``seed + 2``, times ``near_gain``) during
-    ``double_talk`` only (None: never); ``noise``: white, -60 dBFS; ``mic = echo + near +
-    noise``.
-    """
-    from stream.testing import speech_like
-
-    rng = np.random.default_rng(seed)
-    n = int(seconds * rate)
-    far = speech_like(seconds, seed=seed + 1, rate=rate)
-    echo = np.convolve(far, room_response(rate, rng))[:n]
-    if path_change_s is not None:
-        moved = np.convolve(far, room_response(rate, np.random.default_rng(seed + 100)))[:n]
-        at = int(path_change_s * rate)
-        echo = np.concatenate([echo[:at], moved[at:]])
-    near = near_gain * speech_like(seconds, seed=seed + 2, rate=rate)
-    if double_talk is None:
-        near[:] = 0.0
-    else:
-        a, b = (int(t * rate) for t in double_talk)
-        near[:a] = 0.0
-        near[b:] = 0.0
-    noise = 10 ** (-60 / 20) * rng.standard_normal(n)
-    return {
-        "rate": rate,
-        "far": far,
-        "echo": echo,
-        "near": near,
-        "noise": noise,
-        "mic": echo + near + noise,
-        "double_talk": double_talk,
-        "path_change_s": path_change_s,
-    }

@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from media_nodes.audio import EchoCancel
-from media_nodes.audio.echo_cancel import echo_scene
+from media_nodes.audio.echo_scene import echo_scene
 from stream import Event
 from stream.errors import ConfigError, FormatError
 from stream.frames import AudioFrame
@@ -89,7 +89,7 @@ def test_erle_after_convergence_and_near_end_kept(
 
 
 def test_backends_are_identical_and_split_invariant(scene: dict[str, Any]) -> None:
-    from media_nodes.audio.echo_cancel import EchoCancelKernel as Py
+    from media_nodes.audio.echo_cancel_kernel import EchoCancelKernel as Py
 
     r = scene["rate"]
     n = 4 * r

@@ -1,0 +1,129 @@
+"""DelayEstimator: the bulk delay of an echo path, found from the signals (GCC-PHAT).
+
+``EchoCancel(delay_ms="auto")`` (echo_cancel.py) runs one and moves its filter's window to where
+the estimates agree; the constants below are the estimator's tuning and the node's schedule for it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from stream.kernel import Block
+
+AUTO_MAX_DELAY_MS = 1000.0  # the longest bulk delay "auto" looks for
+EST_RATE = 8000  # about the rate the estimator works at (an integer fraction of the stream's)
+EST_WINDOW_S = 4.0  # near-end audio each estimate looks at
+EST_HOP_S = 0.5  # an estimate every half second of near-end
+EST_LAG_S = 0.1  # ... of audio this much older than the newest
+EST_RATIO = 10.0  # a peak this far over the mean is an echo (uncorrelated: about 5)
+EST_AGREE_MS = 2.0  # two estimates in a row within this are believed
+SILENT = 1e-3  # -60 dBFS: no estimate when either side is quieter
+
+
+class DelayEstimator:
+    """The bulk delay of an echo path: where the near-end best matches the reference.
+
+    Both signals are written by absolute sample position (``add_near``, ``add_far``: the
+    reference at delay 0, on the near-end's clock) into rings of the last few seconds.
+    ``estimate(at)`` takes the ``window_s`` of near-end ending ``lag_s`` before position ``at``
+    (the reference must be written up to there: it may arrive a little after the near-end), averages
+    both to about 8 kHz, and cross-correlates them with the phase transform (GCC-PHAT: the
+    spectrum whitened, so the peak is sharp on speech) over delays 0 to ``max_delay_ms``. It
+    returns ``(delay_ms, ratio)``, ``ratio`` being the peak over the mean magnitude (uncorrelated
+    signals give about 5, the echo of speech through Opus both ways 15 to 40), or None when
+    either side is silent (under -60 dBFS) or less than a second of near-end was seen.
+    """
+
+    def __init__(
+        self,
+        rate: int,
+        max_delay_ms: float = AUTO_MAX_DELAY_MS,
+        window_s: float = EST_WINDOW_S,
+        lag_s: float = EST_LAG_S,
+    ) -> None:
+        self.rate = rate
+        self.step = max(1, rate // EST_RATE)
+        self.window = round(window_s * rate)
+        self.lag = round(lag_s * rate)
+        self.max_delay = round(max_delay_ms * rate / 1000)
+        self.size = self.window + self.max_delay + self.lag + 2 * rate
+        self._near = _Ring(self.size)
+        self._far = _Ring(self.size)
+
+    def add_near(self, pos: int, x: Block) -> None:
+        self._near.write(pos, x[0] if x.shape[0] == 1 else x.mean(axis=0))
+
+    def add_far(self, pos: int, x: Block) -> None:
+        self._far.write(pos, x[0] if x.shape[0] == 1 else x.mean(axis=0))
+
+    def estimate(self, at: int) -> tuple[float, float] | None:
+        end = at - self.lag
+        start = max(end - self.window, self._near.first if self._near.first is not None else end)
+        q = self.step
+        start = end - (end - start) // q * q
+        if end - start < self.rate:
+            return None
+        near = self._near.read(start, end)
+        far = self._far.read(start - self.max_delay, end)
+        if _rms(near) < SILENT or _rms(far[self.max_delay :]) < SILENT:
+            return None
+        nd = near.reshape(-1, q).mean(axis=1)
+        fd = far[: far.shape[0] // q * q].reshape(-1, q).mean(axis=1)
+        size = 1 << int(np.ceil(np.log2(nd.shape[0] + fd.shape[0])))
+        cross = np.fft.rfft(nd, size) * np.conj(np.fft.rfft(fd, size))
+        cross /= np.abs(cross) + 1e-12
+        c = np.fft.irfft(cross, size)
+        # near[i] matches far[i + offset - lag] at lag (decimated samples), offset = max_delay / q
+        offset = self.max_delay // q
+        lags = np.arange(offset + 1)
+        values = c[(lags - offset) % size]
+        best = int(np.argmax(values))
+        ratio = float(values[best] / max(float(np.mean(np.abs(values))), 1e-30))
+        return best * q * 1000 / self.rate, ratio
+
+
+def _rms(x: np.ndarray[Any, np.dtype[np.float32]]) -> float:
+    return float(np.sqrt(np.mean(np.square(x, dtype=np.float64)))) if x.size else 0.0
+
+
+class _Ring:
+    """Mono samples by absolute position over the last ``size``; positions never written (gaps,
+    before the first write) read as silence."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.buf = np.zeros(size, np.float32)
+        self.first: int | None = None
+        self.end = 0  # after the newest position written
+
+    def write(self, pos: int, x: np.ndarray[Any, np.dtype[np.float32]]) -> None:
+        n = x.shape[0]
+        if self.first is None or pos > self.end + self.size or pos + n < self.end - self.size:
+            self.buf[:] = 0.0  # the first audio, or a jump: start over
+            self.first = pos
+        elif pos > self.end:  # a gap: silence
+            self._put(self.end, np.zeros(pos - self.end, np.float32))
+        if n > self.size:
+            pos, x, n = pos + n - self.size, x[-self.size :], self.size
+        self._put(pos, x)
+        self.end = max(self.end, pos + n)
+        self.first = min(self.first, pos)
+
+    def _put(self, pos: int, x: np.ndarray[Any, np.dtype[np.float32]]) -> None:
+        n = min(x.shape[0], self.size)
+        at = pos % self.size
+        first = min(n, self.size - at)
+        self.buf[at : at + first] = x[:first]
+        self.buf[: n - first] = x[first:n]
+
+    def read(self, a: int, b: int) -> np.ndarray[Any, np.dtype[np.float32]]:
+        out = np.zeros(b - a, np.float32)
+        if self.first is None:
+            return out
+        lo, hi = max(a, self.first, self.end - self.size), min(b, self.end)
+        if hi > lo:
+            idx = np.arange(lo, hi) % self.size
+            out[lo - a : hi - a] = self.buf[idx]
+        return out
