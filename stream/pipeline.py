@@ -19,6 +19,7 @@ import logging
 import os
 import sys
 import time
+import weakref
 from collections.abc import (
     AsyncGenerator,
     AsyncIterable,
@@ -255,6 +256,28 @@ async def _drain(queue: asyncio.Queue[Any]) -> AsyncIterator[Any]:
         yield item
 
 
+class _Run:
+    """One process() call: its stage tasks, and its generator (weakly: a consumer that leaves by
+    `break` drops it, and Python then closes it on its own, later)."""
+
+    __slots__ = ("gen", "runs", "tasks")
+
+    def __init__(self, runs: set[_Run]) -> None:
+        self.runs = runs
+        self.tasks: list[asyncio.Task[None]] = []
+        self.gen: weakref.ref[AsyncGenerator[Any, None]] | None = None
+
+    async def close(self) -> None:
+        """End the run now: close its generator if it is still referenced (RuntimeError: it is
+        executing, it called us), and in any case stop its stage tasks before returning."""
+        self.runs.discard(self)
+        gen = self.gen() if self.gen is not None else None
+        if gen is not None:
+            with contextlib.suppress(RuntimeError):
+                await gen.aclose()
+        await _stop(self.tasks)
+
+
 class Pipeline:
     """An ordered chain of stages.
 
@@ -279,7 +302,7 @@ class Pipeline:
         self.fuse = fuse
         self._steps: list[_Step] = []
         self._initialized = False
-        self._running = False
+        self._runs: set[_Run] = set()  # process() calls under way
         self._subscribers: list[tuple[str | None, Callable[[Event], Any]]] = []
         for node in nodes or ():
             self.add_node(node)
@@ -343,7 +366,10 @@ class Pipeline:
         return steps
 
     async def cleanup(self) -> None:
-        """Release every stage's state; runs them all even when one fails."""
+        """End any unfinished ``process()`` (its stage tasks ended), then release every stage's
+        state; runs them all even when one fails."""
+        for run in list(self._runs):
+            await run.close()
         if not self._initialized:
             return
         self._initialized = False
@@ -381,23 +407,29 @@ class Pipeline:
         """Call ``callback(event)`` for every event (of ``kind``, if given) leaving the pipeline."""
         self._subscribers.append((kind, callback))
 
-    async def process(self, stream: Any = None, events: bool = True) -> AsyncGenerator[Any, None]:
+    def process(self, stream: Any = None, events: bool = True) -> AsyncGenerator[Any, None]:
         """Stream items through the stages; with no ``stream`` the first stage is the source.
 
         ``stream`` is any iterable or async iterable. Events come out in order with the frames
         (``events=False`` leaves them to ``on_event`` subscribers only). Initializes (and
         afterwards cleans up) the pipeline if it was not initialized. Raises NodeError when a
-        stage fails.
+        stage fails. Leaving the ``async for`` early is fine inside ``async with pipeline``:
+        cleanup() ends the run and its stage tasks before it returns.
         """
+        run = _Run(self._runs)
+        gen = self._process(stream, events, run)
+        run.gen = weakref.ref(gen)
+        return gen
+
+    async def _process(self, stream: Any, events: bool, run: _Run) -> AsyncGenerator[Any, None]:
         owned = not self._initialized
         if owned:
             await self.initialize()
-        if self._running:
+        if self._runs:
             raise StreamError(f"{self.name}: process() is already running")
-        self._running = True
-        tasks: list[asyncio.Task[None]] = []
+        self._runs.add(run)
         try:
-            upstream = self._build(stream, tasks)
+            upstream = self._build(stream, run.tasks)
             subscribers = self._subscribers
             async with _closing(upstream):
                 async for item in upstream:
@@ -409,8 +441,8 @@ class Pipeline:
                             continue
                     yield item
         finally:
-            await _stop(tasks)
-            self._running = False
+            self._runs.discard(run)
+            await _stop(run.tasks)
             if owned:
                 await self._cleanup_quietly_if_failing()
 
@@ -485,11 +517,14 @@ class Pipeline:
         return data
 
     @classmethod
-    def from_manifest(cls, source: Any) -> Pipeline:
-        """A pipeline from a manifest dict or a JSON/YAML file; ManifestError lists problems."""
+    def from_manifest(cls, source: Any, allow_modules: Iterable[str] = ()) -> Pipeline:
+        """A pipeline from a manifest dict or a JSON/YAML file; ManifestError lists problems.
+
+        ``module:Class`` types may name ``media_nodes``/``stream`` modules, and modules under
+        the ``allow_modules`` prefixes (see ``stream.manifest``)."""
         from . import manifest
 
-        return manifest.from_manifest(source)
+        return manifest.from_manifest(source, allow_modules=allow_modules)
 
     def stages(self) -> list[dict[str, Any]]:
         """Per stage: name, type, backend and why, the segment it ran in, and counters."""

@@ -180,6 +180,39 @@ async def test_consumer_break_cleans_up_and_cancels_tasks() -> None:
     assert len(asyncio.all_tasks()) == before
 
 
+async def test_break_inside_async_with_ends_every_stage_task_before_cleanup_returns() -> None:
+    """The README's own pattern, without an explicit aclose(): leaving the loop by `break` must
+    not leave the source or any stage task running once `async with` has exited."""
+
+    class Endless(Source):
+        ended = False
+
+        async def stream(self, items: AsyncIterator[Any] | None) -> AsyncIterator[Any]:
+            i = 0
+            try:
+                while True:
+                    yield i
+                    i += 1
+            finally:
+                Endless.ended = True
+
+    p = Pipeline([Endless(), SlowAdd(), Double()], name="readme")
+    before = asyncio.all_tasks()
+    async with p:
+        async for item in p.process():
+            if item >= 10:
+                break
+        assert not Endless.ended  # the run is still open here: only cleanup ends it
+    # no sleep, no GC: cleanup() itself must have ended the run and awaited its tasks
+    assert Endless.ended
+    assert asyncio.all_tasks() - before == set()
+    # the pipeline can run again afterwards
+    async with p:
+        async for item in p.process():
+            if item >= 2:
+                break
+
+
 async def test_a_stage_that_swallows_its_cancellation_does_not_hang_cleanup() -> None:
     class Stubborn(Node):
         """Ignores the first cancellation, as asyncio.wait_for on 3.11 can when its future
