@@ -59,6 +59,14 @@ def serve_parser(prog: str = "remotemedia serve") -> argparse.ArgumentParser:
     )
     p.add_argument("--pipeline", help="pipeline manifest (JSON/YAML); each session builds its own")
     p.add_argument("--chain", help='stages in chain syntax, e.g. "gain:-6" (after --pipeline)')
+    p.add_argument(
+        "--allow-module",
+        action="append",
+        default=[],
+        metavar="PREFIX",
+        help="let --pipeline's module:Class types import modules under PREFIX (repeatable; "
+        "media_nodes and stream always may, nothing else unless listed)",
+    )
     p.add_argument("--backend", choices=["auto", "rust", "python"], default=None)
     p.add_argument("--host", default="127.0.0.1", help="signaling/page address (127.0.0.1)")
     p.add_argument("--port", type=int, default=8080, help="signaling/page port (8080; 0: any)")
@@ -68,6 +76,34 @@ def serve_parser(prog: str = "remotemedia serve") -> argparse.ArgumentParser:
         "--token",
         default=os.environ.get("REMOTEMEDIA_TOKEN"),
         help="require 'Authorization: Bearer TOKEN' (default $REMOTEMEDIA_TOKEN)",
+    )
+    p.add_argument(
+        "--admin-token",
+        default=os.environ.get("REMOTEMEDIA_ADMIN_TOKEN"),
+        help="/status and /workers/N/drain need this token instead of --token "
+        "(default $REMOTEMEDIA_ADMIN_TOKEN)",
+    )
+    p.add_argument(
+        "--status-rate",
+        type=float,
+        default=5.0,
+        metavar="PER_S",
+        help="/status and drain requests a second per client address, bursts of 4 s worth, "
+        "429 past it (5; 0: no limit)",
+    )
+    p.add_argument(
+        "--header-timeout",
+        type=float,
+        default=10.0,
+        metavar="S",
+        help="close a connection without a complete request line and headers after S (10)",
+    )
+    p.add_argument(
+        "--body-timeout",
+        type=float,
+        default=10.0,
+        metavar="S",
+        help="refuse an offer whose body did not arrive within S, 408 (10)",
     )
     p.add_argument("--idle-timeout", type=float, default=10.0, help="seconds without media (10)")
     p.add_argument(
@@ -124,27 +160,41 @@ def serve_parser(prog: str = "remotemedia serve") -> argparse.ArgumentParser:
 
 
 def pipeline_factory(
-    manifest: str | None, chain: str | None, backend: str | None
+    manifest: str | None,
+    chain: str | None,
+    backend: str | None,
+    allow_modules: Sequence[str] = (),
 ) -> Callable[[], Pipeline]:
     """A factory building a fresh pipeline per session from a manifest and/or a chain spec.
 
-    Checks the manifest once up front (ManifestError lists its problems). With neither, the
-    pipeline is a pass-through. The factory is picklable, so worker processes can use it.
+    Checks the manifest once up front (ManifestError lists its problems); its ``module:Class``
+    types may name modules under ``allow_modules`` besides media_nodes and stream. With neither,
+    the pipeline is a pass-through. The factory is picklable, so worker processes can use it.
     """
-    return ManifestFactory(manifest, chain, backend)
+    return ManifestFactory(manifest, chain, backend, allow_modules)
 
 
 class ManifestFactory:
     """A picklable pipeline factory: the manifest's stages, then the chain's (see above)."""
 
-    def __init__(self, manifest: str | None, chain: str | None, backend: str | None) -> None:
+    def __init__(
+        self,
+        manifest: str | None,
+        chain: str | None,
+        backend: str | None,
+        allow_modules: Sequence[str] = (),
+    ) -> None:
         from ..chain_spec import parse_chain
         from ..manifest import ManifestError, load, validate_manifest
 
         self.data: dict[str, Any] | None = None
+        # kept (and pickled) with the data: each worker checks module:Class types the same way
+        self.allow_modules = (
+            (allow_modules,) if isinstance(allow_modules, str) else tuple(allow_modules)
+        )
         if manifest:
             self.data = load(manifest)
-            problems = validate_manifest(self.data)
+            problems = validate_manifest(self.data, self.allow_modules)
             if problems:
                 raise ManifestError(problems, manifest)
         if chain:
@@ -159,7 +209,7 @@ class ManifestFactory:
         nodes: list[Node] = []
         name = "session"
         if self.data is not None:
-            nodes.extend(build_nodes(self.data)[0])
+            nodes.extend(build_nodes(self.data, self.allow_modules)[0])
             name = str(self.data.get("name", name))
         if self.chain:
             nodes.extend(parse_chain(self.chain, self.backend))
@@ -251,12 +301,16 @@ async def _serve(args: argparse.Namespace) -> int:
     from .server import WebRTCServer
 
     server = WebRTCServer(
-        pipeline_factory(args.pipeline, args.chain, args.backend),
+        pipeline_factory(args.pipeline, args.chain, args.backend, args.allow_module),
         args.host,
         args.port,
         max_sessions=args.max_sessions,
         max_offer_bytes=args.max_offer_bytes,
         token=args.token,
+        admin_token=args.admin_token,
+        status_rate=args.status_rate,
+        header_timeout=args.header_timeout,
+        body_timeout=args.body_timeout,
         idle_timeout=args.idle_timeout,
         ice_addresses=args.ice_address or None,
         ice_servers=args.ice_server,

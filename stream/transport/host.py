@@ -28,6 +28,9 @@ log = logging.getLogger("stream.transport")
 PipelineFactory = Callable[[], Pipeline]
 SinkFactory = Callable[[str], Node | None]
 
+ANSWER_TIMEOUT_S = 15.0  # applying an offer and gathering candidates; past it, 503
+COLLECT_EVERY_S = 1.0  # at most one garbage collection this often, for status counts
+
 
 class OfferRefused(TransportError):
     """An offer that could not be answered; ``status`` is the HTTP status the front sends."""
@@ -58,9 +61,11 @@ class SessionHost:
         self.sink_factory = sink_factory
         self.sessions: dict[str, Session] = {}
         self._on_closed = on_closed
+        self._collected_at = -COLLECT_EVERY_S
 
     async def answer(self, session_id: str, offer: RTCSessionDescription) -> RTCSessionDescription:
-        """Start a session for ``offer``; raises OfferRefused (400 bad offer, 500 otherwise)."""
+        """Start a session for ``offer``; raises OfferRefused (400 bad offer, 503 not answered
+        within ``ANSWER_TIMEOUT_S``, 500 otherwise)."""
         try:
             pipeline = self.pipeline_factory()
         except Exception as exc:
@@ -70,7 +75,13 @@ class SessionHost:
         session = Session(session_id, pipeline, self.options, sink=sink, on_closed=self._closed)
         self.sessions[session_id] = session
         try:
-            return await session.accept(offer)
+            async with asyncio.timeout(ANSWER_TIMEOUT_S):
+                return await session.accept(offer)
+        except TimeoutError as exc:
+            await session.close("not answered in time")
+            raise OfferRefused(
+                503, f"the offer could not be answered in {ANSWER_TIMEOUT_S:g} s"
+            ) from exc
         except (ValueError, TypeError, AttributeError, KeyError, IndexError, AssertionError) as exc:
             # aiortc's SDP parser raises these for descriptions it cannot read
             await session.close("bad offer")
@@ -112,8 +123,18 @@ class SessionHost:
                     log.error("closing a session failed: %s", result)
 
     def status(self) -> dict[str, Any]:
-        """Live sessions with their counters, and counts that show leaks."""
-        gc.collect()
+        """Live sessions with their counters, and counts that show leaks.
+
+        Objects in reference cycles (a closed peer connection, its tracks) stay counted until
+        the garbage collector runs. A full collection stalls the loop and with it every session's
+        media, so it runs here only while no session is served, at most once a
+        ``COLLECT_EVERY_S``: the counts are exact when leaks are looked for (no sessions), and a
+        status request costs no collection while media flows.
+        """
+        now = time.monotonic()
+        if not self.sessions and now - self._collected_at >= COLLECT_EVERY_S:
+            self._collected_at = now
+            gc.collect()
         return {
             "sessions": len(self.sessions),
             "counts": process_counts(),
@@ -139,4 +160,12 @@ def process_counts() -> dict[str, Any]:
     }
 
 
-__all__ = ["OfferRefused", "PipelineFactory", "SessionHost", "SinkFactory", "process_counts"]
+__all__ = [
+    "ANSWER_TIMEOUT_S",
+    "COLLECT_EVERY_S",
+    "OfferRefused",
+    "PipelineFactory",
+    "SessionHost",
+    "SinkFactory",
+    "process_counts",
+]

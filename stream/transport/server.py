@@ -4,14 +4,23 @@ Routes:
 
 - ``GET /``: the browser page (``static/index.html``), ``GET /static/...``: its script and style.
 - ``POST /offer``: ``{"sdp", "type": "offer"}`` -> ``{"sdp", "type": "answer", "session"}``.
-  401 without the bearer token (when one is set), 413 for an offer over ``max_offer_bytes``, 400
-  for a malformed offer, 503 at ``max_sessions`` or while shutting down.
+  401 without the bearer token (when one is set), 413 for an offer over ``max_offer_bytes``, 408
+  for a body not received within ``body_timeout``, 400 for a malformed offer, 503 at
+  ``max_sessions`` or while shutting down.
 - ``GET /status``: sessions and leak counts (tasks, threads, live pipelines, tracks, peer
-  connections); needs the token too. With workers, the counts are summed over the front and its
-  workers, ``workers`` lists each one (pid, sessions, cpu, draining, counts; a Ray worker also
-  its node), and each session in ``list`` names its ``worker`` (and ``node``).
+  connections). With workers, the counts are summed over the front and its workers, ``workers``
+  lists each one (pid, sessions, cpu, draining, counts; a Ray worker also its node), and each
+  session in ``list`` names its ``worker`` (and ``node``).
 - ``POST /workers/{index}/drain``: that worker takes no new sessions; the ones there run to
-  their end. Needs the token. 404 for no such worker.
+  their end. 404 for no such worker.
+
+``/status`` and drain are the admin endpoints: they need ``admin_token`` when one is set, else
+``token`` when that is set, and they share a rate limit per client address (429 past it).
+Every HTTP phase has a deadline: a connection that has not delivered a complete request line and
+headers within ``header_timeout`` seconds (from its opening, or from the end of its previous
+request) is closed, so are idle keep-alive connections and clients that do not read their
+response; an offer's body must arrive within ``body_timeout``; answering has its own deadline
+(``host.ANSWER_TIMEOUT_S``). A malformed request is logged as one line, not a traceback.
 
 With ``workers=N`` (N >= 1) the sessions run in N worker processes (``workers.py``); with
 ``ray_address`` on session workers on the nodes of a Ray cluster (``stream.ray.workers``, N per
@@ -28,6 +37,7 @@ import contextlib
 import hmac
 import json
 import logging
+import math
 import pickle
 import time
 import uuid
@@ -36,12 +46,14 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+from aiohttp.log import server_logger
 from aiortc import RTCSessionDescription
 from aiortc import sdp as sdp_module
 
 from ..errors import ConfigError, TransportError
 from ._aiortc import resolve_host_addresses
 from .host import OfferRefused, PipelineFactory, SessionHost, SinkFactory, process_counts
+from .http_guard import ConnectionDeadline, RateLimit, RequestLog, one_line
 from .session import Session, SessionOptions
 from .workers import HEALTHY_AFTER_S, ProcessWorkerPool, WorkerHandle, WorkerPool, restart_delay
 
@@ -49,7 +61,12 @@ log = logging.getLogger("stream.transport")
 
 STATIC_DIR = Path(__file__).with_name("static")
 DEFAULT_MAX_OFFER_BYTES = 64 * 1024
+DEFAULT_HEADER_TIMEOUT_S = 10.0
+DEFAULT_BODY_TIMEOUT_S = 10.0
+DEFAULT_STATUS_RATE = 5.0  # admin requests a second per client address
+STATUS_BURST_S = 4.0  # a client may spend this many seconds' worth of them at once
 DISCOVER_EVERY_S = 10.0  # how often a Ray front looks for nodes that joined
+SWEEP_EVERY_S = 0.25  # how often connections are checked against the header deadline
 
 
 class WebRTCServer:
@@ -57,8 +74,12 @@ class WebRTCServer:
 
     ``host``/``port``: where signaling and the page listen (port 0 picks a free one; see
     ``port`` after ``start()``). ``max_sessions``: concurrent peers, 503 past it.
-    ``max_offer_bytes``: 413 past it. ``token``: when set, ``/offer`` and ``/status`` need
-    ``Authorization: Bearer TOKEN`` (401 otherwise). ``idle_timeout``: seconds without media from
+    ``max_offer_bytes``: 413 past it. ``token``: when set, ``/offer`` needs
+    ``Authorization: Bearer TOKEN`` (401 otherwise), and so do ``/status`` and drain unless
+    ``admin_token`` is set: then they need that one instead. ``status_rate``: admin requests a
+    second per client address (bursts of ``STATUS_BURST_S`` seconds' worth; 0: no limit), 429
+    past it. ``header_timeout``/``body_timeout``: seconds for a request's headers / an offer's
+    body to arrive (the connection is closed / 408). ``idle_timeout``: seconds without media from
     a peer before its session is closed. ``ice_addresses``: interface names or addresses ICE may
     offer as host candidates (default: all but loopback, as aioice does). ``ice_servers``:
     STUN/TURN URLs (default none). ``jitter_depth``: see ``SessionOptions`` (None: aiortc's own
@@ -84,6 +105,10 @@ class WebRTCServer:
         max_sessions: int = 16,
         max_offer_bytes: int = DEFAULT_MAX_OFFER_BYTES,
         token: str | None = None,
+        admin_token: str | None = None,
+        status_rate: float = DEFAULT_STATUS_RATE,
+        header_timeout: float = DEFAULT_HEADER_TIMEOUT_S,
+        body_timeout: float = DEFAULT_BODY_TIMEOUT_S,
         idle_timeout: float = 10.0,
         connect_timeout: float = 20.0,
         ice_addresses: Sequence[str] | None = None,
@@ -107,6 +132,12 @@ class WebRTCServer:
             raise ConfigError(f"max_offer_bytes must be >= 256, got {max_offer_bytes}")
         if idle_timeout <= 0 or connect_timeout <= 0:
             raise ConfigError("idle_timeout and connect_timeout must be > 0")
+        if not (header_timeout > 0 and body_timeout > 0):
+            raise ConfigError(
+                f"header_timeout and body_timeout must be > 0, got {header_timeout}, {body_timeout}"
+            )
+        if not status_rate >= 0:
+            raise ConfigError(f"status_rate must be >= 0 (0: no limit), got {status_rate}")
         if jitter_depth is not None and not 0 <= jitter_depth <= 8:
             raise ConfigError(f"jitter_depth must be in 0..8 or None, got {jitter_depth}")
         if workers < 0:
@@ -137,6 +168,12 @@ class WebRTCServer:
         self.max_sessions = max_sessions
         self.max_offer_bytes = max_offer_bytes
         self.token = token or None
+        self.admin_token = admin_token or None
+        self.header_timeout = float(header_timeout)
+        self.body_timeout = float(body_timeout)
+        self.status_limit = (
+            RateLimit(status_rate, status_rate * STATUS_BURST_S) if status_rate > 0 else None
+        )
         self.connect_timeout = connect_timeout
         self.sink_factory = sink_factory
         self.static_dir = static_dir or STATIC_DIR
@@ -172,10 +209,13 @@ class WebRTCServer:
         self._attempts: dict[int, int] = {}  # worker slot -> restarts in a row
         self.sessions_total = 0
         self.rejected: dict[int, int] = {}
-        self._pending = 0  # offers being answered, counted against max_sessions
+        # offers being answered, counted against max_sessions until they are live sessions
+        self._answering: set[str] = set()
         self._stopping = False
         self._runner: web.AppRunner | None = None
         self._watchdog: asyncio.Task[None] | None = None
+        self._sweeper: asyncio.Task[None] | None = None
+        self.deadlines = ConnectionDeadline(self.header_timeout)
         self._stopped = asyncio.Event()
         self._restarts: set[asyncio.Task[None]] = set()
         self._next_discover = 0.0
@@ -190,9 +230,20 @@ class WebRTCServer:
     def live_sessions(self) -> int:
         return len(self.placed) if self.pooled else len(self.local.sessions)
 
+    def _sessions_in_use(self) -> int:
+        """Live sessions plus offers being answered, each counted once.
+
+        A local session is in ``local.sessions`` from the moment its offer is being answered, so
+        an offer is counted by id, not added to the live count.
+        """
+        live = self.placed if self.pooled else self.local.sessions
+        return len(live) + sum(1 for sid in self._answering if sid not in live)
+
     # -- HTTP
     def _make_app(self) -> web.Application:
-        app = web.Application(client_max_size=self.max_offer_bytes + 1)
+        app = web.Application(
+            client_max_size=self.max_offer_bytes + 1, middlewares=[self.deadlines.middleware]
+        )
         app.router.add_get("/", self._index)
         app.router.add_post("/offer", self._offer)
         app.router.add_get("/status", self._status)
@@ -204,27 +255,50 @@ class WebRTCServer:
         self.rejected[status] = self.rejected.get(status, 0) + 1
         return web.json_response({"error": message}, status=status, headers=headers or None)
 
-    def _authorized(self, request: web.Request) -> bool:
-        if self.token is None:
+    def _authorized(self, request: web.Request, *, admin: bool = False) -> bool:
+        """Whether the request carries the token its endpoint needs (admin: ``/status``, drain)."""
+        expected = (self.admin_token or self.token) if admin else self.token
+        if expected is None:
             return True
         given = request.headers.get("Authorization", "")
         scheme, _, value = given.partition(" ")
-        return scheme.lower() == "bearer" and hmac.compare_digest(value.strip(), self.token)
+        # bytes: compare_digest refuses str with non-ASCII characters (a header may have them)
+        sent = value.strip().encode("utf-8", "surrogateescape")
+        return scheme.lower() == "bearer" and hmac.compare_digest(sent, expected.encode())
 
     def _unauthorized(self) -> web.Response:
         return self._reject(401, "missing or wrong bearer token", **{"WWW-Authenticate": "Bearer"})
+
+    def _admin_refusal(self, request: web.Request) -> web.Response | None:
+        """429 past the rate limit (counted before the token, so guessing it is limited too),
+        401 without the admin token; None when the request may go on."""
+        if self.status_limit is not None:
+            wait = self.status_limit.wait(request.remote or "?")
+            if wait > 0:
+                limit = self.status_limit
+                return self._reject(
+                    429,
+                    f"too many requests: at most {limit.rate_per_s:g} a second per client "
+                    f"(bursts of {limit.burst:g})",
+                    **{"Retry-After": str(max(1, math.ceil(wait)))},
+                )
+        if not self._authorized(request, admin=True):
+            return self._unauthorized()
+        return None
 
     async def _index(self, request: web.Request) -> web.StreamResponse:
         return web.FileResponse(self.static_dir / "index.html")
 
     async def _status(self, request: web.Request) -> web.Response:
-        if not self._authorized(request):
-            return self._unauthorized()
+        refused = self._admin_refusal(request)
+        if refused is not None:
+            return refused
         return web.json_response(await self.gather_status())
 
     async def _drain(self, request: web.Request) -> web.Response:
-        if not self._authorized(request):
-            return self._unauthorized()
+        refused = self._admin_refusal(request)
+        if refused is not None:
+            return refused
         try:
             worker = self.drain_worker(int(request.match_info["index"]))
         except (ValueError, KeyError):
@@ -240,27 +314,52 @@ class WebRTCServer:
         if size is not None and size > self.max_offer_bytes:
             limit = self.max_offer_bytes
             return self._reject(413, f"offer too large: {size} bytes, at most {limit}")
-        try:
-            body = await request.content.read(self.max_offer_bytes + 1)
-        except (ConnectionError, asyncio.IncompleteReadError) as exc:
-            return self._reject(400, f"cannot read the offer: {exc}")
-        if len(body) > self.max_offer_bytes:
-            return self._reject(413, f"offer too large: over {self.max_offer_bytes} bytes")
+        body = await self._read_body(request)
+        if isinstance(body, web.Response):
+            return body
         offer, problem = _parse_offer(body)
         if offer is None:
             return self._reject(400, problem)
-        if self.live_sessions + self._pending >= self.max_sessions:
+        # no await between the check and the reservation: concurrent offers cannot both pass
+        if self._sessions_in_use() >= self.max_sessions:
             return self._reject(
                 503, f"server full: {self.max_sessions} sessions", **{"Retry-After": "5"}
             )
-        self._pending += 1
-        try:
-            return await self._answer(offer)
-        finally:
-            self._pending -= 1
-
-    async def _answer(self, offer: RTCSessionDescription) -> web.Response:
         session_id = uuid.uuid4().hex[:12]
+        self._answering.add(session_id)
+        try:
+            return await self._answer(session_id, offer)
+        finally:
+            self._answering.discard(session_id)
+
+    async def _read_body(self, request: web.Request) -> bytes | web.Response:
+        """The whole body, however many segments it came in; a refusal when it cannot be had.
+
+        ``content.read(n)`` returns what has arrived so far, so it is called until the end of
+        the body (the declared length, or the last chunk), or one byte past the limit.
+        """
+        limit = self.max_offer_bytes
+        body = bytearray()
+        try:
+            async with asyncio.timeout(self.body_timeout):
+                while len(body) <= limit:
+                    chunk = await request.content.read(limit + 1 - len(body))
+                    if not chunk:
+                        break
+                    body += chunk
+        except TimeoutError:
+            declared = request.content_length
+            got = f"{len(body)} of {declared}" if declared is not None else f"{len(body)}"
+            return self._reject(
+                408, f"the offer did not arrive in {self.body_timeout:g} s ({got} bytes came)"
+            )
+        except (ConnectionError, asyncio.IncompleteReadError, web.RequestPayloadError) as exc:
+            return self._reject(400, f"cannot read the offer: {one_line(exc)}")
+        if len(body) > limit:
+            return self._reject(413, f"offer too large: over {limit} bytes")
+        return bytes(body)
+
+    async def _answer(self, session_id: str, offer: RTCSessionDescription) -> web.Response:
         self.sessions_total += 1
         try:
             if self.pooled:
@@ -491,7 +590,12 @@ class WebRTCServer:
         """
         if self.pooled and self._pool is None:
             await self._start_workers()
-        runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        runner = web.AppRunner(
+            self.app,
+            access_log=None,
+            handle_signals=False,
+            logger=RequestLog(server_logger, {}),
+        )
         await runner.setup()
         site = web.TCPSite(runner, self.host, self.port)
         try:
@@ -508,6 +612,9 @@ class WebRTCServer:
             self.port = int(sockets[0].getsockname()[1])
         self._runner = runner
         self._watchdog = asyncio.create_task(self._watch(), name="webrtc watchdog")
+        self._sweeper = asyncio.create_task(
+            self.deadlines.sweep(runner, SWEEP_EVERY_S), name="webrtc header deadline"
+        )
         log.info("serving on %s", self.url)
 
     async def _start_workers(self) -> None:
@@ -554,10 +661,11 @@ class WebRTCServer:
         self.placed.clear()
         if self._pool is not None:
             await self._pool.close()
-        if self._watchdog is not None:
-            self._watchdog.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watchdog
+        for background in (self._watchdog, self._sweeper):
+            if background is not None:
+                background.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await background
         if self._runner is not None:
             await self._runner.cleanup()
         self._stopped.set()
@@ -606,9 +714,14 @@ def _parse_offer(body: bytes) -> tuple[RTCSessionDescription | None, str]:
 
 
 __all__ = [
+    "DEFAULT_BODY_TIMEOUT_S",
+    "DEFAULT_HEADER_TIMEOUT_S",
     "DEFAULT_MAX_OFFER_BYTES",
+    "DEFAULT_STATUS_RATE",
     "STATIC_DIR",
+    "STATUS_BURST_S",
     "PipelineFactory",
+    "RateLimit",
     "SinkFactory",
     "WebRTCServer",
 ]
