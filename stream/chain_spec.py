@@ -36,9 +36,13 @@ def _builders() -> dict[str, tuple[str, Callable[[str, str | None], Node]]]:
 
 def parse_chain(spec: str, backend: str | None = None) -> list[Node]:
     """Nodes for a chain spec; ConfigError names the item that is wrong and why."""
+    from .manifest import MAX_STAGES  # one bound on stages, however they are written
+
     builders = _builders()
     nodes: list[Node] = []
     items = [item.strip() for item in spec.split(",") if item.strip()]
+    if len(items) > MAX_STAGES:
+        raise ConfigError(f"chain has {len(items)} items, more than {MAX_STAGES}")
     for position, item in enumerate(items, 1):
         stage, _, arg = item.partition(":")
         if stage not in builders:
@@ -50,7 +54,7 @@ def parse_chain(spec: str, backend: str | None = None) -> list[Node]:
             raise ConfigError(f"chain item {position} {item!r}: {want}")
         try:
             nodes.append(build(arg, backend))
-        except ValueError as exc:  # includes ConfigError
+        except (ValueError, ArithmeticError) as exc:  # includes ConfigError, and OverflowError
             raise ConfigError(f"chain item {position} {item!r}: {exc}") from None
     return nodes
 

@@ -13,12 +13,13 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import sys
 import time
 import wave
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -29,6 +30,9 @@ from .manifest import ManifestError, build_nodes, load, validate_manifest
 from .node import Node
 from .pipeline import Pipeline
 from .testing import noise, split_frames, tone
+
+if TYPE_CHECKING:
+    from media_nodes import FileSink
 
 EXIT_ERROR = 1
 EXIT_INVALID = 2
@@ -87,10 +91,10 @@ def _middle(args: argparse.Namespace) -> list[Node]:
     nodes: list[Node] = []
     if getattr(args, "pipeline", None):
         data = load(args.pipeline)
-        problems = validate_manifest(data)
+        problems = validate_manifest(data, args.allow_module)
         if problems:
             raise ManifestError(problems, str(args.pipeline))
-        nodes.extend(build_nodes(data)[0])
+        nodes.extend(build_nodes(data, args.allow_module)[0])
     if getattr(args, "chain", None):
         nodes.extend(parse_chain(args.chain, args.backend))
     return nodes
@@ -106,23 +110,52 @@ def _media_duration(path: str) -> float | None:
         return None  # FileSource reports the real problem with its own error
 
 
+def _same_file(a: str, b: str) -> bool:
+    """True when both paths name one file: the same path, a symlink to it or a hard link."""
+    try:
+        return os.path.samefile(a, b)
+    except (OSError, ValueError):  # one does not exist (or is a URL): not the same file
+        return False
+
+
 async def cmd_process(args: argparse.Namespace) -> str:
+    """Decode, run the stages, encode. The output is written under a temporary name and put in
+    place only when the whole input went through; a failed run names what it left, if anything.
+    """
     from media_nodes import FileSink, FileSource
 
     from .console import ProgressProbe
 
+    if _same_file(args.input, args.output):
+        raise ConfigError(
+            f"{args.output} is the input file {args.input}"
+            f"{'' if args.input == args.output else ' (a link to it)'}: write to another path"
+        )
     middle = _middle(args)
     probe = ProgressProbe(_media_duration(args.input))
     source = FileSource(args.input, realtime=args.realtime, name="input")
     sink = FileSink(args.output, name="output")
     pipeline = Pipeline([source, *middle, probe, sink], name="process")
-    async with pipeline:
-        async for _ in pipeline.process():
-            pass
+    try:
+        async with pipeline:
+            async for _ in pipeline.process():
+                pass
+    except (StreamError, OSError) as exc:
+        raise StreamError(f"{exc}; {_left_behind(sink, args.output)}") from exc
+    except asyncio.CancelledError:  # Ctrl-C: main() says what was left
+        args.left_behind = _left_behind(sink, args.output)
+        raise
     return (
         f"{args.input} -> {args.output}: {probe.media_seconds:.2f} s of media, "
         f"{probe.speed:.1f}x real time\n{pipeline.describe()}"
     )
+
+
+def _left_behind(sink: FileSink, output: str) -> str:
+    """What a run that did not finish left: the partial file, or no output."""
+    if sink.partial_path is not None:
+        return f"the output so far is in {sink.partial_path}"
+    return f"{output} was not written"
 
 
 async def cmd_live(args: argparse.Namespace) -> str:
@@ -155,18 +188,25 @@ async def cmd_live(args: argparse.Namespace) -> str:
     pipeline = Pipeline([mic, *front, *_middle(args), levels, sink], name="live")
     async with pipeline:
         # the sink emits nothing: this runs until Ctrl-C or --seconds, which closes the stream
-        with contextlib.suppress(TimeoutError):
-            async with (
-                asyncio.timeout(args.seconds),
-                contextlib.aclosing(pipeline.process()) as out,
-            ):
-                async for _ in out:
-                    pass
+        try:
+            with contextlib.suppress(TimeoutError):
+                async with (
+                    asyncio.timeout(args.seconds),
+                    contextlib.aclosing(pipeline.process()) as out,
+                ):
+                    async for _ in out:
+                        pass
+        except asyncio.CancelledError:  # Ctrl-C: the recording ends here, as it should
+            if isinstance(sink, FileSink):
+                sink.flush()
+            raise
+        if isinstance(sink, FileSink):  # a stop is the end of a live stream: the file is whole
+            sink.flush()
     return f"\n{levels.line()}\n{pipeline.describe()}"
 
 
 async def cmd_run(args: argparse.Namespace) -> str:
-    pipeline = Pipeline.from_manifest(args.manifest)
+    pipeline = Pipeline.from_manifest(args.manifest, allow_modules=args.allow_module)
     count = 0
     async with pipeline:
         async for _ in pipeline.process():
@@ -175,8 +215,8 @@ async def cmd_run(args: argparse.Namespace) -> str:
 
 
 def cmd_validate(args: argparse.Namespace) -> tuple[str, int]:
-    data = load(args.manifest)
-    problems = validate_manifest(data)
+    data = load(args.manifest)  # ManifestError (one line, exit 1) if over a limit or unparsable
+    problems = validate_manifest(data, args.allow_module)
     if problems:
         return "\n".join(f"{args.manifest}: {p}" for p in problems), EXIT_INVALID
     return f"{args.manifest}: ok, {len(data['nodes'])} stages", 0
@@ -199,7 +239,16 @@ def cmd_devices(args: argparse.Namespace) -> str:
 def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
-    stages = argparse.ArgumentParser(add_help=False)
+    trust = argparse.ArgumentParser(add_help=False)
+    trust.add_argument(
+        "--allow-module",
+        action="append",
+        default=[],
+        metavar="PREFIX",
+        help="let the pipeline file's module:Class types import modules under PREFIX "
+        "(repeatable; media_nodes and stream always may)",
+    )
+    stages = argparse.ArgumentParser(add_help=False, parents=[trust])
     stages.add_argument("--chain", help=f"stages, comma-separated: {describe_chain_syntax()}")
     stages.add_argument("--pipeline", type=Path, help="a pipeline file (JSON/YAML) of stages")
     stages.add_argument("--backend", choices=["auto", "rust", "python"], default=None)
@@ -229,9 +278,9 @@ def _parser() -> argparse.ArgumentParser:
         "--aec", action="store_true", help="cancel the speaker's echo in the microphone signal"
     )
 
-    run = sub.add_parser("run", parents=[common], help="run a pipeline file")
+    run = sub.add_parser("run", parents=[common, trust], help="run a pipeline file")
     run.add_argument("manifest", type=Path)
-    val = sub.add_parser("validate", parents=[common], help="check a pipeline file")
+    val = sub.add_parser("validate", parents=[common, trust], help="check a pipeline file")
     val.add_argument("manifest", type=Path)
     sub.add_parser("devices", parents=[common], help="list audio devices")
     sub.add_parser("serve", help="WebRTC server: browsers and peers stream through a pipeline")
@@ -272,7 +321,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             out = cmd_devices(args)
     except KeyboardInterrupt:
-        print("remotemedia: stopped", file=sys.stderr)
+        left = getattr(args, "left_behind", None)  # process: the output is not whole
+        print(f"remotemedia: stopped{'; ' + left if left else ''}", file=sys.stderr)
         return 130
     except (StreamError, OSError) as exc:
         if args.debug:

@@ -4,6 +4,7 @@
 
     StreamError                    base of every error the runtime raises on purpose
     +-- ConfigError (ValueError)   bad settings: caught at construction or initialize()
+    |   +-- ManifestError          a pipeline manifest that cannot build: ``problems`` lists each
     +-- FormatError (ValueError)   bad data: dtype, shape, rate/channel mismatch, empty, non-finite
     +-- BackendUnavailable         backend="rust" asked for, but the engine is not built
     +-- EngineError                the native engine failed internally (a Rust panic, caught)
@@ -26,6 +27,19 @@ class StreamError(Exception):
 
 class ConfigError(StreamError, ValueError):
     """Invalid settings for a stage or pipeline."""
+
+
+class ManifestError(ConfigError):
+    """A pipeline manifest that cannot build; ``problems`` lists each one with its location."""
+
+    def __init__(self, problems: list[str], source: str = "manifest") -> None:
+        super().__init__(f"{source}: " + "; ".join(problems))
+        self.problems = problems
+        self.source = source
+
+    def __reduce__(self) -> tuple[type[ManifestError], tuple[list[str], str]]:
+        # pickled across worker processes: rebuild from the parts, not from the joined message
+        return (type(self), (self.problems, self.source))
 
 
 class FormatError(StreamError, ValueError):
@@ -59,6 +73,7 @@ __all__ = [
     "ConfigError",
     "EngineError",
     "FormatError",
+    "ManifestError",
     "NodeError",
     "StreamError",
     "TransportError",

@@ -63,7 +63,8 @@ async def test_user_node_round_trips_by_module_and_class() -> None:
     p = Pipeline([Scale(2.0, name="x2")])
     data = p.to_manifest()
     assert data["nodes"][0]["type"] == f"{Scale.__module__}:Scale"
-    assert await Pipeline.from_manifest(data).run([1.0, 2.0]) == [2.0, 4.0]
+    rebuilt = Pipeline.from_manifest(data, allow_modules=[Scale.__module__])
+    assert await rebuilt.run([1.0, 2.0]) == [2.0, 4.0]
 
 
 def test_node_without_params_cannot_be_saved() -> None:

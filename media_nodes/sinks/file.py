@@ -26,20 +26,32 @@ holds the first frames until it has seen audio and two pictures (which give the 
 1 s of audio, or 30 pictures; a kind that arrives after that is dropped with a warning. So is a
 kind the container cannot hold (video sent to a .wav), as ``ffmpeg -i in.mp4 out.wav`` does.
 
-Finalizing: ``flush()`` at end of stream, and ``cleanup()`` after an error or cancellation, drain
-the converters and encoders, write the trailer and close the file, so a failed run leaves a
-playable file holding what was written. A stream with no frames writes no file.
+Finalizing: the file is written under a temporary name beside ``path`` (``.NAME.XXXX.part``) and
+only a complete run puts it in place. ``flush()`` at end of stream drains the converters and
+encoders, writes the trailer and renames the file to ``path`` in one step (``os.replace``), so
+``path`` holds either its old content or the whole new file, never a half-written one, and a
+file being read (the input of the same run, or a hard link to it) keeps its data. ``cleanup()``
+after an error or a cancellation, with no ``flush()`` before it, finalizes the file too but names
+it ``STEM.partial.EXT`` (``partial_path`` holds that name; ``path`` is left untouched): it plays,
+and its name says it is not the whole stream. A caller for whom a stop is the end (a recording
+ended by Ctrl-C) calls ``flush()`` itself. A symlink ``path`` is written through (its target is
+replaced); a ``path`` that exists and is not a regular file (``/dev/null``, a FIFO) is written
+directly. A stream with no frames writes no file.
 
 Errors: unknown container, missing encoder or bad settings -> ConfigError at construction; an
-item that is not an AudioFrame or VideoFrame, audio of more than 8 channels, or an encoder or
-muxer failure -> FormatError naming the node.
+item that is not an AudioFrame or VideoFrame, audio of more channels than FFmpeg's resampler
+takes (``MAX_CHANNELS``, 64) or than the encoder takes, or an encoder or muxer failure ->
+FormatError naming the node; a file that cannot be created or renamed -> ConfigError.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import os
+import secrets
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
 from fractions import Fraction
@@ -53,16 +65,18 @@ from av.video.stream import VideoStream
 from stream.errors import ConfigError, FormatError, StreamError
 from stream.frames import AudioFrame, VideoFrame
 from stream.kernel import config_error
+from stream.kernel_node import check_audio
 from stream.node import Node
 
 from ..sources.file import (
     AV_ERRORS,
-    MAX_LAYOUT_CHANNELS,
+    MAX_CHANNELS,
     AudioConverter,
     av_reason,
     default_layout,
 )
 from ..sources.signals import check_int
+from ..video.base import check_video
 
 if TYPE_CHECKING:
     from av.container import OutputContainer
@@ -235,7 +249,15 @@ class FileSink(Node):
         self.sample_rate = sample_rate
         self.bit_rate = bit_rate
         self.options = {k: str(v) for k, v in (options or {}).items()}
+        #: where the last run that ended without flush() left its file (STEM.partial.EXT)
+        self.partial_path: str | None = None
         self._reset()
+
+    @property
+    def partial_name(self) -> str:
+        """``path`` with ``.partial`` before its extension: where an unfinished run's file goes."""
+        root, ext = os.path.splitext(self._target())
+        return f"{root}.partial{ext}"
 
     def params(self) -> dict[str, Any]:
         return {
@@ -253,6 +275,7 @@ class FileSink(Node):
     def _reset(self) -> None:
         self._held: list[AudioFrame | VideoFrame] = []
         self._container: OutputContainer | None = None
+        self._temp: str | None = None  # the file being written, until it is put in place
         self._audio: AudioStream | None = None
         self._converter: AudioConverter | None = None
         self._audio_origin = 0
@@ -269,16 +292,16 @@ class FileSink(Node):
         parent = Path(self.path).parent
         if not parent.is_dir():
             raise config_error(self.name, f"the folder of {self.path!r} does not exist")
-        self._finish()  # a file left open by an earlier run is completed first
+        self._finish(complete=False)  # a file left open by an earlier run is completed first
 
     def process(self, item: Any) -> None:
         if isinstance(item, AudioFrame):
+            check_audio(self.name, item, fltp=False)  # frames are mutable: look at what came
             kind, codec = "audio", self.plan.audio_codec
-            if item.channels > MAX_LAYOUT_CHANNELS:
-                raise self._error(
-                    f"takes up to {MAX_LAYOUT_CHANNELS} channels, got {item.channels}"
-                )
+            if item.channels > MAX_CHANNELS:
+                raise self._error(f"takes up to {MAX_CHANNELS} channels, got {item.channels}")
         elif isinstance(item, VideoFrame):
+            check_video(self.name, item)
             kind, codec = "video", self.plan.video_codec
         else:
             raise self._error(f"expected an AudioFrame or VideoFrame, got {type(item).__name__}")
@@ -293,10 +316,12 @@ class FileSink(Node):
         self._write(item)
 
     def flush(self) -> None:
-        self._finish()
+        """End of stream: finish the file and put it at ``path``."""
+        self._finish(complete=True)
 
     def cleanup(self) -> None:
-        self._finish()
+        """Without a flush() first (an error, a cancellation) the file goes to ``partial_name``."""
+        self._finish(complete=False)
 
     # -- writing -----------------------------------------------------------------------------
 
@@ -324,9 +349,12 @@ class FileSink(Node):
         video = [f for f in held if isinstance(f, VideoFrame)]
         times = [t for t in map(media_time, held) if t is not None]
         self._t0 = min(times, default=0.0)
+        target = self._target()
+        temp = self._create_temp(target)
         try:
-            container = av.open(self.path, "w", format=self.plan.muxer)
+            container = av.open(temp or target, "w", format=self.plan.muxer)
         except AV_ERRORS as exc:
+            self._discard(temp)
             raise self._error(
                 f"cannot create {self.path!r}: {av_reason(exc)}", ConfigError
             ) from exc
@@ -338,8 +366,9 @@ class FileSink(Node):
         except BaseException:
             self._reset()
             container.close()
+            self._discard(temp)  # nothing was written: no file, not even a partial one
             raise
-        self._container = container
+        self._container, self._temp, self.partial_path = container, temp, None
         for frame in held:
             self._write(frame)
 
@@ -444,28 +473,89 @@ class FileSink(Node):
         self._video_count += 1
         self._container.mux(stream.encode(out))
 
-    def _finish(self) -> None:
-        """Write what is held, drain converter and encoders, write the trailer, close the file."""
+    def _finish(self, complete: bool) -> None:
+        """Write what is held, drain converter and encoders, write the trailer, close the file,
+        then put it at ``path`` (``complete``) or at ``partial_name``."""
         if self._container is None:
             self._open()
-        container = self._container
+        container, temp = self._container, self._temp
         if container is None:
             return
         try:
-            if self._audio is not None and self._converter is not None:
-                for out in self._converter.flush():
-                    self._encode_audio(out)
-                container.mux(self._audio.encode(None))
-            if self._video is not None:
-                container.mux(self._video.encode(None))
-        except AV_ERRORS as exc:
-            raise self._error(f"cannot finish {self.path!r}: {av_reason(exc)}") from exc
-        finally:
-            self._reset()
             try:
+                if self._audio is not None and self._converter is not None:
+                    for out in self._converter.flush():
+                        self._encode_audio(out)
+                    container.mux(self._audio.encode(None))
+                if self._video is not None:
+                    container.mux(self._video.encode(None))
+            finally:
+                self._reset()
                 container.close()
-            except AV_ERRORS as exc:
-                raise self._error(f"cannot close {self.path!r}: {av_reason(exc)}") from exc
+        except BaseException as exc:
+            self._settle(temp, complete=False)  # the file misses its end: partial, whatever asked
+            if isinstance(exc, AV_ERRORS):
+                raise self._error(f"cannot finish {self.path!r}: {av_reason(exc)}") from exc
+            raise
+        self._settle(temp, complete)
+
+    # -- the file's name ---------------------------------------------------------------------
+
+    def _target(self) -> str:
+        """The file ``path`` names: a symlink is written through, so its target is replaced."""
+        return os.path.realpath(self.path) if os.path.islink(self.path) else self.path
+
+    def _create_temp(self, target: str) -> str | None:
+        """A new, empty file beside ``target`` to write into (same folder: the rename is atomic),
+        with the mode ``target`` has; None when ``target`` is not a regular file to replace."""
+        try:
+            mode = os.stat(target).st_mode
+        except FileNotFoundError:
+            mode = None
+        except OSError as exc:
+            raise self._error(f"cannot create {self.path!r}: {exc.strerror}", ConfigError) from exc
+        if mode is not None and not stat.S_ISREG(mode):
+            return None  # /dev/null, a FIFO: written as they are, a rename would replace them
+        folder, name = os.path.split(target)
+        for _ in range(100):
+            temp = os.path.join(folder, f".{name}.{secrets.token_hex(4)}.part")
+            try:  # 0o666 less the umask, as a plain open() would create it
+                fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+            except FileExistsError:
+                continue
+            except OSError as exc:
+                raise self._error(
+                    f"cannot create a file beside {self.path!r}: {exc.strerror}", ConfigError
+                ) from exc
+            try:
+                if mode is not None:
+                    os.fchmod(fd, stat.S_IMODE(mode))
+            finally:
+                os.close(fd)
+            return temp
+        raise self._error(f"cannot create a file beside {self.path!r}", ConfigError)
+
+    def _settle(self, temp: str | None, complete: bool) -> None:
+        """Move the finished ``temp`` to ``path`` (complete) or to ``partial_name``."""
+        if temp is None:
+            return
+        dest = self._target() if complete else self.partial_name
+        try:
+            os.replace(temp, dest)
+        except OSError as exc:
+            raise self._error(
+                f"cannot move the written file to {dest!r}: {exc.strerror}; it is in {temp!r}",
+                ConfigError,
+            ) from exc
+        if not complete:
+            self.partial_path = dest
+            log.info("%s: the stream did not end; what was written is in %s", self.name, dest)
+
+    @staticmethod
+    def _discard(temp: str | None) -> None:
+        if temp is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temp)
 
 
 __all__ = ["CONTAINERS", "ContainerPlan", "FileSink", "pick_rate", "plan_container"]

@@ -13,12 +13,28 @@ timestamp, so they stay continuous whatever frame sizes the decoder or the conve
 Video frames keep the file's pts and time_base (``VideoFrame.from_av``); attached pictures (cover
 art) are not video and are skipped.
 
+Audio of up to ``MAX_CHANNELS`` (64, FFmpeg's resampler's limit) channels is read; 1 to 8 get
+FFmpeg's default layout (mono ... 7.1) when the file names none, more stay unordered
+(``"N channels"``). A file of more channels is a FormatError at ``initialize()``.
+
 Errors: bad settings are ConfigError. A missing or unreadable file, data FFmpeg cannot parse or
-decode, a corrupt packet, no stream of the selected kinds, or a file shorter than its header
-declares (truncated) are FormatError with a one-line message naming the node and the path;
-FFmpeg's exceptions are mapped here and never escape. Truncation is noticed where the file
-declares its length: WAV data-chunk sizes, and the durations of FLAC, Ogg, Matroska, MP4/MOV and
-MP3 (Xing/LAME header) streams, allowing ``max(0.1 s, 5 %)`` of slack for codec delay and padding.
+decode, a corrupt packet, no stream of the selected kinds, or a file shorter than it says
+(truncated) are FormatError with a one-line message naming the node and the path; FFmpeg's
+exceptions are mapped here and never escape. What each container lets us notice of a cut file:
+
+- WAV: the data chunk's size (at ``initialize()``), and a sample cut in half (a corrupt packet).
+- FLAC: the sample count in STREAMINFO; a frame cut short also fails to decode.
+- Ogg (.ogg, .opus, .oga): a complete file ends with a whole page flagged end-of-stream; a file
+  whose last page is cut short or lacks the flag is truncated (at ``initialize()``). FFmpeg
+  itself drops a cut page without a word, and the duration it reports is the cut file's.
+- Matroska/WebM and MP4/MOV/M4A: the durations in the header, allowing ``max(0.1 s, 5 %)`` of
+  slack for codec delay and padding; an MP4 cut before its ``moov`` (written last by default)
+  does not open at all.
+- MP3: the frame count of a Xing/LAME header (LAME and FFmpeg write one), and a last frame
+  shorter than its header says. Without a Xing header a cut on a frame boundary is not
+  detectable: nothing in the file says how long it was.
+- ADTS AAC (.aac): a frame cut short fails to decode; like MP3 without Xing, a cut on a frame
+  boundary is not detectable.
 """
 
 from __future__ import annotations
@@ -31,6 +47,7 @@ from typing import TYPE_CHECKING, Any
 
 import av
 import numpy as np
+from av.audio.stream import AudioStream
 
 from stream.errors import FormatError
 from stream.frames import AudioFrame, VideoFrame, audio_frame_unchecked
@@ -49,8 +66,11 @@ _DECLARES_LENGTH = {"flac", "ogg", "matroska,webm", "mov,mp4,m4a,3gp,3g2,mj2", "
 _TRUNCATION_SLACK_S = 0.1
 _TRUNCATION_SLACK_RATIO = 0.05
 
-# FFmpeg has a default channel layout (mono, stereo ... 7.1) for 1 to 8 channels.
+# FFmpeg's default channel layouts used here (mono, stereo ... 7.1), for 1 to 8 channels.
 MAX_LAYOUT_CHANNELS = 8
+# FFmpeg's resampler (SWR_CH_MAX) converts at most this many channels.
+MAX_CHANNELS = 64
+_OGG_MAX_PAGE = 27 + 255 + 255 * 255  # header, segment table, data
 
 AV_ERRORS: tuple[type[Exception], ...] = (av.FFmpegError, OSError)
 
@@ -62,8 +82,12 @@ def av_reason(exc: BaseException) -> str:
 
 
 def default_layout(channels: int) -> str:
-    """FFmpeg's default channel layout for 1 to 8 channels (mono, stereo ... 7.1)."""
-    return av.AudioLayout(f"{channels}c").name
+    """FFmpeg's default channel layout for 1 to 8 channels (mono, stereo ... 7.1); beyond, the
+    unordered ``"N channels"`` (FFmpeg's defaults above 8, 9.1.6 and 22.2, would make the
+    resampler remix channels that carry no such meaning)."""
+    if channels <= MAX_LAYOUT_CHANNELS:
+        return av.AudioLayout(f"{channels}c").name
+    return f"{channels} channels"
 
 
 class AudioConverter:
@@ -139,7 +163,8 @@ class _AudioTrack:
                 layout = default_layout(frame.layout.nb_channels)  # unordered: the default order
             else:
                 layout = frame.layout.name
-            self.converter = AudioConverter("fltp", layout, rate)
+            # packed: PyAV 18 reads past the planes of 8 or more (AudioFrame.from_av says why)
+            self.converter = AudioConverter("flt", layout, rate)
             if frame.pts is not None and frame.time_base is not None:
                 self.origin = round(frame.pts * frame.time_base * rate)
         return [self._stamp(f) for f in self.converter.convert(frame)]
@@ -152,7 +177,8 @@ class _AudioTrack:
     def _stamp(self, frame: av.AudioFrame) -> tuple[float, AudioFrame]:
         assert self.converter is not None
         rate = self.converter.rate
-        samples = np.ascontiguousarray(frame.to_ndarray(), dtype=np.float32)
+        interleaved = frame.to_ndarray().reshape(-1, frame.layout.nb_channels)
+        samples = np.ascontiguousarray(interleaved.T, dtype=np.float32)
         pts = self.origin + self.count
         self.count += samples.shape[1]
         return pts / rate, audio_frame_unchecked(samples, rate, pts, Fraction(1, rate))
@@ -162,7 +188,7 @@ class FileSource(Source):
     """Decode ``path_or_url`` (a file path or any URL FFmpeg opens) into frames.
 
     ``audio``/``video`` select the kinds to decode (FFmpeg's best stream of each kind; the file
-    must hold at least one selected kind). ``sample_rate`` (Hz) and ``channels`` (1 to 8) convert
+    must hold at least one selected kind). ``sample_rate`` (Hz) and ``channels`` (1 to 64) convert
     the audio (see the module docstring for the one-format rule). ``realtime=True`` paces frames
     by their timestamps, as a live source would deliver them. ``initialize()`` opens and checks
     the file, so a missing or unreadable file fails at setup. Raises ConfigError for bad settings
@@ -193,7 +219,7 @@ class FileSource(Source):
         if sample_rate is not None:
             check_int(self.name, "sample_rate", sample_rate, 1)
         if channels is not None:
-            check_int(self.name, "channels", channels, 1, MAX_LAYOUT_CHANNELS)
+            check_int(self.name, "channels", channels, 1, MAX_CHANNELS)
         self.path = os.fspath(path_or_url)
         self.realtime = realtime
         self.audio = audio
@@ -235,9 +261,16 @@ class FileSource(Source):
         except AV_ERRORS as exc:
             raise self._error(f"cannot open: {av_reason(exc)}") from exc
         try:
-            self._streams(container)
+            for stream in self._streams(container):
+                channels = stream.codec_context.channels if isinstance(stream, AudioStream) else 0
+                if channels > MAX_CHANNELS:
+                    raise self._error(
+                        f"{channels} audio channels; FFmpeg's resampler takes up to {MAX_CHANNELS}"
+                    )
             if container.format.name == "wav":
                 self._check_wav_size()
+            elif container.format.name == "ogg":
+                self._check_ogg_end()
         except BaseException:
             container.close()
             raise
@@ -286,6 +319,38 @@ class FileSource(Source):
                     return
                 pos += 8 + chunk_size + (chunk_size & 1)
 
+    def _check_ogg_end(self) -> None:
+        """A whole Ogg file ends with a whole page flagged end-of-stream; FFmpeg reads a cut one
+        to its last whole page without a word (and reports that page's time as the duration)."""
+        if not os.path.isfile(self.path):
+            return
+        size = os.path.getsize(self.path)
+        with open(self.path, "rb") as f:
+            f.seek(max(0, size - 2 * _OGG_MAX_PAGE))  # the last whole page starts in here
+            tail = f.read()
+        end = len(tail)
+        cut: tuple[int, int] | None = None  # (bytes present, bytes the page declares)
+        while (at := tail.rfind(b"OggS", 0, end)) >= 0:
+            end = at
+            page = _ogg_page(tail, at)
+            if page is None:
+                continue
+            length, flags = page
+            if at + length > len(tail):
+                cut = cut or (len(tail) - at, length)
+                continue
+            if _ogg_crc(tail[at : at + length]) != _ogg_page_crc(tail, at):
+                continue  # "OggS" inside some packet's data, not a page
+            if cut is not None:
+                raise self._error(
+                    f"truncated: the last Ogg page holds {cut[0]} of its {cut[1]} bytes"
+                )
+            if not flags & 0x04:
+                raise self._error("truncated: the file ends without the Ogg end-of-stream page")
+            return
+        if cut is not None:  # not one whole page at the end: FFmpeg may still have opened it
+            raise self._error(f"truncated: the last Ogg page holds {cut[0]} of its {cut[1]} bytes")
+
     async def stream(self, items: AsyncIterator[Any] | None) -> AsyncIterator[Any]:
         container, self._container = self._container or self._open(), None
         pacer = RealtimePacer() if self.realtime else None
@@ -306,6 +371,8 @@ class FileSource(Source):
         track = _AudioTrack(self.sample_rate, self.channels)
         video_end: float | None = None
         streams: list[Stream] = []
+        raw_mp3 = container.format.name == "mp3"
+        last_audio: av.Packet[Stream] | None = None
         try:
             streams = self._streams(container)
             for stream in streams:
@@ -316,6 +383,8 @@ class FileSource(Source):
                     pts, tb = packet.pts, packet.time_base
                     at = f" at {float(pts * tb):.3f} s" if pts is not None and tb else ""
                     raise self._error(f"corrupt {packet.stream.type} packet{at}")
+                if raw_mp3 and packet.stream.type == "audio" and packet.size:
+                    last_audio = packet
                 for frame in packet.decode():
                     if isinstance(frame, av.AudioFrame):
                         yield from track.frames(frame)
@@ -329,6 +398,12 @@ class FileSource(Source):
             yield from track.flush()
         except AV_ERRORS as exc:
             raise self._error(f"cannot decode: {av_reason(exc)}") from exc
+        if last_audio is not None:
+            declared = _mpeg_audio_frame_size(bytes(last_audio)[:4])
+            if declared is not None and last_audio.size < declared:
+                raise self._error(
+                    f"truncated: the last MP3 frame holds {last_audio.size} of its {declared} bytes"
+                )
         self._check_length(container, streams, track.end_s, video_end)
 
     def _check_length(
@@ -365,4 +440,71 @@ class FileSource(Source):
                 )
 
 
-__all__ = ["AudioConverter", "FileSource", "av_reason", "default_layout"]
+def _ogg_page(data: bytes, at: int) -> tuple[int, int] | None:
+    """(length, header flags) of the Ogg page whose header starts at ``at``, or None when the
+    bytes there are not a page header (RFC 3533: version 0, flags 0..7, then the lacing)."""
+    if at + 27 > len(data) or data[at + 4] != 0 or data[at + 5] > 7:
+        return None
+    segments = data[at + 26]
+    if at + 27 + segments > len(data):
+        return 27 + segments + 255 * segments, data[at + 5]  # cut in its lacing: at least this
+    return 27 + segments + sum(data[at + 27 : at + 27 + segments]), data[at + 5]
+
+
+def _ogg_page_crc(data: bytes, at: int) -> int:
+    return int.from_bytes(data[at + 22 : at + 26], "little")
+
+
+def _make_ogg_crc_table() -> tuple[int, ...]:
+    table = []
+    for byte in range(256):  # CRC-32, polynomial 0x04C11DB7, not reflected (RFC 3533)
+        crc = byte << 24
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x04C11DB7) if crc & 0x80000000 else crc << 1
+        table.append(crc & 0xFFFFFFFF)
+    return tuple(table)
+
+
+_OGG_CRC_TABLE = _make_ogg_crc_table()
+
+
+def _ogg_crc(page: bytes) -> int:
+    """The checksum of an Ogg page, computed with its own checksum field as zeros."""
+    crc = 0
+    table = _OGG_CRC_TABLE
+    for byte in page[:22] + bytes(4) + page[26:]:
+        crc = ((crc << 8) & 0xFFFFFFFF) ^ table[(crc >> 24) ^ byte]
+    return crc
+
+
+# MPEG audio bit rates (kbit/s) by (MPEG-1 or not, layer) and the header's 4-bit index.
+_MPA_KBPS = {
+    (True, 1): (0, 32, 64, 96, 128, 160, 192, 224, 256, 288, 320, 352, 384, 416, 448),
+    (True, 2): (0, 32, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320, 384),
+    (True, 3): (0, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320),
+    (False, 1): (0, 32, 48, 56, 64, 80, 96, 112, 128, 144, 160, 176, 192, 224, 256),
+    (False, 2): (0, 8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160),
+    (False, 3): (0, 8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160),
+}
+_MPA_RATES = {3: (44100, 48000, 32000), 2: (22050, 24000, 16000), 0: (11025, 12000, 8000)}
+
+
+def _mpeg_audio_frame_size(header: bytes) -> int | None:
+    """The size in bytes of the MPEG audio (MP1/2/3) frame this 4-byte header starts, or None
+    when it is not a header with a known size (free-format bit rate, reserved fields)."""
+    if len(header) < 4 or header[0] != 0xFF or header[1] & 0xE0 != 0xE0:
+        return None
+    version, layer = (header[1] >> 3) & 3, 4 - ((header[1] >> 1) & 3)
+    rate_index, kbps_index = (header[2] >> 2) & 3, header[2] >> 4
+    if version == 1 or layer == 4 or rate_index == 3 or kbps_index in (0, 15):
+        return None
+    mpeg1 = version == 3
+    bit_rate = _MPA_KBPS[mpeg1, layer][kbps_index] * 1000
+    rate = _MPA_RATES[version][rate_index]
+    padding = (header[2] >> 1) & 1
+    if layer == 1:
+        return (12 * bit_rate // rate + padding) * 4
+    return (144 if mpeg1 or layer == 2 else 72) * bit_rate // rate + padding
+
+
+__all__ = ["MAX_CHANNELS", "AudioConverter", "FileSource", "av_reason", "default_layout"]

@@ -205,10 +205,13 @@ class FailAt(Node):
 
 @pytest.mark.parametrize("ext", ["wav", "flac", "m4a", "ogg", "mp4"])
 async def test_a_failing_pipeline_leaves_a_finished_file(tmp_path: Path, ext: str) -> None:
-    path = tmp_path / f"partial.{ext}"
+    sink = FileSink(tmp_path / f"out.{ext}")
     source = AVSource(seconds=2.0) if ext == "mp4" else ToneSource(duration_s=2.0)
     with pytest.raises(NodeError, match="boom"):
-        await Pipeline([source, FailAt(40), FileSink(path)]).run()
+        await Pipeline([source, FailAt(40), sink]).run()
+    assert not (tmp_path / f"out.{ext}").exists()  # named as partial, not as the output
+    path = tmp_path / f"out.partial.{ext}"
+    assert sink.partial_path == str(path)
     got = decode(path)  # decodable: trailer written, container closed
     if ext in ("wav", "flac"):
         assert got.audio.shape[1] == 40 * 960  # exactly the frames that reached the sink
@@ -231,13 +234,14 @@ class _null:
 
 
 async def test_a_cancelled_pipeline_leaves_a_finished_file(tmp_path: Path) -> None:
-    path = tmp_path / "live.wav"
-    pipeline = Pipeline([ToneSource(realtime=True), FileSink(path)])  # endless, paced
+    pipeline = Pipeline([ToneSource(realtime=True), FileSink(tmp_path / "live.wav")])  # endless
     task = asyncio.create_task(pipeline.run())
     await asyncio.sleep(0.25)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+    assert not (tmp_path / "live.wav").exists()  # no flush(): the stream did not end
+    path = tmp_path / "live.partial.wav"
     with wave.open(str(path)) as w:
         frames = w.getnframes()
         assert w.getframerate() == 48000 and 0.1 * 48000 < frames < 0.6 * 48000
@@ -265,10 +269,12 @@ async def test_bad_items_are_format_errors_naming_the_node(tmp_path: Path) -> No
         await run_node(FileSink(tmp_path / "x.wav", name="sink"), ["not a frame"])
     assert isinstance(info.value.__cause__, FormatError)
     assert info.value.stage == "sink" and "str" in str(info.value)
-    nine = AudioFrame(np.zeros((9, 480), np.float32), 48000)
+    nine = AudioFrame(np.zeros((9, 480), np.float32), 48000)  # FLAC holds up to 8 channels
     with pytest.raises(NodeError) as info:
-        await run_node(FileSink(tmp_path / "y.wav", name="sink"), [nine])
-    assert isinstance(info.value.__cause__, FormatError) and "8 channels" in str(info.value)
+        await run_node(FileSink(tmp_path / "y.flac", name="sink"), [nine])
+    assert isinstance(info.value.__cause__, FormatError)
+    assert "flac encoder cannot take 9 channels" in str(info.value)
+    assert not (tmp_path / "y.flac").exists() and not (tmp_path / "y.partial.flac").exists()
 
 
 @needs_mp3

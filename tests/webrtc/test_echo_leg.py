@@ -263,7 +263,9 @@ def run_leg(hosts: Any, start_server: Any, tmp_path: Path) -> Leg:
             "params": {"path": str(out_path), "seconds": FAR_S, "rate": AEC_RATE},
         },
     ]
-    server = start_server("--pipeline", manifest(tmp_path, nodes, "echo"))
+    server = start_server(
+        "--allow-module", "webrtc.echo_nodes", "--pipeline", manifest(tmp_path, nodes, "echo")
+    )
     near = near_end()
     room = Room(room_response())
     speaker = Loudspeaker()

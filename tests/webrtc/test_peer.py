@@ -128,6 +128,8 @@ async def _audio_and_video(seconds: float) -> Any:
 
 def test_video_comes_back_transformed(hosts: Any, start_server: Any, tmp_path: Path) -> None:
     server = start_server(
+        "--allow-module",
+        "webrtc.nodes",
         "--pipeline",
         manifest(tmp_path, [{"type": "webrtc.nodes:InvertVideo", "name": "invert"}]),
     )
