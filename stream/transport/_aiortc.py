@@ -1,6 +1,6 @@
 """The narrow seams into aiortc and aioice internals, all in one place.
 
-aiortc has no public option for three things this transport needs:
+aiortc has no public option for four things this transport needs:
 
 - *Which addresses ICE gathers host candidates from.* aioice's ``Connection.gather_candidates``
   calls the module function ``aioice.ice.get_host_addresses``; we wrap that function once, and the
@@ -10,6 +10,10 @@ aiortc has no public option for three things this transport needs:
 - *The audio jitter buffer.* ``RTCRtpReceiver`` builds ``JitterBuffer(capacity=16, prefetch=4)``,
   which holds every packet until four newer ones arrived: 80 ms of latency on a clean network.
   ``use_jitter_buffer`` swaps in ``AdaptiveAudioJitterBuffer`` on a receiver.
+- *Text messages that are not UTF-8.* aiortc decodes a text message itself, inside its DTLS
+  receive loop; a peer's invalid UTF-8 raised there and ended the session. We wrap
+  ``RTCSctpTransport._data_channel_receive`` once: such a message goes on as binary, which the
+  application refuses with an answer (``control.handle``).
 - *No STUN server by default.* ``RTCConfiguration(iceServers=None)`` means Google's public STUN
   server; ``rtc_configuration`` always passes an explicit list (empty unless configured).
 """
@@ -27,6 +31,7 @@ import aioice.ice
 import ifaddr
 from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection
 from aiortc.jitterbuffer import JitterBuffer, JitterFrame
+from aiortc.rtcsctptransport import WEBRTC_BINARY, WEBRTC_STRING, RTCSctpTransport
 from aiortc.rtp import RtpPacket
 from aiortc.utils import uint16_add, uint16_gte
 
@@ -59,6 +64,23 @@ def _family_ok(address: str, use_ipv4: bool, use_ipv6: bool) -> bool:
 
 if getattr(aioice.ice.get_host_addresses, "__name__", "") != _pinned_get_host_addresses.__name__:
     aioice.ice.get_host_addresses = _pinned_get_host_addresses
+
+_original_data_channel_receive = RTCSctpTransport._data_channel_receive
+
+
+async def _utf8_checked_data_channel_receive(
+    self: RTCSctpTransport, stream_id: int, pp_id: int, data: bytes
+) -> None:
+    if pp_id == WEBRTC_STRING:
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError:
+            pp_id = WEBRTC_BINARY
+    await _original_data_channel_receive(self, stream_id, pp_id, data)
+
+
+if RTCSctpTransport._data_channel_receive.__name__ != _utf8_checked_data_channel_receive.__name__:
+    RTCSctpTransport._data_channel_receive = _utf8_checked_data_channel_receive  # type: ignore[method-assign]
 
 
 def resolve_host_addresses(spec: Iterable[str]) -> frozenset[str]:

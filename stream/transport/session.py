@@ -268,7 +268,15 @@ class Session:
 
     def _on_message(self, message: str | bytes) -> None:
         self.last_activity = time.monotonic()
-        for answer in control.handle(message, self):
+        # aiortc calls this inside its DTLS receive loop: an exception escaping here stops that
+        # loop, and with it the media and the session. control.handle() answers everything a
+        # peer can send; the guard is for a bug in it, which must not end the session either.
+        try:
+            answers = control.handle(message, self)
+        except Exception:
+            log.exception("session %s: control message handler failed", self.id)
+            answers = [control.error("internal error, logged by the server")]
+        for answer in answers:
             self.send(answer)
 
     def _on_connection_state(self) -> None:
