@@ -9,6 +9,7 @@ import numpy as np
 import numpy.typing as npt
 
 from .errors import ConfigError, FormatError, StreamError
+from .frames import as_int, rate_problem, samples_problem
 
 Block = npt.NDArray[np.float32]
 
@@ -25,21 +26,11 @@ class PyKernel:
         err.stage = self.stage
         return err
 
-    def check(self, samples: Any, sample_rate: int) -> Block:
-        """Validate one block in the contract's order; returns it C-contiguous."""
-        if not isinstance(samples, np.ndarray) or samples.dtype != np.float32 or samples.ndim != 2:
-            dtype = getattr(samples, "dtype", type(samples).__name__)
-            ndim = getattr(samples, "ndim", 0)
-            raise self.error(
-                FormatError,
-                "expected a float32 array of shape (channels, samples), "
-                f"got {dtype} with {ndim} dimension(s)",
-            )
-        channels, n = samples.shape
-        if channels == 0 or n == 0:
-            raise self.error(FormatError, f"empty frame ({channels} channels, {n} samples)")
-        if sample_rate <= 0:
-            raise self.error(FormatError, f"invalid sample rate {sample_rate}")
+    def check(self, samples: Any, sample_rate: Any) -> Block:
+        """Validate one block in the contract's order (checks 1 to 4); returns it C-contiguous."""
+        problem = samples_problem(samples, float_only=True) or rate_problem(sample_rate)
+        if problem is not None:
+            raise self.error(FormatError, problem)
         # A finite sum proves every sample finite (NaN and inf propagate); only a non-finite sum,
         # which a huge finite signal can also give, needs the elementwise look.
         if not math.isfinite(samples.sum()):
@@ -49,8 +40,16 @@ class PyKernel:
                 raise self.error(FormatError, f"non-finite sample at channel {c}, index {i}")
         return np.ascontiguousarray(samples)
 
+    def rate(self, sample_rate: Any) -> int:
+        """``sample_rate`` as an int, checked as check 3 of the contract does."""
+        problem = rate_problem(sample_rate)
+        if problem is not None:
+            raise self.error(FormatError, problem)
+        return as_int(sample_rate)  # type: ignore[return-value]
+
     def process(self, samples: Any, sample_rate: int) -> list[Block]:
-        return self._process(self.check(samples, sample_rate), int(sample_rate))
+        block = self.check(samples, sample_rate)
+        return self._process(block, self.rate(sample_rate))
 
     def _process(self, block: Block, rate: int) -> list[Block]:
         return [block.copy()]
@@ -63,7 +62,7 @@ class PyKernel:
         return None
 
     def output_rate(self, input_rate: int) -> int:
-        return input_rate
+        return self.rate(input_rate)
 
 
 class StreamFormat:

@@ -1,13 +1,16 @@
 """Audio stages backed by a kernel (Rust or its Python twin), and fused runs of native kernels.
 
-A ``KernelNode`` checks that it was given float32 planar audio (video frames pass through
-untouched, so audio stages sit in an audio+video stream), hands the block to its kernel and
-stamps the outputs: stages that keep the frame size keep the input's pts; stages that re-time audio
-(resampling, re-chunking) stamp outputs from a sample clock, so pts stay continuous.
+A ``KernelNode`` checks that it was given a float32 planar AudioFrame with good timing (video
+frames pass through untouched, so audio stages sit in an audio+video stream), hands the block to
+its kernel, which checks the samples and the rate (docs/kernels.md, the same words on both
+backends), and stamps the outputs: stages that keep the frame size keep the input's pts; stages
+that re-time audio (resampling, re-chunking) stamp outputs from a sample clock, so pts stay
+continuous.
 """
 
 from __future__ import annotations
 
+import operator
 from fractions import Fraction
 from typing import Any, ClassVar
 
@@ -15,7 +18,16 @@ import numpy as np
 
 from .engine import make_chain, resolve_mode, select_kernel
 from .errors import FormatError
-from .frames import AudioFrame, VideoFrame, audio_frame_unchecked
+from .frames import (
+    MAX_CHANNELS,
+    MAX_SAMPLE_RATE,
+    AudioFrame,
+    VideoFrame,
+    audio_frame_unchecked,
+    rate_problem,
+    samples_problem,
+    timing_problem,
+)
 from .node import Node
 
 
@@ -53,22 +65,74 @@ def _stage_error(stage: str, message: str) -> FormatError:
     return err
 
 
-def _check_audio(stage: str, frame: Any) -> AudioFrame | None:
-    """The frame if it is float32 planar audio; None for video, which audio stages pass on."""
-    if not isinstance(frame, AudioFrame):
-        if isinstance(frame, VideoFrame):
+_F32 = np.dtype(np.float32)
+
+
+def check_audio(stage: str, item: Any, what: str = "", fltp: bool = True) -> AudioFrame | None:
+    """``item`` if it is an AudioFrame that holds what a frame may hold (stream.frames) and, with
+    ``fltp``, float32 planar audio; None for video, which audio stages pass on. Anything else is
+    a FormatError naming ``stage``, its message prefixed by ``what`` (e.g. ``"input 2: "``).
+
+    The constructor checked the frame, but frames are mutable: this is the stage's own look at
+    what it was handed. Sample values (NaN, inf) are the kernels' check 4.
+    """
+    if type(item) is AudioFrame:
+        samples, rate, pts, tb = item.samples, item.sample_rate, item.pts, item.time_base
+        # The common case in a handful of reads; anything unusual takes the long way.
+        if (
+            fltp
+            and item.planar
+            and type(samples) is np.ndarray
+            and samples.dtype is _F32
+            and len(shape := samples.shape) == 2
+            and 0 < shape[0] <= MAX_CHANNELS
+            and shape[1]
+            and type(rate) is int
+            and 0 < rate <= MAX_SAMPLE_RATE
+            and (pts is None or type(pts) is int)
+            and (tb is None or (type(tb) is Fraction and tb.numerator > 0))
+        ):
+            return item
+    elif not isinstance(item, AudioFrame):
+        if isinstance(item, VideoFrame):
             return None
-        raise _stage_error(stage, f"expected an AudioFrame, got {type(frame).__name__}")
-    samples = frame.samples
-    if not frame.planar or samples.dtype != np.float32:
-        known = samples.dtype in (np.float32, np.int16)
-        got = frame.format if known else f"{samples.dtype} samples"
-        raise _stage_error(
-            stage,
-            f"expects float32 planar audio (fltp), got {got}; "
-            "put FormatConvert(format='fltp') before it",
+        raise _stage_error(stage, f"{what}expected an AudioFrame, got {type(item).__name__}")
+    samples = item.samples
+    problem: str | None
+    if fltp and not samples_problem(samples, item.planar) and item.format != "fltp":
+        problem = (
+            f"expects float32 planar audio (fltp), got {item.format}; "
+            "put FormatConvert(format='fltp') before it"
         )
-    return frame
+    else:
+        problem = samples_problem(samples, item.planar, float_only=fltp)
+    problem = problem or rate_problem(item.sample_rate) or timing_problem(item.pts, item.time_base)
+    if problem is not None:
+        raise _stage_error(stage, what + problem)
+    # Numpy integers become plain ints, as the constructor makes them (PyAV, JSON want ints).
+    item.sample_rate = operator.index(item.sample_rate)
+    if item.pts is not None:
+        item.pts = operator.index(item.pts)
+    return item
+
+
+_check_audio = check_audio  # the name media_nodes.devices.speaker imports it by
+
+
+def _kernel_input(stage: str, item: Any) -> AudioFrame | None:
+    """``check_audio`` for a stage whose kernel checks the samples and rate itself (checks 1 to 4
+    of docs/kernels.md, same words on both twins): a float32 planar frame with good timing goes
+    straight to the kernel; anything else takes the full look."""
+    if type(item) is AudioFrame and item.planar:
+        samples, pts, tb = item.samples, item.pts, item.time_base
+        if (
+            type(samples) is np.ndarray
+            and samples.dtype is _F32
+            and (pts is None or type(pts) is int)
+            and (tb is None or (type(tb) is Fraction and tb.numerator > 0))
+        ):
+            return item
+    return check_audio(stage, item)
 
 
 class _KernelRunner:
@@ -83,6 +147,8 @@ class _KernelRunner:
 
     def _run(self, frame: AudioFrame, blocks: list[Any]) -> list[Any]:
         rate = frame.sample_rate
+        if type(rate) is not int:  # a numpy integer the kernel took: outputs get a plain int
+            rate = operator.index(rate)
         if rate != self._rate_in:
             self._rate_in, self._rate_out = rate, int(self._kernel.output_rate(rate))
         if not self._retimes:
@@ -157,7 +223,7 @@ class KernelNode(_KernelRunner, Node):
         self._rate_in = 0
 
     def process(self, frame: Any) -> list[Any]:
-        audio = _check_audio(self.name, frame)
+        audio = _kernel_input(self.name, frame)
         if audio is None:
             return [frame]
         return self._run(audio, self._kernel.process(audio.samples, audio.sample_rate))
@@ -194,7 +260,7 @@ class FusedSegment(_KernelRunner, Node):
     def process(self, frame: Any) -> list[Any]:
         if self._passthrough_only:
             return [frame]
-        audio = _check_audio(self._first_strict, frame)
+        audio = _kernel_input(self._first_strict, frame)
         if audio is None:
             return [frame]
         return self._run(audio, self._kernel.process(audio.samples, audio.sample_rate))
@@ -206,4 +272,4 @@ class FusedSegment(_KernelRunner, Node):
         self._kernel.reset()
 
 
-__all__ = ["FusedSegment", "KernelNode", "SampleClock"]
+__all__ = ["FusedSegment", "KernelNode", "SampleClock", "check_audio"]

@@ -102,3 +102,94 @@ def test_bad_video_frames_are_format_errors() -> None:
         VideoFrame(np.zeros((4, 4, 3), np.float32))
     with pytest.raises(FormatError, match="shape"):
         VideoFrame(np.zeros((4, 4), np.uint8), "rgb24")
+
+
+# --------------------------------------------------------------------------- what a frame holds
+
+
+@pytest.mark.parametrize(
+    ("samples", "planar", "message"),
+    [
+        (np.zeros((2, 0), np.float32), True, "empty frame (2 channels, 0 samples)"),
+        (np.zeros((0, 16), np.float32), True, "empty frame (0 channels, 16 samples)"),
+        (np.zeros((16, 0), np.int16), False, "empty frame (0 channels, 16 samples)"),
+        (np.zeros((65, 4), np.float32), True, "too many channels (65; at most 64)"),
+        (np.zeros((4, 65), np.int16), False, "too many channels (65; at most 64)"),
+        (np.zeros((1, 2, 4), np.float32), True, "got float32 with 3 dimension(s)"),
+        (np.zeros((1, 4), ">f4"), True, "got >f4 with 2 dimension(s)"),
+    ],
+)
+def test_audio_frame_refuses_what_no_stage_takes(
+    samples: np.ndarray, planar: bool, message: str
+) -> None:
+    with pytest.raises(FormatError) as info:
+        AudioFrame(samples, 48000, planar=planar)
+    assert str(info.value).startswith("AudioFrame: ") and message in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("rate", "shown"),
+    [
+        (0, "0"),
+        (-48000, "-48000"),
+        (768_001, "768001"),
+        (10**9, "1000000000"),
+        (True, "True"),
+        (False, "False"),
+        (48000.0, "48000.0"),
+        (np.float64(16000), "np.float64(16000.0)"),
+        ("48000", "'48000'"),
+        (None, "None"),
+        (Fraction(48000), "Fraction(48000, 1)"),
+    ],
+    ids=repr,
+)
+def test_audio_frame_rate_is_an_int_in_range(rate: object, shown: str) -> None:
+    with pytest.raises(FormatError) as info:
+        AudioFrame(np.zeros((1, 4), np.float32), rate)  # type: ignore[arg-type]
+    assert str(info.value) == (
+        f"AudioFrame: invalid sample rate {shown}; sample_rate must be an int in 1..=768000 Hz"
+    )
+
+
+def test_audio_frame_takes_numpy_ints_as_plain_ints() -> None:
+    frame = AudioFrame(np.zeros((64, 1), np.float32), np.int64(768_000), pts=np.int32(7))
+    assert type(frame.sample_rate) is int and frame.sample_rate == 768_000
+    assert type(frame.pts) is int and frame.pts == 7
+    assert frame.time_base == Fraction(1, 768_000)
+    assert AudioFrame(np.zeros((1, 1), np.int16), 1).sample_rate == 1  # the lowest rate
+
+
+@pytest.mark.parametrize(
+    ("timing", "message"),
+    [
+        ({"pts": 1.5}, "pts must be an int or None, got 1.5"),
+        ({"pts": True}, "pts must be an int or None, got True"),
+        ({"pts": 0, "time_base": 0.5}, "time_base must be a Fraction above 0 or None, got 0.5"),
+        ({"time_base": Fraction(0)}, "time_base must be a Fraction above 0 or None"),
+        ({"time_base": Fraction(-1, 30)}, "time_base must be a Fraction above 0 or None"),
+    ],
+)
+def test_bad_timing_is_a_format_error(timing: dict[str, object], message: str) -> None:
+    with pytest.raises(FormatError, match=f"^AudioFrame: {message}"):
+        AudioFrame(np.zeros((1, 4), np.float32), 48000, **timing)  # type: ignore[arg-type]
+    with pytest.raises(FormatError, match=f"^VideoFrame: {message}"):
+        VideoFrame(np.zeros((2, 2), np.uint8), "gray", **timing)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("pixels", "fmt", "message"),
+    [
+        (np.zeros((0, 0, 3), np.uint8), "rgb24", "empty picture (0x0)"),
+        (np.zeros((4, 0), np.uint8), "gray", "empty picture (0x4)"),
+        (np.zeros((6, 5), np.uint8), "nv12", "nv12 needs an even width and height, got 5x4"),
+        (np.zeros((9, 3), np.uint8), "yuv420p", "yuv420p needs an even width and height, got 3x6"),
+        (np.zeros((4, 4, 3), np.uint8), None, "unsupported pixel format None"),
+    ],
+)
+def test_video_frame_refuses_what_no_video_stage_takes(
+    pixels: np.ndarray, fmt: str, message: str
+) -> None:
+    with pytest.raises(FormatError) as info:
+        VideoFrame(pixels, fmt)
+    assert str(info.value).startswith(f"VideoFrame: {message}")

@@ -23,9 +23,10 @@ from typing import Any
 import numpy as np
 
 from stream.engine import select_kernel
-from stream.errors import FormatError
+from stream.errors import FormatError, StreamError
 from stream.frames import AudioFrame
 from stream.kernel import Block, config_error
+from stream.kernel_node import check_audio
 from stream.node import Node
 
 from .echo_cancel_kernel import FILTER_MS, FRAME_MS, EchoCancelKernel, _check_range
@@ -237,6 +238,7 @@ class EchoCancel(Node):
         MAX_AHEAD_S ahead of the near-end (a live source then drops its oldest)."""
         if not isinstance(item, AudioFrame):
             return  # events and video beside the played audio are not reference
+        check_audio(self.name, item, "reference: ")  # raised by the next near-end frame
         self._incoming.append(item)
         self._incoming_s += item.duration
         self._arrived.set()
@@ -267,8 +269,6 @@ class EchoCancel(Node):
         self._room.set()
 
     def _place(self, item: AudioFrame) -> None:
-        if not item.planar or item.samples.dtype != np.float32:
-            raise self._error(f"reference: expects float32 planar audio, got {item.format}")
         rate = self._ref_rate or item.sample_rate
         if item.sample_rate != rate:
             raise self._error("reference: sample rate changed mid-stream")
@@ -353,8 +353,7 @@ class EchoCancel(Node):
         if not isinstance(item, AudioFrame):
             yield item  # video and other items pass by
             return
-        if not item.planar or item.samples.dtype != np.float32:
-            raise self._error(f"expects float32 planar audio (fltp), got {item.format}")
+        check_audio(self.name, item)
         rate = item.sample_rate
         n = item.samples.shape[1]
         start = self._start(item, rate)
@@ -403,6 +402,8 @@ class EchoCancel(Node):
                 async with asyncio.timeout(left):  # wait_for can swallow a cancel on 3.11
                     await self._arrived.wait()
         if self._ref_error is not None:
+            if isinstance(self._ref_error, StreamError) and self._ref_error.stage == self.name:
+                raise self._ref_error  # our own check of a reference frame, already named
             err = self._error(f"reference failed: {self._ref_error}")
             raise err from self._ref_error
         channels = max(self._ref.shape[0], 1) if self._ref_start is not None else 1

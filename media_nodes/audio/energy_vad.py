@@ -19,7 +19,7 @@ import numpy as np
 
 from stream.frames import AudioFrame, audio_frame_unchecked
 from stream.kernel import Block, PyKernel, StreamFormat, config_error
-from stream.kernel_node import KernelNode, _check_audio
+from stream.kernel_node import KernelNode, check_audio
 
 from .level_meter import as_number
 
@@ -377,7 +377,7 @@ class EnergyVAD(KernelNode):
                 )
 
     def process(self, frame: Any) -> list[Any]:
-        audio = _check_audio(self.name, frame)
+        audio = check_audio(self.name, frame)
         if audio is None:
             return [frame]
         kernel = self._kernel

@@ -14,13 +14,13 @@ import numpy as np
 import numpy.typing as npt
 
 from stream.errors import FormatError
-from stream.frames import SAMPLE_FORMATS, AudioFrame
+from stream.frames import MAX_CHANNELS, SAMPLE_FORMATS, AudioFrame
 from stream.kernel import PyKernel, config_error
-from stream.kernel_node import KernelNode, _check_audio
+from stream.kernel_node import KernelNode, check_audio
 
 
-def _check_format(stage: str, fmt: str) -> None:
-    if fmt not in SAMPLE_FORMATS:
+def _check_format(stage: str, fmt: Any) -> None:
+    if not isinstance(fmt, str) or fmt not in SAMPLE_FORMATS:
         raise config_error(stage, f"format must be one of {list(SAMPLE_FORMATS)}, got {fmt!r}")
 
 
@@ -42,9 +42,11 @@ class FormatConvertKernel(PyKernel):
                 f"got {getattr(samples, 'dtype', type(samples).__name__)} "
                 f"with {getattr(samples, 'ndim', 0)} dimension(s)",
             )
-        if samples.size == 0:
-            c, n = samples.shape if planar else samples.shape[::-1]
+        c, n = samples.shape if planar else samples.shape[::-1]
+        if c == 0 or n == 0:
             raise self.error(FormatError, f"empty frame ({c} channels, {n} samples)")
+        if c > MAX_CHANNELS:
+            raise self.error(FormatError, f"too many channels ({c}; at most {MAX_CHANNELS})")
         planar_in = samples if planar else samples.T
         if dtype == np.float32:
             finite = np.isfinite(planar_in)
@@ -62,7 +64,7 @@ class FormatConvertKernel(PyKernel):
         return np.ascontiguousarray(result, dtype=out_dtype)
 
     def output_rate(self, input_rate: int) -> int:
-        return input_rate
+        return self.rate(input_rate)
 
 
 class FormatConvert(KernelNode):
@@ -84,11 +86,11 @@ class FormatConvert(KernelNode):
         return {"format": self.format}
 
     def process(self, frame: Any) -> list[Any]:
-        if not isinstance(frame, AudioFrame):
-            _check_audio(self.name, frame)  # raises the standard FormatError, unless video
-            return [frame]
-        samples = self._kernel.process(frame.samples, frame.format)
-        return [AudioFrame(samples, frame.sample_rate, frame.pts, frame.time_base, self._planar)]
+        audio = check_audio(self.name, frame, fltp=False)  # any of the four formats
+        if audio is None:
+            return [frame]  # video passes
+        samples = self._kernel.process(audio.samples, audio.format)
+        return [AudioFrame(samples, audio.sample_rate, audio.pts, audio.time_base, self._planar)]
 
     def flush(self) -> list[Any]:
         return []

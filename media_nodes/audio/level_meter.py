@@ -14,7 +14,7 @@ import numpy as np
 import numpy.typing as npt
 
 from stream.kernel import PyKernel, StreamFormat, config_error
-from stream.kernel_node import KernelNode, _check_audio
+from stream.kernel_node import KernelNode, check_audio
 
 FLOOR = 1e-10  # linear levels below this read as FLOOR_DB
 FLOOR_DB = -200.0
@@ -157,7 +157,7 @@ class LevelMeter(KernelNode):
         self._since = None
 
     def process(self, frame: Any) -> list[Any]:
-        audio = _check_audio(self.name, frame)
+        audio = check_audio(self.name, frame)
         if audio is None:
             return [frame]
         levels = self._kernel.process(audio.samples, audio.sample_rate)

@@ -38,8 +38,9 @@ import numpy as np
 from stream.engine import resolve_mode, select_kernel
 from stream.errors import FormatError, StreamError
 from stream.events import Event
-from stream.frames import AudioFrame, VideoFrame, audio_frame_unchecked
+from stream.frames import AudioFrame, VideoFrame, as_int, audio_frame_unchecked
 from stream.kernel import Block, config_error
+from stream.kernel_node import check_audio
 from stream.node import Source
 
 from .level_meter import as_number
@@ -143,10 +144,16 @@ class MixKernel:
                 self.stage,
                 f"expected {len(self._gains)} blocks (one per input), got {len(blocks)}",
             )
-        if not 1 <= channels <= MAX_CHANNELS:
-            raise _format_error(self.stage, f"invalid channel count {channels}")
-        if samples < 1:
-            raise _format_error(self.stage, f"invalid sample count {samples}")
+        # A count that is not an int (a float, a bool) is as invalid as one out of range.
+        count = as_int(channels)
+        if count is None or not 1 <= count <= MAX_CHANNELS:
+            shown = channels if count is None else count
+            raise _format_error(self.stage, f"invalid channel count {shown!r}")
+        length = as_int(samples)
+        if length is None or length < 1:
+            shown = samples if length is None else length
+            raise _format_error(self.stage, f"invalid sample count {shown!r}")
+        channels, samples = count, length
         for k, b in enumerate(blocks):
             if b is not None:
                 self._check_block(k, b, channels, samples)
@@ -366,29 +373,22 @@ class Mixer(Source):
         )
 
     def _audio(self, inp: _Input, item: Any, rate: int, channels: int) -> AudioFrame:
-        if not isinstance(item, AudioFrame):
-            raise _format_error(
-                self.name, f"input {inp.index}: expected an AudioFrame, got {type(item).__name__}"
-            )
-        if not item.planar or item.samples.dtype != np.float32:
+        frame = check_audio(self.name, item, f"input {inp.index}: ")
+        assert frame is not None  # _take skipped video, so the check returns the frame or raises
+        if rate and frame.sample_rate != rate:
             raise _format_error(
                 self.name,
-                f"input {inp.index}: expects float32 planar audio (fltp), got {item.format}",
-            )
-        if rate and item.sample_rate != rate:
-            raise _format_error(
-                self.name,
-                f"input {inp.index} is at {item.sample_rate} Hz but the mix at {rate} Hz; "
+                f"input {inp.index} is at {frame.sample_rate} Hz but the mix at {rate} Hz; "
                 f"resample it first (Resample(sample_rate={rate}))",
             )
-        have = item.channels
+        have = frame.channels
         if channels and not (have == channels or have == 1 or channels == 1):
             raise _format_error(
                 self.name,
                 f"input {inp.index}: cannot mix {have} channels to {channels}; "
                 "supported: mono to any, any to mono, or the same count",
             )
-        return item
+        return frame
 
     def _take(self, inp: _Input, events: list[Event]) -> AudioFrame | None:
         """The next audio frame in ``inp``'s queue, if any; passes events, skips video."""

@@ -87,6 +87,7 @@ class ResampleKernel(PyKernel):
         return round(self.latency_seconds * self.sample_rate)
 
     def output_rate(self, input_rate: int) -> int:
+        self.rate(input_rate)  # checked as every kernel checks it
         return self.sample_rate
 
     def _start(self, block: Block, rate: int) -> None:

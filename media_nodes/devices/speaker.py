@@ -320,6 +320,8 @@ class SpeakerSink(Node):
 
     async def process(self, frame: Any) -> None:
         frame = _check_audio(self.name, frame)
+        if frame is None:
+            return  # video: a speaker plays the audio of an A/V stream
         if self._stream_rate == 0:
             self._stream_rate, self._stream_channels = frame.sample_rate, frame.channels
         elif frame.sample_rate != self._stream_rate:

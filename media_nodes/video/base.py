@@ -9,24 +9,19 @@ interleaved UV plane (nv12).
 
 from __future__ import annotations
 
+import operator
 from typing import Any, ClassVar
 
 import numpy as np
 import numpy.typing as npt
 
 from stream.errors import FormatError, StreamError
-from stream.frames import PIXEL_FORMATS, AudioFrame, VideoFrame
+from stream.frames import PIXEL_LAYOUTS, AudioFrame, VideoFrame, picture_problem, timing_problem
 from stream.kernel_node import KernelNode
 
 Pixels = npt.NDArray[np.uint8]
 
-LAYOUTS = {
-    "rgb24": "(height, width, 3)",
-    "bgr24": "(height, width, 3)",
-    "gray": "(height, width)",
-    "yuv420p": "(height * 3 // 2, width)",
-    "nv12": "(height * 3 // 2, width)",
-}
+LAYOUTS = PIXEL_LAYOUTS
 YUV_FORMATS = ("yuv420p", "nv12")
 
 
@@ -57,32 +52,13 @@ class PyVideoKernel:
 
     def read(self, pixels: Any, src_format: Any) -> tuple[str, int, int, Pixels]:
         """Checks in the contract's order; returns ``(format, width, height, C-contiguous)``."""
-        if not isinstance(src_format, str) or src_format not in PIXEL_FORMATS:
-            raise self.error(
-                FormatError,
-                f"unsupported pixel format {src_format!r}; supported: {list(PIXEL_FORMATS)}",
-            )
-        fmt = src_format
-        expected = f"expected a uint8 array of shape {LAYOUTS[fmt]} for {fmt}"
-        ndim = 3 if fmt in ("rgb24", "bgr24") else 2
-        if not isinstance(pixels, np.ndarray):
-            got = f"{type(pixels).__name__} with 0 dimension(s)"
-            raise self.error(FormatError, f"{expected}, got {got}")
-        if pixels.dtype != np.uint8 or pixels.ndim != ndim:
-            raise self.error(
-                FormatError, f"{expected}, got {pixels.dtype} with {pixels.ndim} dimension(s)"
-            )
-        shape = pixels.shape
-        if (ndim == 3 and shape[2] != 3) or (fmt in YUV_FORMATS and shape[0] % 3):
-            raise self.error(FormatError, f"{expected}, got shape {shape}")
-        width = shape[1]
-        height = shape[0] // 3 * 2 if fmt in YUV_FORMATS else shape[0]
-        if width == 0 or height == 0:
-            raise self.error(FormatError, f"empty picture ({width}x{height})")
-        if fmt in YUV_FORMATS and (width % 2 or height % 2):
-            raise self.error(
-                FormatError, f"{fmt} needs an even width and height, got {width}x{height}"
-            )
+        problem = picture_problem(pixels, src_format)
+        if problem is not None:
+            raise self.error(FormatError, problem)
+        fmt: str = src_format
+        height, width = pixels.shape[:2]
+        if fmt in YUV_FORMATS:
+            height = height // 3 * 2
         return fmt, width, height, np.ascontiguousarray(pixels)
 
 
@@ -116,8 +92,17 @@ def join_planes(fmt: str, planes: list[Pixels], width: int, height: int) -> Pixe
 
 
 def check_video(stage: str, item: Any) -> VideoFrame | None:
-    """The frame if it is video; None for audio, which video stages pass on untouched."""
+    """The frame if it is video that holds what a VideoFrame may hold (stream.frames); None for
+    audio, which video stages pass on untouched; a FormatError naming ``stage`` otherwise (frames
+    are mutable: this is the stage's own look at what it was handed)."""
     if isinstance(item, VideoFrame):
+        problem = picture_problem(item.pixels, item.format) or timing_problem(
+            item.pts, item.time_base
+        )
+        if problem is not None:
+            raise stage_error(FormatError, stage, problem)
+        if item.pts is not None and type(item.pts) is not int:
+            item.pts = operator.index(item.pts)  # a numpy integer: a plain int, as constructed
         return item
     if isinstance(item, AudioFrame):
         return None

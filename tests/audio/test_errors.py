@@ -6,6 +6,7 @@ Kernel checks follow docs/kernels.md (order and wording); through a Pipeline the
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -26,6 +27,7 @@ from stream.testing import noise, run_node, split_frames
 
 from ._util import kernel_module
 
+PYTHON_ONLY = os.environ.get("REMOTEMEDIA_RUNTIME", "").strip().lower() == "python"
 EXPECTED_2D = "expected a float32 array of shape (channels, samples), got {} with {} dimension(s)"
 
 # Every stage that takes float32 planar audio, built with a name of its own.
@@ -189,11 +191,14 @@ def _nan_frame() -> AudioFrame:
     return AudioFrame(samples, 48000, pts=2880)
 
 
-def _replaced(dtype_or_shape: str) -> AudioFrame:
-    """A frame whose samples were swapped after construction (frames are mutable)."""
+def _replaced(what: str) -> AudioFrame:
+    """A frame whose samples were swapped after construction (frames are mutable), for what no
+    constructor takes."""
     frame = AudioFrame(noise(0.02, channels=2), 48000, pts=2880)
-    if dtype_or_shape == "float64":
+    if what == "float64":
         frame.samples = frame.samples.astype(np.float64)
+    elif what == "empty":
+        frame.samples = frame.samples[:, :0]
     else:
         frame.samples = frame.samples[0]
     return frame
@@ -204,10 +209,7 @@ def _replaced(dtype_or_shape: str) -> AudioFrame:
     ("make_bad", "message"),
     [
         (_nan_frame, "non-finite sample at channel 1, index 5"),
-        (
-            lambda: AudioFrame(np.zeros((2, 0), np.float32), 48000, pts=2880),
-            "empty frame (2 channels, 0 samples)",
-        ),
+        (lambda: _replaced("empty"), "empty frame (2 channels, 0 samples)"),
         (
             lambda: _replaced("ndim"),
             EXPECTED_2D.format("float32", 1),
@@ -478,3 +480,221 @@ def test_format_convert_kernel_rejects_mismatched_source(backend: str) -> None:
     with pytest.raises(FormatError) as info:
         kernel.process(bad, "flt")
     check_error(info.value, "fc", "non-finite sample at channel 1, index 5")
+
+
+# --------------------------------------------------------------------------- typed and even
+
+NOT_RATES = [
+    (48000.0, "48000.0"),
+    (np.float64(48000), "np.float64(48000.0)"),
+    (True, "True"),
+    (False, "False"),
+    ("48000", "'48000'"),
+    (None, "None"),
+    (768_001, "768001"),
+    (10**9, "1000000000"),
+    (2**70, str(2**70)),
+]
+
+
+@pytest.mark.parametrize("stage", STAGES)
+@pytest.mark.parametrize(("rate", "shown"), NOT_RATES, ids=repr)
+def test_a_rate_that_is_not_an_int_in_range_is_a_format_error(
+    backend: str, stage: str, rate: Any, shown: str
+) -> None:
+    """Both twins: a float or bool rate is check 3's FormatError, never a TypeError (Rust) or a
+    block passed on (the Python twins did that with 48000.0)."""
+    kernel = make_kernel(stage, "s")
+    with pytest.raises(FormatError) as info:
+        kernel.process(noise(0.01), rate)
+    check_error(info.value, "s", f"invalid sample rate {shown}")
+    with pytest.raises(FormatError) as info:
+        kernel.output_rate(rate)
+    check_error(info.value, "s", f"invalid sample rate {shown}")
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_numpy_int_rates_and_64_channels_are_fine(backend: str, stage: str) -> None:
+    kernel = make_kernel(stage, "s")
+    kernel.process(noise(0.01), np.int64(48000))
+    assert kernel.output_rate(np.int32(48000)) in (48000, 16000)
+    wide = make_kernel(stage, "w")
+    if stage != "channel_mix":  # ChannelMix(1) mixes any count down
+        wide.process(np.zeros((64, 32), np.float32), 48000)
+    with pytest.raises(FormatError) as info:
+        wide.process(np.zeros((65, 32), np.float32), 48000)
+    check_error(info.value, "w", "too many channels (65; at most 64)")
+
+
+@pytest.mark.parametrize("stage", STAGES)
+@pytest.mark.parametrize(("rate", "shown"), NOT_RATES[:4], ids=repr)
+async def test_a_frame_given_a_float_rate_fails_naming_the_stage(
+    backend: str, stage: str, rate: Any, shown: str
+) -> None:
+    frame = AudioFrame(noise(0.02, channels=2), 48000, pts=1920)
+    frame.sample_rate = rate  # frames are mutable: what no constructor would take
+    node = STAGES[stage]("the_stage")
+    with pytest.raises(NodeError) as info:
+        await run_node(node, frames_with(2, frame))
+    assert node.backend == backend
+    assert str(info.value) == (
+        f"stage 'the_stage' at frame 2: FormatError: invalid sample rate {shown}"
+    )
+    assert isinstance(info.value.__cause__, FormatError)
+    check_error(info.value.__cause__, "the_stage", f"invalid sample rate {shown}")
+
+
+@pytest.mark.parametrize("rate", [48000.0, True, 10**9])
+async def test_a_bad_rate_inside_a_fused_segment_names_the_stage(backend: str, rate: Any) -> None:
+    """On rust these run as one native chain; the error names the stage that reads the input,
+    not the segment ('g+m+r')."""
+    frames = frames_with(2, AudioFrame(noise(0.02, channels=2), 48000, pts=1920))
+    frames[2].sample_rate = rate
+    nodes = [Gain(-1.0, name="g"), ChannelMix(1, name="m"), Resample(16000, name="r")]
+    with pytest.raises(NodeError) as info:
+        await Pipeline(nodes).run(frames)
+    assert all(n.backend == backend for n in nodes)
+    assert (info.value.stage, info.value.index) == ("g", 2)
+    assert isinstance(info.value.__cause__, FormatError)
+
+
+@pytest.mark.skipif(PYTHON_ONLY, reason="the Python-only session: no native chain")
+def test_chain_reads_rates_as_kernels_do() -> None:
+    engine = kernel_module("rust")
+    chain = engine.Chain([engine.GainKernel(stage="g"), engine.ResampleKernel(16000, stage="r")])
+    for rate, shown in NOT_RATES:
+        with pytest.raises(FormatError) as info:
+            chain.process(noise(0.01), rate)
+        check_error(info.value, "g", f"invalid sample rate {shown}")
+        with pytest.raises(FormatError) as info:
+            chain.output_rate(rate)
+        check_error(info.value, "g", f"invalid sample rate {shown}")
+    assert chain.output_rate(np.int64(44100)) == 16000
+
+
+@pytest.mark.parametrize(
+    ("channels", "samples", "message"),
+    [
+        (2.0, 4, "invalid channel count 2.0"),
+        (True, 4, "invalid channel count True"),
+        (np.int64(65), 4, "invalid channel count 65"),
+        (1, 4.0, "invalid sample count 4.0"),
+        (1, None, "invalid sample count None"),
+    ],
+)
+def test_mix_kernel_counts_are_ints(
+    kernels: Any, channels: Any, samples: Any, message: str
+) -> None:
+    kernel = kernels.MixKernel([0.0], stage="mx")
+    with pytest.raises(FormatError) as info:
+        kernel.process([np.zeros((1, 4), np.float32)], channels, samples)
+    check_error(info.value, "mx", message)
+    assert kernel.process([None], np.int64(2), np.int32(4)).shape == (2, 4)
+
+
+@pytest.mark.parametrize("src_format", [None, 3, b"fltp", "FLTP"])
+def test_format_convert_source_format_must_be_a_name(kernels: Any, src_format: Any) -> None:
+    kernel = kernels.FormatConvertKernel("s16", stage="fc")
+    with pytest.raises(ConfigError) as info:
+        kernel.process(np.zeros((1, 4), np.float32), src_format)
+    check_error(
+        info.value,
+        "fc",
+        f"format must be one of ['fltp', 'flt', 's16p', 's16'], got {src_format!r}",
+    )
+    with pytest.raises(FormatError) as info:
+        kernel.process(np.zeros((65, 4), np.float32), "fltp")
+    check_error(info.value, "fc", "too many channels (65; at most 64)")
+
+
+async def test_format_convert_names_itself_for_a_frame_it_cannot_read(backend: str) -> None:
+    frame = AudioFrame(noise(0.02, channels=2), 48000, pts=1920)
+    frame.samples = frame.samples.astype(np.float64)  # no sample format at all
+    node = FormatConvert("s16", name="conv")
+    with pytest.raises(NodeError) as info:
+        await run_node(node, frames_with(2, frame))
+    assert node.backend == backend
+    check_error(
+        info.value.__cause__,  # type: ignore[arg-type]
+        "conv",
+        "expected a 2-D float32 or int16 numpy array of shape (channels, samples), "
+        "got float64 with 2 dimension(s)",
+    )
+
+
+def _mono(n: int, rate: int = 16000, start: int = 0) -> list[AudioFrame]:
+    size = rate // 50
+    return [
+        AudioFrame(noise(0.02, rate, seed=start + i), rate, (start + i) * size) for i in range(n)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ("1-D", EXPECTED_2D.format("float32", 1)),
+        ("3-D", EXPECTED_2D.format("float32", 3)),
+        ("rate", "invalid sample rate 16000.0"),
+    ],
+)
+async def test_echo_cancel_checks_near_and_reference_frames(
+    backend: str, change: str, message: str
+) -> None:
+    """A 1-D near-end frame was an IndexError, a 3-D reference frame numpy's ValueError."""
+    from media_nodes import EchoCancel
+
+    def damaged(frames: list[AudioFrame]) -> list[AudioFrame]:
+        f = frames[2]
+        if change == "rate":
+            f.sample_rate = 16000.0  # type: ignore[assignment]
+        else:
+            f.samples = f.samples[0] if change == "1-D" else f.samples[None]
+        return frames
+
+    for side in ("near", "reference"):
+        # The reference covers the near end's time, so the near end waits for (and so reads)
+        # the damaged frame; the wait ends as the error arrives, not at stall_ms.
+        near, far = _mono(6), _mono(9, start=100)
+        for k, f in enumerate(far):
+            f.pts = k * 320
+        node = EchoCancel(
+            damaged(far) if side == "reference" else far, stall_ms=5000.0, delay_ms=0.0, name="ec"
+        )
+        with pytest.raises(NodeError) as info:
+            await run_node(node, damaged(near) if side == "near" else near)
+        assert node.backend == backend
+        assert info.value.stage == "ec"
+        cause = info.value.__cause__
+        assert isinstance(cause, FormatError)
+        prefix = "reference: " if side == "reference" else ""
+        check_error(cause, "ec", prefix + message)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ("3-D", EXPECTED_2D.format("float32", 3)),
+        ("1-D", EXPECTED_2D.format("float32", 1)),
+        ("65 channels", "too many channels (65; at most 64)"),
+        ("rate", "invalid sample rate True"),
+    ],
+)
+async def test_mixer_checks_its_inputs_frames(backend: str, change: str, message: str) -> None:
+    """A 3-D input frame was numpy's ValueError from deep inside the mix."""
+    from media_nodes import Mixer
+
+    frames = split_frames(noise(0.1, channels=2), 48000, 960)
+    bad = frames[2]
+    if change == "rate":
+        bad.sample_rate = True
+    elif change == "65 channels":
+        bad.samples = np.zeros((65, 960), np.float32)
+    else:
+        bad.samples = bad.samples[None] if change == "3-D" else bad.samples[0]
+    mixer = Mixer([frames, split_frames(noise(0.1, channels=2), 48000, 960)], name="mx")
+    with pytest.raises(NodeError) as info:
+        await Pipeline([mixer]).run()
+    assert mixer.backend == backend
+    assert info.value.stage == "mx"
+    assert isinstance(info.value.__cause__, FormatError)
+    check_error(info.value.__cause__, "mx", f"input 0: {message}")

@@ -273,7 +273,8 @@ def test_rust_asked_for_without_engine_support_raises(monkeypatch: pytest.Monkey
 
 async def test_bad_frames_end_the_stream_with_node_errors(backend: str) -> None:
     good = VideoFrame(noise("yuv420p", 8, 4), "yuv420p", 0, Fraction(1, 30))
-    odd = VideoFrame(np.zeros((6, 5), np.uint8), "nv12", 1, Fraction(1, 30))  # odd width
+    odd = VideoFrame(np.zeros((6, 4), np.uint8), "nv12", 1, Fraction(1, 30))
+    odd.pixels = np.zeros((6, 5), np.uint8)  # an odd width, set after construction
     with pytest.raises(NodeError) as info:
         await Pipeline([Resize(4, 2, name="rs")]).run([good, odd])
     err = info.value
@@ -292,3 +293,35 @@ async def test_non_frames_are_format_errors(backend: str, make: Callable[[], Any
     cause = info.value.__cause__
     assert isinstance(cause, FormatError)
     check(cause, node.name, "expected a VideoFrame, got str")
+
+
+@pytest.mark.parametrize(
+    "make", [lambda: Resize(4, 4), lambda: ColorConvert("gray"), Grayscale, lambda: FrameRate(30)]
+)
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("pixels", np.zeros((6, 8, 3), np.float32), "got float32 with 3 dimension(s)"),
+        ("pixels", np.zeros((0, 8), np.uint8), "empty picture (8x0)"),
+        ("format", "rgba", "unsupported pixel format 'rgba'"),
+        ("pts", 2.5, "pts must be an int or None, got 2.5"),
+        ("time_base", 0.5, "time_base must be a Fraction above 0 or None, got 0.5"),
+    ],
+)
+async def test_frames_changed_after_construction_name_the_stage(
+    backend: str, make: Callable[[], Any], field: str, value: Any, message: str
+) -> None:
+    """Frames are mutable, so each video stage checks what it is handed: FrameRate used to hold
+    and repeat any pixels, and every stage passed a float pts on to its outputs."""
+    frames = [
+        VideoFrame(noise("gray", 8, 6, i), "gray", i * 3000, Fraction(1, 90000)) for i in range(4)
+    ]
+    setattr(frames[2], field, value)
+    node = make()
+    with pytest.raises(NodeError) as info:
+        await Pipeline([node]).run(frames)
+    assert node.backend == backend
+    assert (info.value.stage, info.value.index) == (node.name, 2)
+    cause = info.value.__cause__
+    assert isinstance(cause, FormatError) and cause.stage == node.name
+    assert str(cause).startswith(f"{node.name}: ") and message in str(cause)

@@ -1,6 +1,6 @@
 //! Sample format conversion between PyAV's `fltp`, `flt`, `s16p` and `s16` (`FormatConvertKernel`).
 
-use super::{EngineError, Result};
+use super::{check_dims, EngineError, Result};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SampleFormat {
@@ -141,11 +141,7 @@ impl FormatConvert {
         channels: usize,
         frames: usize,
     ) -> Result<OwnedSamples> {
-        if channels == 0 || frames == 0 {
-            return Err(EngineError::format(format!(
-                "empty frame ({channels} channels, {frames} samples)"
-            )));
-        }
+        check_dims(channels, frames)?;
         let to = self.format;
         let same_layout = from.is_planar() == to.is_planar();
         Ok(match src {

@@ -14,6 +14,9 @@ pub const MAX_INPUTS: usize = 256;
 /// The most output channels.
 pub const MAX_CHANNELS: usize = 64;
 
+/// A count argument: the int given, or how to show what was given instead (not an int).
+pub type Count = std::result::Result<i64, String>;
+
 /// As `GainKernel`: a gain whose linear value is not a finite float32 is refused.
 fn check_gain_db(index: usize, gain_db: f64) -> Result<()> {
     if gain_db.is_finite() && gain_db <= MAX_GAIN_DB {
@@ -75,21 +78,32 @@ impl Mix {
     }
 
     /// Checks a call's arguments: one block per input, `channels` in 1..=64, `samples >= 1`.
-    pub fn check_call(&self, blocks: usize, channels: i64, samples: i64) -> Result<(usize, usize)> {
+    /// A count the caller could not read as an int is `Err(shown)`: invalid, shown as given.
+    pub fn check_call(
+        &self,
+        blocks: usize,
+        channels: Count,
+        samples: Count,
+    ) -> Result<(usize, usize)> {
         if blocks != self.gains.len() {
             return Err(EngineError::format(format!(
                 "expected {} blocks (one per input), got {blocks}",
                 self.gains.len(),
             )));
         }
-        let channels = usize::try_from(channels)
-            .ok()
-            .filter(|c| (1..=MAX_CHANNELS).contains(c))
-            .ok_or_else(|| EngineError::format(format!("invalid channel count {channels}")))?;
-        let samples = usize::try_from(samples)
-            .ok()
-            .filter(|&n| n >= 1)
-            .ok_or_else(|| EngineError::format(format!("invalid sample count {samples}")))?;
+        let read = |count: Count, ok: &dyn Fn(usize) -> bool, what: &str| {
+            let shown = match &count {
+                Ok(v) => v.to_string(),
+                Err(shown) => shown.clone(),
+            };
+            count
+                .ok()
+                .and_then(|v| usize::try_from(v).ok())
+                .filter(|&v| ok(v))
+                .ok_or_else(|| EngineError::format(format!("invalid {what} count {shown}")))
+        };
+        let channels = read(channels, &|c| (1..=MAX_CHANNELS).contains(&c), "channel")?;
+        let samples = read(samples, &|n| n >= 1, "sample")?;
         Ok((channels, samples))
     }
 
@@ -138,7 +152,7 @@ impl Mix {
         channels: i64,
         samples: i64,
     ) -> Result<(usize, usize)> {
-        let (channels, samples) = self.check_call(blocks.len(), channels, samples)?;
+        let (channels, samples) = self.check_call(blocks.len(), Ok(channels), Ok(samples))?;
         self.check_blocks(blocks, channels, samples)?;
         Ok((channels, samples))
     }
@@ -225,6 +239,9 @@ mod tests {
         );
         assert_eq!(msg(&[None, None], 0, 4), "invalid channel count 0");
         assert_eq!(msg(&[None, None], 1, 0), "invalid sample count 0");
+        let call = |c: Count, n: Count| m.check_call(2, c, n).unwrap_err().message;
+        assert_eq!(call(Err("2.0".into()), Ok(4)), "invalid channel count 2.0");
+        assert_eq!(call(Ok(1), Err("True".into())), "invalid sample count True");
         assert_eq!(
             msg(&[None, block(1, &x)], 1, 3),
             "input 1: 4 samples, expected 3"

@@ -180,22 +180,44 @@ impl Block {
     }
 }
 
+/// Most channels a block may have (`stream.frames.MAX_CHANNELS`: what a channel-layout mask
+/// can name).
+pub const MAX_CHANNELS: usize = 64;
+
+/// Highest sample rate in Hz (`stream.frames.MAX_SAMPLE_RATE`: 16 x 48 kHz).
+pub const MAX_SAMPLE_RATE: u32 = 768_000;
+
 /// Common input checks 2 to 4 of `docs/kernels.md` (check 1, dtype and rank, is the binding's).
 pub fn check_block(block: BlockRef<'_>, sample_rate: i64) -> Result<()> {
-    if block.channels == 0 || block.frames == 0 {
-        return Err(EngineError::format(format!(
-            "empty frame ({} channels, {} samples)",
-            block.channels, block.frames
-        )));
-    }
+    check_shape(block)?;
     check_rate(sample_rate)?;
     check_finite(block)
 }
 
-/// `sample_rate > 0` (and small enough to be a rate at all).
+/// Check 2: at least one channel and one sample, at most [`MAX_CHANNELS`] channels.
+pub fn check_shape(block: BlockRef<'_>) -> Result<()> {
+    check_dims(block.channels, block.frames)
+}
+
+/// Check 2 on a block's dimensions.
+pub fn check_dims(channels: usize, frames: usize) -> Result<()> {
+    if channels == 0 || frames == 0 {
+        return Err(EngineError::format(format!(
+            "empty frame ({channels} channels, {frames} samples)"
+        )));
+    }
+    if channels > MAX_CHANNELS {
+        return Err(EngineError::format(format!(
+            "too many channels ({channels}; at most {MAX_CHANNELS})"
+        )));
+    }
+    Ok(())
+}
+
+/// Check 3: `sample_rate` in 1..=[`MAX_SAMPLE_RATE`].
 pub fn check_rate(sample_rate: i64) -> Result<u32> {
     match u32::try_from(sample_rate) {
-        Ok(rate) if rate > 0 => Ok(rate),
+        Ok(rate) if (1..=MAX_SAMPLE_RATE).contains(&rate) => Ok(rate),
         _ => Err(EngineError::format(format!(
             "invalid sample rate {sample_rate}"
         ))),
@@ -512,6 +534,19 @@ mod tests {
             check_block(b, -5).unwrap_err().message,
             "invalid sample rate -5"
         );
+        assert_eq!(
+            check_block(b, 768_001).unwrap_err().message,
+            "invalid sample rate 768001"
+        );
+        assert!(check_rate(768_000).is_ok() && check_rate(1).is_ok());
+        let wide = vec![0.0; 65];
+        assert_eq!(
+            check_block(BlockRef::new(65, 1, &wide), 0)
+                .unwrap_err()
+                .message,
+            "too many channels (65; at most 64)"
+        );
+        assert!(check_shape(BlockRef::new(64, 1, &wide[..64])).is_ok());
         let e = check_block(b, 48000).unwrap_err();
         assert_eq!(e.kind, ErrorKind::Format);
         assert_eq!(e.message, "non-finite sample at channel 1, index 0");

@@ -2,6 +2,7 @@
 
 use pyo3::prelude::*;
 
+use super::args;
 use super::array::{read_block, to_list};
 use super::error::IntoPyResult;
 use super::kernel::Kernel;
@@ -19,6 +20,11 @@ pub struct Chain {
 }
 
 impl Chain {
+    /// The stage that reads the chain's input: the first active kernel (else the first).
+    fn first(&self) -> &str {
+        self.active.first().unwrap_or(&self.kernels[0]).get().name()
+    }
+
     /// Takes every active kernel for this call (without waiting) and runs `f` on their stages
     /// with the GIL released.
     fn run<T: Send>(
@@ -81,12 +87,15 @@ impl Chain {
         &self,
         py: Python<'py>,
         samples: &Bound<'py, PyAny>,
-        sample_rate: i64,
+        sample_rate: &Bound<'py, PyAny>,
     ) -> PyResult<Vec<Bound<'py, PyAny>>> {
         // Input errors name the stage that reads the input.
-        let first = self.active.first().unwrap_or(&self.kernels[0]).get().name();
+        let first = self.first();
         let input = read_block(samples).map_err(|e| e.at(first)).py_err(py)?;
         let block = input.block();
+        let sample_rate = args::sample_rate(block, sample_rate)
+            .map_err(|e| e.at(first))
+            .py_err(py)?;
         if self.active.is_empty() {
             // Only pass-throughs: checked as each of them checks, then the same object back.
             check_block(block, sample_rate)
@@ -110,8 +119,13 @@ impl Chain {
     }
 
     /// The sample rate the chain emits for input at `input_rate` Hz.
-    fn output_rate(&self, py: Python<'_>, input_rate: i64) -> PyResult<u32> {
-        let mut rate = check_rate(input_rate).map_err(|e| e.at(CHAIN)).py_err(py)?;
+    fn output_rate(&self, py: Python<'_>, input_rate: &Bound<'_, PyAny>) -> PyResult<u32> {
+        // A bad rate is the input's fault: named as input errors are.
+        let first = self.first();
+        let mut rate = args::rate(input_rate)
+            .and_then(check_rate)
+            .map_err(|e| e.at(first))
+            .py_err(py)?;
         for k in &self.active {
             rate = k
                 .get()

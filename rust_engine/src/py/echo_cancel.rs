@@ -70,7 +70,7 @@ impl EchoCancelKernel {
         py: Python<'py>,
         near: &Bound<'py, PyAny>,
         far: &Bound<'py, PyAny>,
-        sample_rate: i64,
+        sample_rate: &Bound<'py, PyAny>,
     ) -> PyResult<Vec<Bound<'py, PyAny>>> {
         let name = self.cell.name();
         let side =
@@ -78,6 +78,10 @@ impl EchoCancelKernel {
         let near = read_block(near).map_err(|e| side("near", e)).py_err(py)?;
         let far = read_block(far).map_err(|e| side("far", e)).py_err(py)?;
         let (nb, fb) = (near.block(), far.block());
+        // The near-end's checks come first, so a bad rate reads as the near-end's (as in `check`).
+        let sample_rate = args::sample_rate(nb, sample_rate)
+            .map_err(|e| side("near", e))
+            .py_err(py)?;
         let out = self.cell.run(py, |k| k.process(nb, fb, sample_rate))?;
         Ok(to_list(py, out.into_iter().collect()))
     }

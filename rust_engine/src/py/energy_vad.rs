@@ -84,11 +84,14 @@ impl EnergyVADKernel {
         &self,
         py: Python<'_>,
         samples: &Bound<'_, PyAny>,
-        sample_rate: i64,
+        sample_rate: &Bound<'_, PyAny>,
     ) -> PyResult<Vec<PyDecision>> {
         let at = |e: EngineError| e.at(self.cell.name());
         let input = read_block(samples).map_err(at).py_err(py)?;
         let block = input.block();
+        let sample_rate = args::sample_rate(block, sample_rate)
+            .map_err(at)
+            .py_err(py)?;
         check_block(block, sample_rate).map_err(at).py_err(py)?;
         let rate = sample_rate as u32; // checked above
         let out = self.cell.run(py, |v| {

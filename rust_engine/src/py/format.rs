@@ -39,14 +39,22 @@ impl FormatConvertKernel {
         &self,
         py: Python<'py>,
         samples: &Bound<'py, PyAny>,
-        src_format: &str,
+        src_format: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let at = |e: EngineError| e.at(&self.name);
-        let from = SampleFormat::parse(src_format)
+        // Not a str, or not a format's name: shown as Python's repr shows it (as the twin does).
+        let from = src_format
+            .extract::<String>()
+            .ok()
+            .and_then(|name| SampleFormat::parse(&name))
             .ok_or_else(|| {
                 EngineError::config(format!(
-                    "format must be one of {}, got '{src_format}'",
-                    SampleFormat::NAMES
+                    "format must be one of {}, got {}",
+                    SampleFormat::NAMES,
+                    src_format
+                        .repr()
+                        .map(|r| r.to_string())
+                        .unwrap_or_else(|_| "?".to_owned())
                 ))
             })
             .map_err(at)

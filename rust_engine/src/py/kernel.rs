@@ -9,6 +9,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError, TryLockError};
 
 use pyo3::prelude::*;
 
+use super::args;
 use super::array::{read_block, to_list};
 use super::error::IntoPyResult;
 use crate::dsp::{catch_panic, check_block, EngineError, NamedStage, StageKind};
@@ -87,12 +88,15 @@ impl Kernel {
         &self,
         py: Python<'py>,
         samples: &Bound<'py, PyAny>,
-        sample_rate: i64,
+        sample_rate: &Bound<'py, PyAny>,
     ) -> PyResult<Vec<Bound<'py, PyAny>>> {
         let input = read_block(samples)
             .map_err(|e| e.at(&self.name))
             .py_err(py)?;
         let block = input.block();
+        let sample_rate = args::sample_rate(block, sample_rate)
+            .map_err(|e| e.at(&self.name))
+            .py_err(py)?;
         if self.pass_through {
             // Checked like every kernel, then the same object back.
             check_block(block, sample_rate)
@@ -124,7 +128,10 @@ impl Kernel {
     }
 
     /// The sample rate of the blocks emitted for input at `input_rate` Hz.
-    fn output_rate(&self, py: Python<'_>, input_rate: i64) -> PyResult<u32> {
+    fn output_rate(&self, py: Python<'_>, input_rate: &Bound<'_, PyAny>) -> PyResult<u32> {
+        let input_rate = args::rate(input_rate)
+            .map_err(|e| e.at(&self.name))
+            .py_err(py)?;
         self.with_stage(py, |stage| stage.output_rate(input_rate))
             .py_err(py)
     }

@@ -45,11 +45,14 @@ impl LevelMeterKernel {
         &self,
         py: Python<'_>,
         samples: &Bound<'_, PyAny>,
-        sample_rate: i64,
+        sample_rate: &Bound<'_, PyAny>,
     ) -> PyResult<(f64, f64, f64, f64)> {
         let at = |e: crate::dsp::EngineError| e.at(self.cell.name());
         let input = read_block(samples).map_err(at).py_err(py)?;
         let block = input.block();
+        let sample_rate = args::sample_rate(block, sample_rate)
+            .map_err(at)
+            .py_err(py)?;
         check_block(block, sample_rate).map_err(at).py_err(py)?;
         let rate = sample_rate as u32; // checked above
         let l: Levels = self.cell.run(py, |m| m.process(block, rate))?;

@@ -62,12 +62,13 @@ impl MixKernel {
         &self,
         py: Python<'py>,
         blocks: &Bound<'py, PyAny>,
-        channels: i64,
-        samples: i64,
+        channels: &Bound<'py, PyAny>,
+        samples: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let name = self.cell.name();
         let items: Vec<Bound<'py, PyAny>> = blocks.try_iter()?.collect::<PyResult<_>>()?;
         let count = items.len();
+        let (channels, samples) = (args::index(channels), args::index(samples));
         let (channels, samples) = self
             .cell
             .with(py, |m| m.check_call(count, channels, samples))
