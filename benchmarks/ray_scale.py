@@ -2,7 +2,7 @@
 
 A two-node Ray cluster (head + one worker node, separate raylets) is started on this machine,
 each node a host in a network namespace of its own, joined by a bridge, plus a peer host
-(``stream.ray.cluster.local_cluster(lan=True)``: nothing leaves the namespaces).
+(``tests/hosts/ray_cluster.py``'s ``local_cluster(lan=True)``: nothing leaves the namespaces).
 
 Part 1, ``stage``: this script runs again on the head as the driver. The stage is Resample
 48 kHz -> 16 kHz, stereo, 20 ms frames, on the Rust engine (``--backend`` to change), placed on
@@ -268,7 +268,8 @@ def main() -> None:
         asyncio.run(inside(count, args.backend))
         return
 
-    from stream.ray.cluster import cluster_unavailable, local_cluster
+    sys.path.insert(0, str(REPO / "tests"))  # the test hosts live with the tests
+    from hosts.ray_cluster import cluster_unavailable, local_cluster
 
     reason = cluster_unavailable()
     if reason:

@@ -1,7 +1,7 @@
 """WebRTC sessions: how many peers a server keeps in real time, and the latency through it.
 
 For growing N, N peers on the client test host each send 48 kHz audio to a server on the server
-test host (network namespaces made by ``stream.transport.netns``; root and iproute2 needed) and
+test host (network namespaces made by ``tests/hosts/netns.py``; root and iproute2 needed) and
 receive it back. Every second the sent audio carries a marker (10 ms of 1 kHz after silence);
 the one-way latency through the server is the time from handing a marker's first sample to the
 encoder to the arrival of the decoded frame in which the marker's onset appears (one clock, in the
@@ -303,7 +303,8 @@ def main() -> int:
     )
     p.add_argument("--json", type=Path, help="also write the rows here")
     a = p.parse_args()
-    from stream.transport.netns import netns_unavailable, test_hosts
+    sys.path.insert(0, str(REPO / "tests"))  # the test hosts live with the tests
+    from hosts.netns import netns_unavailable, test_hosts
 
     reason = netns_unavailable()
     if reason:

@@ -3,10 +3,10 @@
 The only package that touches Ray, and it imports Ray lazily: importing ``stream`` or this
 package loads nothing of it; constructing a ``RemoteStage`` does, and raises
 ``BackendUnavailable`` (``pip install remotemedia[ray]``) where Ray is missing.
-``stream.ray.workers`` puts WebRTC sessions on session workers on the cluster's nodes
-(``WebRTCServer(..., ray_address=...)``, ``remotemedia serve --ray``); ``stream.ray.cluster``
-runs a throwaway multi-node cluster in network namespaces, for tests and benchmarks.
-Deployment: docs/deploy.md.
+``stream.ray.session_workers`` puts WebRTC sessions on session workers on the cluster's nodes
+(``WebRTCServer(..., ray_address=...)``, ``remotemedia serve --ray``); ``_ray`` is the one
+module that imports Ray. The throwaway multi-node cluster the tests and benchmarks run on is
+test infrastructure: ``tests/hosts/ray_cluster.py``. Deployment: docs/deploy.md.
 """
 
 from __future__ import annotations

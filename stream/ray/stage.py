@@ -24,7 +24,7 @@ from typing import Any
 from ..errors import ConfigError, NodeError, StreamError, TransportError
 from ..events import Event
 from ..node import Node, StreamingNode
-from ._ray import connect, ray_errors, require_ray
+from ._ray import connect, require_ray, transport_errors
 from .actor import StageActor
 
 log = logging.getLogger("stream.ray")
@@ -94,13 +94,11 @@ class RemoteStage(StreamingNode):
         #: per-frame round trips (send to answer), nanoseconds, the latest 100000
         self.round_trips_ns: deque[int] = deque(maxlen=100_000)
         self._actor: Any = None
-        self._errors: tuple[type[BaseException], ...] = ()
 
     # -- lifecycle
     async def initialize(self) -> None:
         """Place the actor and build the node there; raises TransportError when it cannot."""
         ray = await asyncio.to_thread(connect, self.address)
-        self._errors = ray_errors()
         options: dict[str, Any] = {
             "num_cpus": self.num_cpus,
             "num_gpus": self.num_gpus,
@@ -144,8 +142,9 @@ class RemoteStage(StreamingNode):
     async def _await(self, future: asyncio.Future[Any], what: str) -> Any:
         """The Outcome behind ``future``; Ray failures and timeouts as TransportError."""
         try:
-            async with asyncio.timeout(self.timeout_s):
-                return await future
+            with transport_errors(f"{self.name}: the Ray actor of {self.node.name}"):
+                async with asyncio.timeout(self.timeout_s):
+                    return await future
         except TimeoutError:
             hint = ""
             if what == "start":
@@ -154,13 +153,6 @@ class RemoteStage(StreamingNode):
                 f"{self.name}: the Ray actor of {self.node.name} did not {what} within "
                 f"{self.timeout_s:g} s{hint}"
             ) from None
-        except self._errors as exc:
-            text = str(exc).strip()
-            reason = text.splitlines()[0] if text else type(exc).__name__
-            raise TransportError(
-                f"{self.name}: the Ray actor of {self.node.name} failed ({type(exc).__name__}): "
-                f"{reason}"
-            ) from exc
 
     async def _call(self, method: str, *args: Any, what: str) -> Any:
         if self._actor is None:

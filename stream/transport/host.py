@@ -2,7 +2,7 @@
 
 It builds a pipeline (and sink) per offer, answers, closes sessions that went silent or never
 connected, and counts what could leak. ``WebRTCServer`` uses one in its own process
-(``workers=0``); each worker process of ``workers.py`` runs one of its own.
+(``workers=0``); each worker process (``worker_process.py``) runs one of its own.
 """
 
 from __future__ import annotations
@@ -33,11 +33,13 @@ COLLECT_EVERY_S = 1.0  # at most one garbage collection this often, for status c
 
 
 class OfferRefused(TransportError):
-    """An offer that could not be answered; ``status`` is the HTTP status the front sends."""
+    """An offer that could not be answered; ``status`` is the HTTP status the front sends,
+    ``retry_after_s`` (when set) its ``Retry-After``."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, *, retry_after_s: int | None = None) -> None:
         super().__init__(message)
         self.status = status
+        self.retry_after_s = retry_after_s
 
 
 class SessionHost:

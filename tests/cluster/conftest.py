@@ -69,7 +69,7 @@ def ray_cluster() -> Iterator[Cluster]:
     """A head (2 CPUs, resource ``head``) and a worker node (1 CPU, resource ``worker``), each
     on a host of its own, and a ``peer`` host."""
     pytest.importorskip("ray", reason="Ray is not installed (.ci/install-ray.sh)")
-    from stream.ray.cluster import cluster_unavailable, local_cluster
+    from hosts.ray_cluster import cluster_unavailable, local_cluster
 
     reason = cluster_unavailable()
     if reason:

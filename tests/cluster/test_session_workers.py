@@ -168,7 +168,7 @@ def test_a_killed_worker_ends_its_session_with_an_error_and_new_ones_go_elsewher
     ray_cluster: Any, front: Any, tmp_path: Path
 ) -> None:
     from stream.transport.webrtc import Peer
-    from stream.transport.workers import GONE_NOTICE
+    from stream.transport.worker_protocol import GONE_NOTICE
 
     server = front("--pipeline", manifest(tmp_path, GAIN), *CPUS)
     before = {w["index"]: w for w in server.status()["workers"]}
@@ -241,7 +241,8 @@ def test_a_killed_worker_ends_its_session_with_an_error_and_new_ones_go_elsewher
     # the dead worker's slot is restarted on the same node: a new actor and session host
     status = server.wait_for(lambda s: s["worker_restarts"] == 1 and s["sessions"] == 0, 60)
     workers = {w["index"]: w for w in status["workers"]}
-    assert workers[victim]["alive"] and workers[victim]["node_ip"] == before[victim]["node_ip"]
+    assert workers[victim]["alive"], (workers[victim], server.log())
+    assert workers[victim]["node_ip"] == before[victim]["node_ip"]
     assert workers[victim]["actor_pid"] != before[victim]["actor_pid"]
     assert workers[other]["actor_pid"] == before[other]["actor_pid"]
     assert status["counts"]["pipelines"] == 0 and status["counts"]["peer_connections"] == 0
@@ -254,7 +255,8 @@ def test_ray_local_starts_a_ray_in_the_server_process(tmp_path: Path) -> None:
     import sys
     import threading
 
-    from stream.transport.netns import netns_unavailable, test_hosts
+    from hosts.netns import netns_unavailable, test_hosts
+
     from stream.transport.webrtc import connect
 
     reason = netns_unavailable()

@@ -19,13 +19,15 @@ from typing import Any
 
 import pytest
 
-from stream.errors import BackendUnavailable, ConfigError
+from stream.errors import BackendUnavailable, ConfigError, TransportError
 
 pytest.importorskip("aiortc", reason="aiortc is not installed (.ci/install-webrtc.sh)")
 
 from stream.transport.cli import pipeline_factory, serve_main
+from stream.transport.placement import candidates
+from stream.transport.process_workers import CpuMeter, cpu_seconds
 from stream.transport.server import WebRTCServer
-from stream.transport.workers import CpuMeter, cpu_seconds, restart_delay
+from stream.transport.supervisor import restart_delay
 
 REPO = Path(__file__).resolve().parents[2]
 MANIFEST = REPO / "deploy" / "kuberay-raycluster.yaml"
@@ -56,16 +58,16 @@ def _server(**kwargs: Any) -> WebRTCServer:
 
 
 def test_placement_takes_fewest_sessions_then_least_cpu_and_skips_full_or_draining() -> None:
-    server = _server(workers=4, worker_sessions=3)
-    server.workers = [
+    workers: list[Any] = [
         _Handle(0, 2, 0.10),
         _Handle(1, 1, 0.90),
         _Handle(2, 1, 0.20),
         _Handle(3, 0, 0.00, draining=True),
     ]
-    assert [w.index for w in server._candidates()] == [2, 1, 0]
-    server.workers[0].sessions.add("third")  # at the cap of 3
-    assert [w.index for w in server._candidates()] == [2, 1]
+    assert [w.index for w in candidates(workers, 3)] == [2, 1, 0]
+    workers[0].sessions.add("third")  # at the cap of 3
+    assert [w.index for w in candidates(workers, 3)] == [2, 1]
+    assert [w.index for w in candidates(workers, None)] == [2, 1, 0]
 
 
 async def _request(server: WebRTCServer, method: str, path: str, token: str | None = None) -> Any:
@@ -111,13 +113,14 @@ async def test_drain_endpoint_and_restarts_with_a_growing_delay() -> None:
         # drained: no new sessions, 503 for an offer; a drained worker that dies stays dead
         code, body = await _request(server, "POST", "/workers/0/drain", "t0ken")
         assert code == 200 and body["draining"] is True and body["index"] == 0
-        assert server._candidates() == []
+        assert candidates(server.workers, server.settings.worker_sessions) == []
         status = await server.gather_status()
         assert status["workers"][0]["draining"] is True
         os.kill(server.workers[0].describe()["pid"], signal.SIGKILL)
         await _wait(lambda: not server.workers[0].alive, 10, "death seen")
         await asyncio.sleep(1.5)
-        assert server.worker_restarts == 2 and not server._restarts
+        assert server.supervisor is not None
+        assert server.worker_restarts == 2 and not server.supervisor.restarting
 
 
 def test_ray_without_ray_installed_says_how_to_install(
@@ -173,13 +176,29 @@ def test_a_server_without_ray_imports_no_ray() -> None:
 
 
 def test_ice_addresses_are_resolved_on_the_node() -> None:
-    from stream.ray.workers import resolve_on_node
+    from stream.ray.session_actor import resolve_on_node
 
     assert resolve_on_node(()) is None
     assert "127.0.0.1" in (resolve_on_node(["lo"]) or ())
     assert resolve_on_node(["127.0.0.1", "192.0.2.77"]) == frozenset({"127.0.0.1"})
     with pytest.raises(ConfigError, match="on this node"):
         resolve_on_node(["192.0.2.77", "nosuchif0"])
+
+
+def test_ray_failures_become_transport_errors_in_one_place() -> None:
+    ray = pytest.importorskip("ray", reason="Ray is not installed (.ci/install-ray.sh)")
+    from stream.ray._ray import transport_errors
+
+    cause = ray.exceptions.RaySystemError("the raylet went away\n  long traceback here")
+    with pytest.raises(TransportError) as caught, transport_errors("worker 3 (node 10.0.0.7)"):
+        raise cause
+    assert (
+        str(caught.value)
+        == "worker 3 (node 10.0.0.7) failed (RaySystemError): " + str(cause).strip().splitlines()[0]
+    )
+    assert caught.value.__cause__ is cause
+    with pytest.raises(ValueError, match="not Ray's"), transport_errors("worker 3"):
+        raise ValueError("not Ray's")
 
 
 def test_cpu_of_a_process() -> None:

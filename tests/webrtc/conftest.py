@@ -2,7 +2,7 @@
 
 Tests marked ``webrtc`` need root and ``ip netns`` (iproute2); they skip, saying why, where
 those are missing. Everything they start runs on the test hosts the session fixture makes and
-removes (``stream.transport.netns``), so no traffic reaches a real interface.
+removes (``tests/hosts/netns.py``), so no traffic reaches a real interface.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ def pytest_configure(config: pytest.Config) -> None:
 def hosts() -> Iterator[Any]:
     """The two test hosts (server 10.213.0.1, client 10.213.0.2) for the whole session."""
     pytest.importorskip("aiortc", reason="aiortc is not installed (.ci/install-webrtc.sh)")
-    from stream.transport.netns import netns_unavailable, test_hosts
+    from hosts.netns import netns_unavailable, test_hosts
 
     reason = netns_unavailable()
     if reason:

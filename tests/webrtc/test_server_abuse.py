@@ -450,7 +450,7 @@ def test_status_during_a_live_session_runs_no_garbage_collection(
 def test_status_is_rate_limited_per_client(serve: Callable[..., LoopServer]) -> None:
     rate = 2.0
     server = serve(status_rate=rate)
-    burst = int(server.peek(lambda: server.server.status_limit.burst))  # type: ignore[union-attr]
+    burst = int(server.peek(lambda: server.server.signaling.status_limit.burst))  # type: ignore[union-attr]
     assert burst == 8  # 4 s worth
     conn = http.client.HTTPConnection(LOOPBACK, server.port, timeout=20)
     codes: list[int] = []
@@ -688,12 +688,13 @@ def test_connection_churn_leaves_nothing_behind(
     def left() -> dict[str, int]:
         """What is left that should not be (a closing session's aiortc tasks end soon after)."""
         s = server.server
-        assert s._runner is not None and s._runner.server is not None
+        http = s.signaling
+        assert http.runner is not None and http.runner.server is not None
         counts = {
-            "connections": len(s._runner.server.connections),
-            "waiting": len(s.deadlines.waiting_since),
-            "served": len(s.deadlines.served),
-            "in handler": len(s.deadlines.in_handler),
+            "connections": len(http.runner.server.connections),
+            "waiting": len(http.deadlines.waiting_since),
+            "served": len(http.deadlines.served),
+            "in handler": len(http.deadlines.in_handler),
             "sessions": len(s.sessions),
             "answering": len(s._answering),
             "extra tasks": max(0, tasks_now() - baseline),

@@ -1,5 +1,8 @@
 """A throwaway multi-node Ray cluster on this machine, for tests and benchmarks (root needed).
 
+Test infrastructure: nothing of the runtime uses it (``serve --ray local`` starts a Ray of its
+own through ``ray.init``).
+
 By default Ray binds the machine's outward address. Inside a network namespace that has only
 ``lo``, every Ray process binds 127.0.0.1, so no cluster traffic can leave it. ``local_cluster()``
 makes such a namespace, plus a PID namespace (so ``ray stop`` there sees only this cluster's
@@ -38,6 +41,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from .netns import TestHosts, netns_unavailable
+
 T = TypeVar("T")
 
 HEAD_PORT = 6379  # free in a fresh namespace: nothing else listens there
@@ -60,8 +65,6 @@ _REAPER = (
 
 def cluster_unavailable() -> str | None:
     """Why a local cluster cannot be made here, or None."""
-    from ..transport.netns import netns_unavailable
-
     reason = netns_unavailable()
     if reason:
         return reason
@@ -138,8 +141,6 @@ class LocalCluster:
     def run_async(self, host: str, main: Callable[[], Awaitable[T]], timeout: float = 120.0) -> T:
         """``asyncio.run(main())`` on a thread in ``host``'s network namespace (a WebRTC peer
         without a subprocess); raises what ``main`` raised, or TimeoutError."""
-        from ..transport.netns import TestHosts
-
         view = TestHosts(dict(self.hosts), dict(self.addresses), {})
         return view.run_async(host, main, timeout)
 

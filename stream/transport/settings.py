@@ -1,0 +1,169 @@
+"""``ServerSettings``: what a ``WebRTCServer`` is told, checked once, never changed afterwards.
+
+The server keeps its settings apart from its running state (sessions, workers, the listening
+socket), as a GStreamer element does: a bad value is a ``ConfigError`` at construction, not a
+failure once peers are connected. ``WebRTCServer(factory, host, port, max_sessions=...)`` builds
+one from its keyword arguments (``ServerOptions`` lists them for type checkers);
+``WebRTCServer(factory, settings=ServerSettings(...))`` takes one whole.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypedDict
+
+from ..errors import ConfigError
+from ._aiortc import resolve_host_addresses
+from .host import SinkFactory
+from .session import SessionOptions
+
+STATIC_DIR = Path(__file__).with_name("static")
+DEFAULT_MAX_OFFER_BYTES = 64 * 1024
+DEFAULT_HEADER_TIMEOUT_S = 10.0
+DEFAULT_BODY_TIMEOUT_S = 10.0
+DEFAULT_STATUS_RATE = 5.0  # admin requests a second per client address
+STATUS_BURST_S = 4.0  # a client may spend this many seconds' worth of them at once
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """Every setting of a ``WebRTCServer`` (see its docstring for what each one does).
+
+    Raises ConfigError for a value out of range. Mutable inputs (``ray_resources``, the ICE
+    lists) are copied, so changing the caller's objects later changes nothing here.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    max_sessions: int = 16
+    max_offer_bytes: int = DEFAULT_MAX_OFFER_BYTES
+    token: str | None = None
+    admin_token: str | None = None
+    status_rate: float = DEFAULT_STATUS_RATE
+    header_timeout: float = DEFAULT_HEADER_TIMEOUT_S
+    body_timeout: float = DEFAULT_BODY_TIMEOUT_S
+    idle_timeout: float = 10.0
+    connect_timeout: float = 20.0
+    ice_addresses: Sequence[str] | None = None
+    ice_servers: Sequence[str] = ()
+    jitter_depth: int | None = 3
+    input_channels: int | None = 1
+    input_sample_rate: int | None = None
+    pixel_format: str = "rgb24"
+    sink_factory: SinkFactory | None = None
+    backend: str | None = None
+    static_dir: Path | None = None
+    workers: int = 0
+    ray_address: str | None = None
+    ray_worker_cpus: float = 1.0
+    ray_resources: Mapping[str, float] | None = None
+    worker_sessions: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_sessions < 1:
+            raise ConfigError(f"max_sessions must be >= 1, got {self.max_sessions}")
+        if self.max_offer_bytes < 256:
+            raise ConfigError(f"max_offer_bytes must be >= 256, got {self.max_offer_bytes}")
+        if self.idle_timeout <= 0 or self.connect_timeout <= 0:
+            raise ConfigError("idle_timeout and connect_timeout must be > 0")
+        if not (self.header_timeout > 0 and self.body_timeout > 0):
+            raise ConfigError(
+                "header_timeout and body_timeout must be > 0, got "
+                f"{self.header_timeout}, {self.body_timeout}"
+            )
+        if not self.status_rate >= 0:
+            raise ConfigError(f"status_rate must be >= 0 (0: no limit), got {self.status_rate}")
+        if self.jitter_depth is not None and not 0 <= self.jitter_depth <= 8:
+            raise ConfigError(f"jitter_depth must be in 0..8 or None, got {self.jitter_depth}")
+        if self.workers < 0:
+            raise ConfigError(f"workers must be >= 0, got {self.workers}")
+        if self.worker_sessions is not None and self.worker_sessions < 1:
+            raise ConfigError(f"worker_sessions must be >= 1, got {self.worker_sessions}")
+        if self.ray_address is not None:
+            if not self.ray_address.strip():
+                raise ConfigError("ray_address is empty (give host:port, 'auto' or 'local')")
+            if self.ray_worker_cpus < 0:
+                raise ConfigError(f"ray_worker_cpus must be >= 0, got {self.ray_worker_cpus}")
+        # frozen: the copies go in the way the dataclass machinery itself sets fields
+        copies = {
+            "token": self.token or None,  # "": no token, as an unset variable
+            "admin_token": self.admin_token or None,
+            "header_timeout": float(self.header_timeout),
+            "body_timeout": float(self.body_timeout),
+            "ray_worker_cpus": float(self.ray_worker_cpus),
+            "ice_addresses": tuple(self.ice_addresses or ()),
+            "ice_servers": tuple(self.ice_servers),
+            "ray_resources": dict(self.ray_resources or {}),
+        }
+        for name, value in copies.items():
+            object.__setattr__(self, name, value)
+
+    @property
+    def pooled(self) -> bool:
+        """Whether sessions run on workers (processes or Ray), not in the server's process."""
+        return bool(self.workers) or self.ray_address is not None
+
+    @property
+    def page_dir(self) -> Path:
+        """Where the browser page is served from."""
+        return self.static_dir or STATIC_DIR
+
+    def session_options(self) -> SessionOptions:
+        """The options every session gets. ICE interface names are resolved here, except on a
+        Ray cluster, where each worker resolves them on its own node; raises ConfigError for
+        a name or address that is not on this machine."""
+        spec = tuple(self.ice_addresses or ())
+        resolve_here = bool(spec) and self.ray_address is None
+        return SessionOptions(
+            input_channels=self.input_channels,
+            input_sample_rate=self.input_sample_rate,
+            pixel_format=self.pixel_format,
+            idle_timeout=self.idle_timeout,
+            jitter_depth=self.jitter_depth,
+            ice_addresses=resolve_host_addresses(spec) if resolve_here else None,
+            ice_servers=tuple(self.ice_servers),
+            backend=self.backend,
+        )
+
+
+class ServerOptions(TypedDict, total=False):
+    """``ServerSettings``' fields but ``host`` and ``port``, as ``WebRTCServer``'s keyword
+    arguments (``**options: Unpack[ServerOptions]``), so a type checker sees each one."""
+
+    max_sessions: int
+    max_offer_bytes: int
+    token: str | None
+    admin_token: str | None
+    status_rate: float
+    header_timeout: float
+    body_timeout: float
+    idle_timeout: float
+    connect_timeout: float
+    ice_addresses: Sequence[str] | None
+    ice_servers: Sequence[str]
+    jitter_depth: int | None
+    input_channels: int | None
+    input_sample_rate: int | None
+    pixel_format: str
+    sink_factory: SinkFactory | None
+    backend: str | None
+    static_dir: Path | None
+    workers: int
+    ray_address: str | None
+    ray_worker_cpus: float
+    ray_resources: Mapping[str, float] | None
+    worker_sessions: int | None
+
+
+__all__ = [
+    "DEFAULT_BODY_TIMEOUT_S",
+    "DEFAULT_HEADER_TIMEOUT_S",
+    "DEFAULT_MAX_OFFER_BYTES",
+    "DEFAULT_STATUS_RATE",
+    "STATIC_DIR",
+    "STATUS_BURST_S",
+    "ServerOptions",
+    "ServerSettings",
+]
