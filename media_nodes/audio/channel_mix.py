@@ -12,7 +12,7 @@ from stream.kernel_node import KernelNode
 
 
 def _check_channels(stage: str, channels: int) -> None:
-    if not isinstance(channels, int) or not 1 <= channels <= 64:
+    if isinstance(channels, bool) or not isinstance(channels, int) or not 1 <= channels <= 64:
         raise config_error(stage, f"channels must be an int in 1..=64, got {channels!r}")
 
 

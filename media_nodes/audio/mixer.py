@@ -313,13 +313,17 @@ class Mixer(Source):
             )
         self._gains_db = gains
         if sample_rate is not None and (
-            not isinstance(sample_rate, int) or not 1 <= sample_rate <= 384000
+            isinstance(sample_rate, bool)
+            or not isinstance(sample_rate, int)
+            or not 1 <= sample_rate <= 384000
         ):
             raise config_error(
                 stage, f"sample_rate must be None or an int in 1..=384000, got {sample_rate!r}"
             )
         if channels is not None and (
-            not isinstance(channels, int) or not 1 <= channels <= MAX_CHANNELS
+            isinstance(channels, bool)
+            or not isinstance(channels, int)
+            or not 1 <= channels <= MAX_CHANNELS
         ):
             raise config_error(
                 stage, f"channels must be None or an int in 1..=64, got {channels!r}"

@@ -18,7 +18,9 @@ from stream.kernel_node import KernelNode
 def _check_size(stage: str, samples: int | None, frame_ms: float | None) -> None:
     if (samples is None) == (frame_ms is None):
         raise config_error(stage, "give exactly one of samples or frame_ms")
-    if samples is not None and (not isinstance(samples, int) or samples < 1):
+    if samples is not None and (
+        isinstance(samples, bool) or not isinstance(samples, int) or samples < 1
+    ):
         raise config_error(stage, f"samples must be an int >= 1, got {samples!r}")
     if frame_ms is not None and (not math.isfinite(frame_ms) or frame_ms <= 0):
         raise config_error(stage, f"frame_ms must be > 0, got {frame_ms!r}")

@@ -50,6 +50,8 @@ def test_kernel_config_errors_name_the_stage(name: str, kwargs: dict[str, Any]) 
         lambda: FormatConvert("u8", name="n"),
         lambda: Resample(1_000_000, name="n"),
         lambda: Rebuffer(name="n"),
+        lambda: Rebuffer(samples=True, name="n"),  # a bool is not a count
+        lambda: ChannelMix(True, name="n"),
     ],
 )
 def test_node_config_errors_name_the_node(make: Any) -> None:
