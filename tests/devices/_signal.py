@@ -1,11 +1,13 @@
-"""Measurements for the device tests."""
+"""Measurements (and a wait) for the device tests."""
 
 from __future__ import annotations
 
+import asyncio
 import math
 import os
 import threading
 import time
+from collections.abc import Callable
 
 import numpy as np
 import numpy.typing as npt
@@ -30,7 +32,7 @@ def native_threads() -> int:
     return len(os.listdir("/proc/self/task")) - threading.active_count()
 
 
-def native_threads_back_to(count: int, timeout_s: float = 2.0) -> bool:
+def native_threads_back_to(count: int, timeout_s: float = 10.0) -> bool:
     """True once at most ``count`` native threads run (a closed stream's thread is joined, but
     another test's may still be on its way out)."""
     deadline = time.monotonic() + timeout_s
@@ -41,7 +43,22 @@ def native_threads_back_to(count: int, timeout_s: float = 2.0) -> bool:
     return True
 
 
+async def until(condition: Callable[[], bool], timeout_s: float = 30.0) -> None:
+    """Poll ``condition`` on the event loop until it holds: a test paced by what a device did,
+    not by how long that took on this machine. TimeoutError after ``timeout_s``."""
+    async with asyncio.timeout(timeout_s):
+        while not condition():
+            await asyncio.sleep(0.005)
+
+
 def nonzero(x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
     """The samples that are not exactly zero: played audio without the silence a device adds
     before, after and (on underruns) between blocks."""
     return x[x != 0]
+
+
+def gaps(x: npt.NDArray[np.float32]) -> int:
+    """Runs of exact zeros between played samples: where a device played silence mid-stream (an
+    underrun), in a signal that has no exact zero of its own past its first sample."""
+    loud = np.flatnonzero(x)
+    return int((np.diff(loud) > 1).sum()) if loud.size else 0

@@ -30,5 +30,8 @@ if "sounddevice" in sys.modules:  # imported before collection: make PortAudio s
 @pytest.fixture
 def virtual() -> VirtualAudio:
     """The virtual devices: write what the microphones hear, read what the speaker played."""
+    for drain in (VIRTUAL.speaker, VIRTUAL.mic_clock):
+        drain.settle()  # the last test's streams are closed: let their last bytes through
     VIRTUAL.speaker.take()  # start each test with nothing recorded
+    VIRTUAL.mic_clock.mark()  # and the microphone's clock at its first sample
     return VIRTUAL

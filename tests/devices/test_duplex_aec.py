@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -25,8 +24,10 @@ from stream.testing import split_frames, tone
 from .test_cli_live import remotemedia
 from .virtual_audio import VirtualAudio
 
-# On ALSA, PortAudio's stream time is CLOCK_MONOTONIC, the clock of time.monotonic().
-ALIGN_S = 0.1  # the bound asserted between stamped and observed times (measured: see report)
+# On ALSA, PortAudio's stream time is CLOCK_MONOTONIC, the clock of time.monotonic() and of the
+# virtual devices' drains.
+ALIGN_S = 0.1  # the bound on |played - stamped| is ALIGN_S / 2 (measured: within 13 ms, load 10)
+EDGE = 0.01  # a sample above this is the tone (amplitude 0.5): its first and last samples
 
 
 async def _feed(frames: list[AudioFrame]) -> AsyncIterator[AudioFrame]:
@@ -36,61 +37,73 @@ async def _feed(frames: list[AudioFrame]) -> AsyncIterator[AudioFrame]:
 
 async def _play_with_reference(
     virtual: VirtualAudio, mic_rate: int
-) -> tuple[
-    MicrophoneSource,
-    SpeakerSink,
-    list[tuple[float, AudioFrame]],
-    list[tuple[float, AudioFrame]],
-    np.ndarray,
-]:
+) -> tuple[MicrophoneSource, list[AudioFrame], np.ndarray, float, float]:
+    """Play a 1 s tone with a microphone open; returns the microphone, the reference frames,
+    what the speaker played, and the device clocks' origins: the speaker's (when its sample 0
+    played) and the microphone's (when its sample 0 reached PortAudio)."""
     virtual.set_mic_input(np.zeros((1, mic_rate * 4), np.float32), mic_rate)
     virtual.set_speaker_format(48000, 1)
     mic = MicrophoneSource("virtual_mic", sample_rate=mic_rate)
     sink = SpeakerSink("virtual_speaker", sample_rate=48000)
     signal = tone(440, 1.0, 48000, amplitude=0.5)
-    heard: list[tuple[float, AudioFrame]] = []
-    refs: list[tuple[float, AudioFrame]] = []
+    refs: list[AudioFrame] = []
+    heard = asyncio.Event()
 
     async def listen() -> None:
         async with contextlib.aclosing(mic.stream(None)) as frames:
             async for frame in frames:
-                heard.append((time.monotonic(), frame))
+                if (frame.pts or 0) >= 0.3 * mic_rate:
+                    heard.set()
 
     async def follow(reference: AsyncIterator[AudioFrame]) -> None:
         async for frame in reference:
-            refs.append((time.monotonic(), frame))
+            refs.append(frame)
 
     listening = asyncio.create_task(listen())
-    await asyncio.sleep(0.3)
-    following = asyncio.create_task(follow(sink.reference(microphone=mic)))
-    await Pipeline([sink]).run(_feed(split_frames(signal, 48000, 960)))
-    await asyncio.wait_for(following, 5)
-    listening.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await listening
-    return mic, sink, heard, refs, virtual.played(1)
+    try:
+        async with asyncio.timeout(30):
+            await heard.wait()  # 0.3 s captured: the microphone's clock has settled
+            following = asyncio.create_task(follow(sink.reference(microphone=mic)))
+            await Pipeline([sink]).run(_feed(split_frames(signal, 48000, 960)))
+            await following  # the speaker stream stopped: the reference ends
+    finally:
+        listening.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await listening
+    virtual.mic_clock.settle()
+    virtual.speaker.settle()
+    # The virtual microphone hands a sample to PortAudio as it enters the FIFO, a pipe-full
+    # before its drain (the device's clock) takes it; the speaker plays a sample as it is taken.
+    mic_origin = virtual.mic_clock.origin() - virtual.mic_clock.pipe_bytes / (mic_rate * 4)
+    speaker_origin = virtual.speaker.origin()
+    return mic, refs, virtual.played(1), speaker_origin, mic_origin
 
 
-def _errors_ms(origin: float, frames: list[tuple[float, AudioFrame]]) -> np.ndarray:
-    """Arrival time minus the stream time of each frame's end, by ``origin`` and its pts."""
-    return np.array(
-        [
-            (t - (origin + (f.pts or 0) / f.sample_rate + f.num_samples / f.sample_rate)) * 1000
-            for t, f in frames
-        ]
-    )
+def _edges(x: np.ndarray) -> tuple[int, int]:
+    """Indices of the tone's first and last samples."""
+    loud = np.flatnonzero(np.abs(x) > EDGE)
+    return int(loud[0]), int(loud[-1])
 
 
 @pytest.mark.parametrize("mic_rate", [48000, 16000])
 async def test_reference_is_what_was_played_on_the_microphone_clock(
     virtual: VirtualAudio, mic_rate: int
 ) -> None:
-    mic, _sink, heard, refs, played = await _play_with_reference(virtual, mic_rate)
-    assert refs and all(f.sample_rate == mic_rate and f.channels == 1 for _, f in refs)
+    """What the speaker played comes back, stamped with the microphone pts at which it played.
+
+    "When" is read on the virtual devices' own clocks (their drains), not on this test's event
+    loop, which a busy machine delays. Those clocks lose the time this process is starved for
+    (a stall, as a sound card's underrun or overflow), and each device loses its own; the stream
+    clocks that SpeakerSink and MicrophoneSource fit follow such a step only over their 2-4 s
+    window (StreamClock), longer than this test. So the comparison is on each device's clock
+    counted from its own start: the tone's first and last samples are stamped where they played.
+    """
+    mic, refs, played, speaker_origin, mic_origin = await _play_with_reference(virtual, mic_rate)
+    assert refs and all(f.sample_rate == mic_rate and f.channels == 1 for f in refs)
     # pts continuous on the microphone's sample clock
-    for (_, a), (_, b) in itertools.pairwise(refs):
+    for a, b in itertools.pairwise(refs):
         assert b.pts == (a.pts or 0) + a.num_samples
-    ref = np.concatenate([f.samples for _, f in refs], axis=1)
+    ref = np.concatenate([f.samples for f in refs], axis=1)
     if mic_rate == 48000:
         # Every sample the callback played, in order; before it, only the silence PortAudio
         # primes the device with at start (no callback sees it).
@@ -100,13 +113,13 @@ async def test_reference_is_what_was_played_on_the_microphone_clock(
         np.testing.assert_array_equal(played[:, primed:], ref)
     else:  # resampled to the microphone's rate: the same length within the filter's delay
         assert played.shape[1] / 3 - 0.1 * 16000 <= ref.shape[1] <= played.shape[1] / 3 + 40
-    # Both streams map onto PortAudio's clock: a frame arrives about when its stamp says it
-    # ended (reference: when it was handed to the device; microphone: when it was captured).
-    origin = mic.stream_origin
-    assert origin is not None
-    for errors in (_errors_ms(origin, refs), _errors_ms(origin, heard[10:])):
-        assert abs(float(np.median(errors))) < ALIGN_S * 1000 / 2
-        assert np.percentile(np.abs(errors), 90) < ALIGN_S * 1000
+    assert mic.stream_origin is not None
+    first_pts = refs[0].pts
+    assert first_pts is not None
+    for played_at, stamped in zip(_edges(played[0]), _edges(ref[0]), strict=True):
+        played_s = speaker_origin + played_at / 48000
+        stamped_s = mic_origin + (first_pts + stamped) / mic_rate
+        assert abs(played_s - stamped_s) < ALIGN_S / 2, (played_s - stamped_s, mic_rate)
 
 
 async def test_an_unread_reference_stays_bounded(virtual: VirtualAudio) -> None:

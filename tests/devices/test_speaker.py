@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -17,17 +16,27 @@ from stream.errors import ConfigError, FormatError, NodeError
 from stream.frames import AudioFrame
 from stream.testing import join_frames, run_node, split_frames, tone
 
-from ._signal import native_threads, native_threads_back_to, nonzero, peak_hz, rms_db
+from ._signal import (
+    gaps,
+    native_threads,
+    native_threads_back_to,
+    nonzero,
+    peak_hz,
+    rms_db,
+    until,
+)
 from .virtual_audio import VirtualAudio
 
 
-async def paced_feed(
-    frames: list[AudioFrame], stall_every: int = 0, stall_s: float = 0.0
+async def starving_feed(
+    frames: list[AudioFrame], sink: SpeakerSink, every: int
 ) -> AsyncIterator[AudioFrame]:
-    """Yield ``frames``; every ``stall_every`` frames, stall for ``stall_s`` (a slow producer)."""
+    """Yield ``frames``; every ``every`` frames, stall until the device has run out of audio
+    (an underrun is counted), however fast this machine lets it play."""
     for i, frame in enumerate(frames):
-        if stall_every and i and i % stall_every == 0:
-            await asyncio.sleep(stall_s)
+        if i and i % every == 0:
+            before = sink.stats["underruns"]
+            await until(lambda: sink.stats["underruns"] > before)  # noqa: B023 (awaited here)
         yield frame
 
 
@@ -53,10 +62,15 @@ async def test_plays_the_stream_exactly_paced_by_the_device(
     # but the jitter buffer (60 ms), PortAudio's and the pipe's few ms had played.
     assert fed[-1] - start > 0.8
     assert elapsed > 0.9  # flush() waited for the tail to play
-    assert sink.stats == {"frames": 50, "underruns": 0, "resampled": False}
+    stats = sink.stats
+    assert stats["frames"] == 50 and stats["resampled"] is False
     np.testing.assert_array_equal(nonzero(played), nonzero(signal))  # every sample, in order
-    start_at = int(np.flatnonzero(played[0])[0]) - 1  # tone() starts at an exact zero
-    np.testing.assert_array_equal(played[:, start_at : start_at + 48000], signal)
+    # Back to back, unless a machine busy enough to keep this producer from the ring for some
+    # 40 ms made it run dry: then silence only where an underrun was counted.
+    assert gaps(played[0]) <= stats["underruns"] <= gaps(played[0]) + 1
+    if stats["underruns"] == 0:
+        start_at = int(np.flatnonzero(played[0])[0]) - 1  # tone() starts at an exact zero
+        np.testing.assert_array_equal(played[:, start_at : start_at + 48000], signal)
     assert not sink.active
 
 
@@ -124,13 +138,13 @@ async def test_underruns_are_counted_and_filled_with_silence(virtual: VirtualAud
     virtual.set_speaker_format(48000, 1)
     sink = SpeakerSink("virtual_speaker", sample_rate=48000, jitter_ms=40)
     frames = split_frames(signal, 48000, 960)
-    stalls = len(range(12, len(frames), 12))  # 4 stalls of 150 ms, each longer than the buffer
-    await Pipeline([sink]).run(paced_feed(frames, stall_every=12, stall_s=0.15))
+    stalls = len(range(12, len(frames), 12))  # 4 stalls, each until the buffer ran dry
+    await Pipeline([sink]).run(starving_feed(frames, sink, every=12))
     played = virtual.played(1)
-    assert stalls <= sink.stats["underruns"] <= stalls + 1
     np.testing.assert_array_equal(nonzero(played), nonzero(signal))  # late, but all of it
-    gaps = np.diff(np.flatnonzero(played[0]))
-    assert (gaps > 4800).sum() >= stalls  # >= 100 ms of silence where the producer stalled
+    # Each underrun is one stretch of silence, then playback waits for a full buffer again; the
+    # last one may fall after the last sample. (A busy machine can add underruns of its own.)
+    assert stalls <= gaps(played[0]) <= sink.stats["underruns"] <= gaps(played[0]) + 1
 
 
 async def test_a_device_faster_than_the_producer(virtual: VirtualAudio, backend: str) -> None:
@@ -231,7 +245,9 @@ async def test_tone_source_pipeline_into_the_speaker(virtual: VirtualAudio, back
     played = virtual.played(2)
     left = nonzero(played[0])
     np.testing.assert_array_equal(played[0], played[1])
-    assert sink.stats["resampled"] is True and sink.stats["underruns"] == 0
+    assert sink.stats["resampled"] is True
+    # silence mid-stream only where an underrun was counted (none, unless the machine is busy)
+    assert gaps(played[0]) <= sink.stats["underruns"] <= gaps(played[0]) + 1
     assert left.size == pytest.approx(24000, abs=10)
     assert peak_hz(left[1000:-1000], 48000) == pytest.approx(1000, abs=0.5)
     assert rms_db(left[1000:-1000]) == pytest.approx(-15.05, abs=0.05)

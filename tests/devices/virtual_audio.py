@@ -29,14 +29,17 @@ from __future__ import annotations
 import fcntl
 import os
 import select
+import termios
 import threading
 import time
+from collections import deque
 from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 
 F_SETPIPE_SZ = 1031  # linux/fcntl.h: keep the pipe small so the pacing is tight
+F_GETPIPE_SZ = 1032
 
 ASOUNDRC = """\
 pcm.virtual_mic {{
@@ -78,6 +81,12 @@ class PacedDrain:
 
     The FIFO is opened read-write, so opening its other end never blocks and reads never see
     end-of-file. Idle time earns no credit (at most 20 ms), so a new stream starts in real time.
+
+    The drain is the device's clock: a byte is played (or, for a capture device, let through)
+    when the drain reads it. When this process is starved, the drain and the stream it paces
+    both run late and that time is lost for good (the device stalls, as a sound card would
+    underrun or overflow), so ``timeline()`` records when each read happened and ``origin()``
+    is where the device's sample 0 sits on its own clock, from the reads that were on time.
     """
 
     def __init__(self, path: Path, byte_rate: int, record: bool) -> None:
@@ -85,16 +94,22 @@ class PacedDrain:
         self.byte_rate = byte_rate
         self.record = record
         self._data = bytearray()
+        self._count = 0  # bytes read since the last take() or mark()
+        self._timeline: deque[tuple[float, int]] = deque(maxlen=1 << 16)  # (read at, count)
+        self._passes = 0  # turns of the drain loop, each after its read is recorded
         self._lock = threading.Lock()
         os.mkfifo(path)
         self._fd = os.open(path, os.O_RDWR | os.O_NONBLOCK)
         fcntl.fcntl(self._fd, F_SETPIPE_SZ, 4096)
+        self.pipe_bytes = fcntl.fcntl(self._fd, F_GETPIPE_SZ)
         self._thread = threading.Thread(target=self._run, name=f"drain {path.name}", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
         due = time.monotonic()
         while True:
+            with self._lock:
+                self._passes += 1
             ready, _, _ = select.select([self._fd], [], [], 0.05)
             if not ready:
                 continue
@@ -107,29 +122,68 @@ class PacedDrain:
                 data = os.read(self._fd, chunk)
             except BlockingIOError:
                 continue
-            if self.record:
-                with self._lock:
+            read_at = time.monotonic()
+            with self._lock:
+                if self.record:
                     self._data.extend(data)
+                self._count += len(data)
+                self._timeline.append((read_at, self._count))
             due += len(data) / self.byte_rate
 
     def take(self) -> bytes:
-        """What was read since the last take (and forget it)."""
+        """What was read since the last take (and forget it, and the timeline)."""
         with self._lock:
             data = bytes(self._data)
             self._data.clear()
+            self._count = 0
+            self._timeline.clear()
         return data
 
-    def settle(self, quiet_s: float = 0.1, timeout_s: float = 3.0) -> None:
-        """Wait until nothing new has arrived for ``quiet_s`` (the device has finished)."""
+    def mark(self) -> None:
+        """Count from here on: ``timeline()`` and ``origin()`` start again at byte 0."""
+        with self._lock:
+            self._count = 0
+            self._timeline.clear()
+
+    def timeline(self) -> list[tuple[float, int]]:
+        """Per read: ``(time.monotonic() when it ended, bytes read since take()/mark())``."""
+        with self._lock:
+            return list(self._timeline)
+
+    def origin(self) -> float:
+        """``time.monotonic()`` of byte 0 on the device's clock: the earliest ``read time -
+        bytes / byte_rate`` over the reads (a late read only gives a later one). Raises
+        AssertionError when nothing was read."""
+        reads = self.timeline()
+        assert reads, f"{self.path.name}: nothing was read"
+        return min(t - n / self.byte_rate for t, n in reads)
+
+    def pending(self) -> int:
+        """Bytes waiting in the FIFO."""
+        return int.from_bytes(fcntl.ioctl(self._fd, termios.FIONREAD, b"\0\0\0\0"), "little")
+
+    def settle(self, quiet_s: float = 0.05, timeout_s: float = 10.0) -> None:
+        """Wait until the device has finished: the FIFO is empty, the drain has recorded its
+        last read, and nothing more came for ``quiet_s``. Call it once the stream is closed
+        (closing it puts its last bytes in the FIFO): it waits on the FIFO, not on a quiet spell
+        alone, which a drain this process starved would also show. Raises AssertionError after
+        ``timeout_s`` when something keeps writing (a stream left open)."""
         deadline = time.monotonic() + timeout_s
-        last = -1
         while time.monotonic() < deadline:
+            if self.pending():
+                time.sleep(0.005)
+                continue
             with self._lock:
-                size = len(self._data)
-            if size == last:
-                return
-            last = size
+                passes = self._passes
+            while self._passes == passes and time.monotonic() < deadline:
+                time.sleep(0.005)  # the drain turned round its loop: its last read is recorded
+            with self._lock:
+                count = self._count
             time.sleep(quiet_s)
+            with self._lock:
+                if self._count == count and not self.pending():
+                    return
+        raise AssertionError(f"{self.path.name}: still written to after {timeout_s} s")
 
 
 class VirtualAudio:
