@@ -84,7 +84,7 @@ def select_kernel(
     else:
         why = f"no native {native_name or 'implementation'} in this engine"
     if mode == "rust":
-        raise BackendUnavailable(f"{stage}: backend 'rust' was asked for ({origin}), but {why}")
+        raise BackendUnavailable(f"backend 'rust' was asked for ({origin}), but {why}", stage=stage)
     if why not in _warned:
         _warned.add(why)
         log.warning("falling back to Python stages: %s", why)

@@ -22,9 +22,7 @@ class PyKernel:
 
     def error(self, cls: type[StreamError], message: str) -> StreamError:
         """An error of ``cls`` naming this kernel's stage, as the Rust twin raises it."""
-        err = cls(f"{self.stage}: {message}")
-        err.stage = self.stage
-        return err
+        return cls(message, stage=self.stage)
 
     def check(self, samples: Any, sample_rate: Any) -> Block:
         """Validate one block in the contract's order (checks 1 to 4); returns it C-contiguous."""
@@ -96,9 +94,7 @@ class StreamFormat:
 
 def config_error(stage: str, message: str) -> ConfigError:
     """A ConfigError naming ``stage``, as the engine raises it."""
-    err = ConfigError(f"{stage}: {message}")
-    err.stage = stage
-    return err
+    return ConfigError(message, stage=stage)
 
 
 __all__ = ["Block", "PyKernel", "StreamFormat", "config_error"]

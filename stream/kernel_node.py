@@ -59,12 +59,6 @@ class SampleClock:
         return pts
 
 
-def _stage_error(stage: str, message: str) -> FormatError:
-    err = FormatError(f"{stage}: {message}")
-    err.stage = stage
-    return err
-
-
 _F32 = np.dtype(np.float32)
 
 
@@ -96,7 +90,7 @@ def check_audio(stage: str, item: Any, what: str = "", fltp: bool = True) -> Aud
     elif not isinstance(item, AudioFrame):
         if isinstance(item, VideoFrame):
             return None
-        raise _stage_error(stage, f"{what}expected an AudioFrame, got {type(item).__name__}")
+        raise FormatError(f"{what}expected an AudioFrame, got {type(item).__name__}", stage=stage)
     samples = item.samples
     problem: str | None
     if fltp and not samples_problem(samples, item.planar) and item.format != "fltp":
@@ -108,7 +102,7 @@ def check_audio(stage: str, item: Any, what: str = "", fltp: bool = True) -> Aud
         problem = samples_problem(samples, item.planar, float_only=fltp)
     problem = problem or rate_problem(item.sample_rate) or timing_problem(item.pts, item.time_base)
     if problem is not None:
-        raise _stage_error(stage, what + problem)
+        raise FormatError(what + problem, stage=stage)
     # Numpy integers become plain ints, as the constructor makes them (PyAV, JSON want ints).
     item.sample_rate = operator.index(item.sample_rate)
     if item.pts is not None:

@@ -91,12 +91,7 @@ class _Step:
             inner = getattr(exc, "stage", None)
             if inner in {n.name for n in self.node.nodes}:
                 stage = inner
-        message = str(exc)
-        if message.startswith(f"{stage}: "):
-            message = message[len(stage) + 2 :]
-        err = NodeError(stage, index, f"{type(exc).__name__}: {message}")
-        err.__cause__ = exc
-        return err
+        return NodeError.from_cause(exc, stage, index)
 
     async def tail(self) -> list[Any]:
         """The node's flush() output, whatever form it takes."""
@@ -310,9 +305,11 @@ class Pipeline:
     def add_node(self, node: Node) -> Pipeline:
         """Append a stage; returns the pipeline so calls chain."""
         if not isinstance(node, Node):
-            raise ConfigError(f"{self.name}: add_node() takes a Node, got {type(node).__name__}")
+            raise ConfigError(
+                f"add_node() takes a Node, got {type(node).__name__}", stage=self.name
+            )
         if self._initialized:
-            raise ConfigError(f"{self.name}: cannot add nodes to an initialized pipeline")
+            raise ConfigError("cannot add nodes to an initialized pipeline", stage=self.name)
         self.nodes.append(node)
         return self
 
@@ -327,7 +324,7 @@ class Pipeline:
         names = [n.name for n in self.nodes]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
-            raise ConfigError(f"{self.name}: stage names must be unique, repeated: {dupes}")
+            raise ConfigError(f"stage names must be unique, repeated: {dupes}", stage=self.name)
         done: list[Node] = []
         try:
             for node in self.nodes:
@@ -426,7 +423,7 @@ class Pipeline:
         if owned:
             await self.initialize()
         if self._runs:
-            raise StreamError(f"{self.name}: process() is already running")
+            raise StreamError("process() is already running", stage=self.name)
         self._runs.add(run)
         try:
             upstream = self._build(stream, run.tasks)
@@ -452,7 +449,7 @@ class Pipeline:
         if stream is None:
             if not steps or steps[0].kind != "stream":
                 raise ConfigError(
-                    f"{self.name}: process() without a stream needs a source as the first stage"
+                    "process() without a stream needs a source as the first stage", stage=self.name
                 )
             upstream = None
         else:
@@ -493,8 +490,8 @@ class Pipeline:
             await self.initialize(use_rust=use_rust)
         elif not use_rust and any(n.backend == "rust" for n in self.nodes):
             raise ConfigError(
-                f"{self.name}: run(use_rust=False) on a pipeline initialized with Rust stages; "
-                "clean it up first"
+                "run(use_rust=False) on a pipeline initialized with Rust stages; clean it up first",
+                stage=self.name,
             )
         try:
             stream = [input_data] if single else input_data

@@ -55,12 +55,10 @@ def _library(stage: str) -> ctypes.CDLL:
     paths = [os.path.join(p, name) for p in (spec.submodule_search_locations or [])] if spec else []
     path = next((p for p in paths if os.path.exists(p)), None)
     if path is None:
-        err = BackendUnavailable(
-            f"{stage}: the Python Denoise needs the RNNoise library of pyrnnoise "
-            "(pip install pyrnnoise)"
+        raise BackendUnavailable(
+            "the Python Denoise needs the RNNoise library of pyrnnoise (pip install pyrnnoise)",
+            stage=stage,
         )
-        err.stage = stage
-        raise err
     lib = ctypes.CDLL(path)
     lib.rnnoise_create.argtypes = [ctypes.c_void_p]
     lib.rnnoise_create.restype = ctypes.c_void_p

@@ -214,9 +214,7 @@ class EchoCancel(Node):
         self._task = asyncio.get_running_loop().create_task(self._read_reference(items))
 
     def _error(self, message: str) -> FormatError:
-        err = FormatError(f"{self.name}: {message}")
-        err.stage = self.name
-        return err
+        return FormatError(message, stage=self.name)
 
     async def _read_reference(self, items: AsyncIterable[Any] | Iterable[Any]) -> None:
         try:

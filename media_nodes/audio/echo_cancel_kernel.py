@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from stream.errors import BackendUnavailable, FormatError
+from stream.errors import BackendUnavailable, EngineError, FormatError
 from stream.kernel import Block, PyKernel, config_error
 
 from .level_meter import as_number
@@ -40,11 +40,10 @@ def _library(stage: str) -> ctypes.CDLL:
     try:
         lib = ctypes.CDLL(LIBRARY)
     except OSError as exc:
-        err = BackendUnavailable(
-            f"{stage}: echo cancellation needs libspeexdsp ({LIBRARY}: {exc}); install libspeexdsp1"
-        )
-        err.stage = stage
-        raise err from exc
+        raise BackendUnavailable(
+            f"echo cancellation needs libspeexdsp ({LIBRARY}: {exc}); install libspeexdsp1",
+            stage=stage,
+        ) from exc
     lib.speex_echo_state_init.argtypes = [ctypes.c_int, ctypes.c_int]
     lib.speex_echo_state_init.restype = ctypes.c_void_p
     lib.speex_echo_state_destroy.argtypes = [ctypes.c_void_p]
@@ -80,11 +79,13 @@ def _to_i16(x: Block) -> np.ndarray[Any, np.dtype[np.int16]]:
 class _Speex:
     """One Speex echo canceller state and the partial frame being filled."""
 
-    def __init__(self, lib: ctypes.CDLL, rate: int, far_channels: int, frame: int, taps: int):
+    def __init__(
+        self, stage: str, lib: ctypes.CDLL, rate: int, far_channels: int, frame: int, taps: int
+    ) -> None:
         self.lib, self.rate, self.far_channels, self.frame = lib, rate, far_channels, frame
         self.ptr = lib.speex_echo_state_init(frame, taps)
-        if not self.ptr:
-            raise RuntimeError("speex_echo_state_init failed")
+        if not self.ptr:  # what the Rust kernel raises for the same failure
+            raise EngineError("speex_echo_state_init failed", stage=stage)
         r = ctypes.c_int(rate)
         lib.speex_echo_ctl(self.ptr, _SET_SAMPLING_RATE, ctypes.byref(r))
         self.near = np.zeros(frame, np.int16)
@@ -138,8 +139,7 @@ class EchoCancelKernel(PyKernel):
         return 0 if self._st is None else self._st.fill
 
     def _side(self, side: str, exc: FormatError) -> FormatError:
-        msg = str(exc).removeprefix(f"{self.stage}: ")
-        return self.error(FormatError, f"{side}: {msg}")  # type: ignore[return-value]
+        return FormatError(f"{side}: {exc.message}", stage=self.stage)
 
     def _check1(self, side: str, x: Any) -> None:
         if not isinstance(x, np.ndarray) or x.dtype != np.float32 or x.ndim != 2:
@@ -192,6 +192,7 @@ class EchoCancelKernel(PyKernel):
                 )
         else:
             st = self._st = _Speex(
+                self.stage,
                 self._lib,
                 rate,
                 f.shape[0],

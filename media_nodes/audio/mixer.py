@@ -51,12 +51,6 @@ MAX_CHANNELS = 64
 QUEUE_FRAMES = 4  # frames read ahead per input
 
 
-def _format_error(stage: str, message: str) -> FormatError:
-    err = FormatError(f"{stage}: {message}")
-    err.stage = stage
-    return err
-
-
 def _check_gain(stage: str, index: int, gain_db: Any) -> float:
     value = as_number(stage, f"gains_db[{index}]", gain_db)
     if not math.isfinite(value) or value > MAX_GAIN_DB:
@@ -113,7 +107,7 @@ class MixKernel:
 
     def _check_block(self, k: int, b: Any, channels: int, samples: int) -> None:
         def fail(message: str) -> FormatError:
-            return _format_error(self.stage, f"input {k}: {message}")
+            return FormatError(f"input {k}: {message}", stage=self.stage)
 
         if not isinstance(b, np.ndarray) or b.dtype != np.float32 or b.ndim != 2:
             dtype = getattr(b, "dtype", type(b).__name__)
@@ -140,19 +134,19 @@ class MixKernel:
     def process(self, blocks: Sequence[Block | None], channels: int, samples: int) -> Block:
         blocks = list(blocks)
         if len(blocks) != len(self._gains):
-            raise _format_error(
-                self.stage,
+            raise FormatError(
                 f"expected {len(self._gains)} blocks (one per input), got {len(blocks)}",
+                stage=self.stage,
             )
         # A count that is not an int (a float, a bool) is as invalid as one out of range.
         count = as_int(channels)
         if count is None or not 1 <= count <= MAX_CHANNELS:
             shown = channels if count is None else count
-            raise _format_error(self.stage, f"invalid channel count {shown!r}")
+            raise FormatError(f"invalid channel count {shown!r}", stage=self.stage)
         length = as_int(samples)
         if length is None or length < 1:
             shown = samples if length is None else length
-            raise _format_error(self.stage, f"invalid sample count {shown!r}")
+            raise FormatError(f"invalid sample count {shown!r}", stage=self.stage)
         channels, samples = count, length
         for k, b in enumerate(blocks):
             if b is not None:
@@ -380,17 +374,17 @@ class Mixer(Source):
         frame = check_audio(self.name, item, f"input {inp.index}: ")
         assert frame is not None  # _take skipped video, so the check returns the frame or raises
         if rate and frame.sample_rate != rate:
-            raise _format_error(
-                self.name,
+            raise FormatError(
                 f"input {inp.index} is at {frame.sample_rate} Hz but the mix at {rate} Hz; "
                 f"resample it first (Resample(sample_rate={rate}))",
+                stage=self.name,
             )
         have = frame.channels
         if channels and not (have == channels or have == 1 or channels == 1):
-            raise _format_error(
-                self.name,
+            raise FormatError(
                 f"input {inp.index}: cannot mix {have} channels to {channels}; "
                 "supported: mono to any, any to mono, or the same count",
+                stage=self.name,
             )
         return frame
 
@@ -403,7 +397,8 @@ class Mixer(Source):
                 return None
             if isinstance(item, _Failed):
                 raise StreamError(
-                    f"{self.name}: input {inp.index} failed: {type(item.exc).__name__}: {item.exc}"
+                    f"input {inp.index} failed: {type(item.exc).__name__}: {item.exc}",
+                    stage=self.name,
                 ) from item.exc
             if type(item) is Event:
                 events.append(item)

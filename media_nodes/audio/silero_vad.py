@@ -46,9 +46,7 @@ def model_path(stage: str = "silero_vad") -> str:
         path = os.path.join(folder, "data", MODEL_FILE)
         if os.path.isfile(path):
             return path
-    err = BackendUnavailable(f"{stage}: the Silero VAD model is not installed; {INSTALL_HINT}")
-    err.stage = stage
-    raise err
+    raise BackendUnavailable(f"the Silero VAD model is not installed; {INSTALL_HINT}", stage=stage)
 
 
 def _threshold(stage: str, name: str, value: Any) -> float:

@@ -201,8 +201,9 @@ class MicrophoneSource(Source):
             self._waiting = False
             cause = self._failure
             raise StreamError(
-                f"{self.name}: the input device stopped"
-                + (f": {type(cause).__name__}: {cause}" if cause else "")
+                "the input device stopped"
+                + (f": {type(cause).__name__}: {cause}" if cause else ""),
+                stage=self.name,
             ) from cause
         await self._wake.wait()
 

@@ -285,8 +285,9 @@ class SpeakerSink(Node):
                 channels = 2 if info.max_output_channels >= 2 else 1
         if channels != stream_channels and stream_channels != 1 and channels != 1:
             raise FormatError(
-                f"{self.name}: cannot play {stream_channels} channels on {channels}; "
-                "supported: mono to any, any to mono, or the same count"
+                f"cannot play {stream_channels} channels on {channels}; "
+                "supported: mono to any, any to mono, or the same count",
+                stage=self.name,
             )
         self._mixer = None
         if channels != stream_channels:
@@ -326,13 +327,15 @@ class SpeakerSink(Node):
             self._stream_rate, self._stream_channels = frame.sample_rate, frame.channels
         elif frame.sample_rate != self._stream_rate:
             raise FormatError(
-                f"{self.name}: sample rate changed mid-stream from {self._stream_rate} to "
-                f"{frame.sample_rate} Hz"
+                f"sample rate changed mid-stream from {self._stream_rate} to "
+                f"{frame.sample_rate} Hz",
+                stage=self.name,
             )
         elif frame.channels != self._stream_channels:
             raise FormatError(
-                f"{self.name}: channel count changed mid-stream from {self._stream_channels} "
-                f"to {frame.channels}"
+                f"channel count changed mid-stream from {self._stream_channels} "
+                f"to {frame.channels}",
+                stage=self.name,
             )
         if self._stream is None:
             self._open(frame.channels)
@@ -378,8 +381,9 @@ class SpeakerSink(Node):
         if self._finished:
             cause = self._failure
             raise StreamError(
-                f"{self.name}: the output device stopped"
-                + (f": {type(cause).__name__}: {cause}" if cause else "")
+                "the output device stopped"
+                + (f": {type(cause).__name__}: {cause}" if cause else ""),
+                stage=self.name,
             ) from cause
 
     def _callback(self, outdata: Block, frames: int, time_info: Any, status: Any) -> None:

@@ -326,9 +326,7 @@ class FileSink(Node):
     # -- writing -----------------------------------------------------------------------------
 
     def _error(self, message: str, cls: type[StreamError] = FormatError) -> StreamError:
-        err = cls(f"{self.name}: {message}")
-        err.stage = self.name
-        return err
+        return cls(message, stage=self.name)
 
     def _ready(self) -> bool:
         """True once the held frames tell which streams the file gets (and, for video, two

@@ -251,9 +251,7 @@ class FileSource(Source):
             self._container = None
 
     def _error(self, message: str) -> FormatError:
-        err = FormatError(f"{self.name}: {self.path!r}: {message}")
-        err.stage = self.name
-        return err
+        return FormatError(f"{self.path!r}: {message}", stage=self.name)
 
     def _open(self) -> InputContainer:
         try:

@@ -27,9 +27,7 @@ YUV_FORMATS = ("yuv420p", "nv12")
 
 def stage_error(cls: type[StreamError], stage: str, message: str) -> StreamError:
     """An error of ``cls`` naming ``stage``, as the engine raises it."""
-    err = cls(f"{stage}: {message}")
-    err.stage = stage
-    return err
+    return cls(message, stage=stage)
 
 
 def shape_of(fmt: str, width: int, height: int) -> tuple[int, ...]:

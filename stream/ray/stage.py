@@ -72,11 +72,11 @@ class RemoteStage(StreamingNode):
             )
         super().__init__(name or f"{node.name}@ray")
         if max_in_flight < 1:
-            raise ConfigError(f"{self.name}: max_in_flight must be >= 1, got {max_in_flight}")
+            raise ConfigError(f"max_in_flight must be >= 1, got {max_in_flight}", stage=self.name)
         if num_cpus < 0 or num_gpus < 0:
-            raise ConfigError(f"{self.name}: num_cpus and num_gpus must be >= 0")
+            raise ConfigError("num_cpus and num_gpus must be >= 0", stage=self.name)
         if not timeout_s > 0:
-            raise ConfigError(f"{self.name}: timeout_s must be > 0, got {timeout_s}")
+            raise ConfigError(f"timeout_s must be > 0, got {timeout_s}", stage=self.name)
         require_ray()  # BackendUnavailable now, not mid-setup
         self.node = node
         self.num_cpus = float(num_cpus)
@@ -150,13 +150,14 @@ class RemoteStage(StreamingNode):
             if what == "start":
                 hint = f" (no node with free {self._request()}, or the node is too slow to start)"
             raise TransportError(
-                f"{self.name}: the Ray actor of {self.node.name} did not {what} within "
-                f"{self.timeout_s:g} s{hint}"
+                f"the Ray actor of {self.node.name} did not {what} within "
+                f"{self.timeout_s:g} s{hint}",
+                stage=self.name,
             ) from None
 
     async def _call(self, method: str, *args: Any, what: str) -> Any:
         if self._actor is None:
-            raise TransportError(f"{self.name}: not initialized (no Ray actor)")
+            raise TransportError("not initialized (no Ray actor)", stage=self.name)
         ref = getattr(self._actor, method).remote(*args)
         ok, value = await self._await(asyncio.wrap_future(ref.future()), what)
         if not ok:
@@ -177,7 +178,7 @@ class RemoteStage(StreamingNode):
         if items is None:
             return
         if self._actor is None:
-            raise TransportError(f"{self.name}: not initialized (no Ray actor)")
+            raise TransportError("not initialized (no Ray actor)", stage=self.name)
         actor = self._actor
         around = not self.node.accepts_events
         pending: asyncio.Queue[Any] = asyncio.Queue()  # entries in input order
@@ -250,14 +251,10 @@ class RemoteStage(StreamingNode):
         return outputs
 
     def _fail(self, exc: BaseException, index: int | None) -> NodeError:
-        message = str(exc)
-        for prefix in (f"{self.name}: ", f"{self.node.name}: "):
-            if message.startswith(prefix):
-                message = message[len(prefix) :]
-        return NodeError(self.name, index, f"{type(exc).__name__}: {message}")
+        return NodeError.from_cause(exc, self.name, index, aliases=(self.node.name,))
 
     def params(self) -> dict[str, Any]:
-        raise ConfigError(f"{self.name}: RemoteStage is not in manifests yet")
+        raise ConfigError("RemoteStage is not in manifests yet", stage=self.name)
 
     def __repr__(self) -> str:
         return f"RemoteStage({self.node!r}, name={self.name!r}, backend={self.backend!r})"

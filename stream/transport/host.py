@@ -17,7 +17,7 @@ from typing import Any
 
 from aiortc import RTCSessionDescription
 
-from ..errors import TransportError
+from ..errors import OfferRefused
 from ..node import Node
 from ..pipeline import Pipeline
 from .session import Session, SessionOptions, live_peer_connections, live_pipelines
@@ -30,16 +30,6 @@ SinkFactory = Callable[[str], Node | None]
 
 ANSWER_TIMEOUT_S = 15.0  # applying an offer and gathering candidates; past it, 503
 COLLECT_EVERY_S = 1.0  # at most one garbage collection this often, for status counts
-
-
-class OfferRefused(TransportError):
-    """An offer that could not be answered; ``status`` is the HTTP status the front sends,
-    ``retry_after_s`` (when set) its ``Retry-After``."""
-
-    def __init__(self, status: int, message: str, *, retry_after_s: int | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.retry_after_s = retry_after_s
 
 
 class SessionHost:

@@ -21,22 +21,6 @@ pub struct EchoCancelKernel {
     cell: StageCell<EchoCancel>,
 }
 
-/// `stream.errors.BackendUnavailable("{stage}: {message}")` with `.stage` set.
-fn unavailable(py: Python<'_>, stage: &str, message: &str) -> PyErr {
-    let text = format!("{stage}: {message}");
-    let made = py
-        .import("stream.errors")
-        .and_then(|m| m.getattr("BackendUnavailable"))
-        .and_then(|cls| cls.call1((text.as_str(),)));
-    match made {
-        Ok(exc) => {
-            let _ = exc.setattr("stage", stage);
-            PyErr::from_value(exc)
-        }
-        Err(e) => e,
-    }
-}
-
 #[pymethods]
 impl EchoCancelKernel {
     #[new]
@@ -56,7 +40,7 @@ impl EchoCancelKernel {
             .map_err(|e| e.at(&stage))
             .py_err(py)?;
         if let Some(why) = library_error() {
-            return Err(unavailable(py, &stage, &why));
+            return Err(EngineError::unavailable(why).at(&stage)).py_err(py);
         }
         Ok(Self {
             cell: StageCell::new(stage, kernel),

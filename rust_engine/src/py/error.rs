@@ -3,7 +3,7 @@
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::PyType;
+use pyo3::types::{PyDict, PyType};
 
 use crate::dsp::{EngineError, ErrorKind};
 
@@ -32,13 +32,15 @@ fn classes(py: Python<'_>) -> PyResult<&ErrorClasses> {
     })
 }
 
-/// Converts a kernel error into the matching `stream.errors` exception, message
-/// `"{stage}: {message}"` and attribute `stage` set. Falls back to `ValueError` (config, format)
-/// or `RuntimeError` (engine, unavailable) when `stream.errors` cannot be imported. A busy kernel
+/// Converts a kernel error into the matching `stream.errors` exception, built as
+/// `Class(message, stage=stage)`: the class owns the `"{stage}: "` prefix of the text and keeps
+/// `message` and `stage` apart, as the Python twins build it. Falls back to `ValueError` (config,
+/// format) or `RuntimeError` (engine, unavailable) when `stream.errors` cannot be imported, with
+/// the text `"{stage}: {message}"` and attribute `stage` set by hand. A busy kernel
 /// (used by two calls at once, a caller's bug rather than bad data or an engine failure) is a
 /// `RuntimeError`.
 pub fn to_pyerr(py: Python<'_>, err: EngineError) -> PyErr {
-    let message = err.to_string();
+    let message = err.to_string(); // "{stage}: {message}", for the fallbacks
     let class = |c: &ErrorClasses| match err.kind {
         ErrorKind::Config => Some(c.config.clone_ref(py)),
         ErrorKind::Format => Some(c.format.clone_ref(py)),
@@ -49,7 +51,15 @@ pub fn to_pyerr(py: Python<'_>, err: EngineError) -> PyErr {
     let exc = classes(py)
         .ok()
         .and_then(class)
-        .and_then(|cls| cls.bind(py).call1((message.as_str(),)).ok())
+        .and_then(|cls| {
+            let kwargs = PyDict::new(py);
+            if !err.stage.is_empty() {
+                kwargs.set_item("stage", err.stage.as_str()).ok()?;
+            }
+            cls.bind(py)
+                .call((err.message.as_str(),), Some(&kwargs))
+                .ok()
+        })
         .unwrap_or_else(|| {
             let fallback = match err.kind {
                 ErrorKind::Config | ErrorKind::Format => PyValueError::new_err(message),
@@ -57,13 +67,14 @@ pub fn to_pyerr(py: Python<'_>, err: EngineError) -> PyErr {
                     PyRuntimeError::new_err(message)
                 }
             };
-            fallback.into_value(py).into_bound(py).into_any()
+            let exc = fallback.into_value(py).into_bound(py).into_any();
+            if !err.stage.is_empty() {
+                // Setting an attribute on an exception instance cannot fail short of memory
+                // exhaustion; the exception is still worth raising without it.
+                let _ = exc.setattr("stage", err.stage.as_str());
+            }
+            exc
         });
-    if !err.stage.is_empty() {
-        // Setting an attribute on an exception instance cannot fail short of memory exhaustion;
-        // the exception is still worth raising without it.
-        let _ = exc.setattr("stage", err.stage.as_str());
-    }
     PyErr::from_value(exc)
 }
 
