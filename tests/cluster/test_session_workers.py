@@ -7,6 +7,7 @@ The front runs on the head host, one session worker per node (head 10.214.0.1, w
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,20 @@ async def _status(url: str, token: str | None = None) -> dict[str, Any]:
         return data
 
 
+async def _status_when(
+    url: str, ok: Callable[[dict[str, Any]], bool], token: str | None = None
+) -> dict[str, Any]:
+    """The first ``/status`` that ``ok`` accepts (polled; a loaded machine may take a while)."""
+    async with asyncio.timeout(30):
+        while not ok(status := await _status(url, token)):
+            await asyncio.sleep(0.1)
+    return status
+
+
+def _placed(status: dict[str, Any], *sessions: str | None) -> bool:
+    return set(sessions) <= {s["session"] for s in status["list"]}
+
+
 def _where(status: dict[str, Any], session: str | None) -> dict[str, Any]:
     found = [s for s in status["list"] if s["session"] == session]
     assert found, f"session {session} not in {status['list']}"
@@ -83,8 +98,7 @@ def test_two_sessions_on_two_nodes_get_their_tone_back(
         return received, media, peer.result.session
 
     async def look() -> None:
-        await asyncio.sleep(1.5)
-        busy.update(await _status(server.url))
+        busy.update(await _status_when(server.url, lambda s: s["sessions"] == len(plan)))
 
     async def run() -> list[Any]:
         return list(await asyncio.gather(*(one(hz, g) for hz, g in plan), look()))
@@ -121,8 +135,10 @@ def test_a_drained_worker_takes_no_new_sessions_and_keeps_its_own(
     async def run() -> dict[str, Any]:
         kept: list[Any] = []
         async with Peer(server.url, _frames(300.0, 8.0), kept, token=TOKEN) as first:
-            await asyncio.sleep(1.0)
-            where = _where(await _status(server.url, TOKEN), first.result.session)
+            status = await _status_when(
+                server.url, lambda s: _placed(s, first.result.session), TOKEN
+            )
+            where = _where(status, first.result.session)
             # drain the worker the running session is on: it keeps its session
             code, drained = await asyncio.to_thread(
                 server.http, "POST", f"/workers/{where['worker']}/drain", TOKEN
@@ -181,8 +197,9 @@ def test_a_killed_worker_ends_its_session_with_an_error_and_new_ones_go_elsewher
         ]
         for peer in peers:
             await peer.start()
-        await asyncio.sleep(1.0)
-        status = await _status(server.url)
+        status = await _status_when(
+            server.url, lambda s: _placed(s, *(p.result.session for p in peers))
+        )
         victim = _where(status, peers[0].result.session)["worker"]
         other = _where(status, peers[1].result.session)["worker"]
         actor_pid = before[victim]["actor_pid"]

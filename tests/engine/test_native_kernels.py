@@ -525,9 +525,15 @@ def _check_gil_released() -> None:
         ticks += 1
     thread.join()
     assert result and result[0][0].shape == (2, 60000)
-    # With the GIL held this thread would stall for the whole call.
-    assert ticks > 1000
-    assert worst < alone / 2, (worst, alone)
+    # The same loop with no call beside it, for as long as the call took alone: how many ticks
+    # this thread makes when it has the GIL throughout.
+    free, end = 0, time.perf_counter() + alone
+    while time.perf_counter() < end:
+        free += 1
+    # With the GIL held this thread would stall for the whole call, ticking only at its edges
+    # (about one switch interval: well under 1 % of ``free``). A loaded machine slows both
+    # loops alike, so the share is asserted, not the longest gap.
+    assert ticks > free / 100, (ticks, free, worst, alone)
 
 
 def test_a_kernel_busy_in_another_call_is_a_clear_error_not_a_deadlock() -> None:

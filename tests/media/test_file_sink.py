@@ -233,10 +233,26 @@ class _null:
         return None
 
 
+class CountingSink(FileSink):
+    """A FileSink that sets ``written`` once it has taken ``frames`` frames."""
+
+    def __init__(self, path: Path, frames: int) -> None:
+        super().__init__(path)
+        self.frames, self.taken = frames, 0
+        self.written = asyncio.Event()
+
+    def process(self, item: Any) -> None:
+        super().process(item)
+        self.taken += 1
+        if self.taken == self.frames:
+            self.written.set()
+
+
 async def test_a_cancelled_pipeline_leaves_a_finished_file(tmp_path: Path) -> None:
-    pipeline = Pipeline([ToneSource(realtime=True), FileSink(tmp_path / "live.wav")])  # endless
+    sink = CountingSink(tmp_path / "live.wav", frames=10)
+    pipeline = Pipeline([ToneSource(realtime=True), sink])  # endless
     task = asyncio.create_task(pipeline.run())
-    await asyncio.sleep(0.25)
+    await sink.written.wait()
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
@@ -244,7 +260,8 @@ async def test_a_cancelled_pipeline_leaves_a_finished_file(tmp_path: Path) -> No
     path = tmp_path / "live.partial.wav"
     with wave.open(str(path)) as w:
         frames = w.getnframes()
-        assert w.getframerate() == 48000 and 0.1 * 48000 < frames < 0.6 * 48000
+        assert w.getframerate() == 48000
+        assert frames == sink.taken * 960  # every frame the sink took, none after
     assert decode(path).audio.shape[1] == frames
 
 

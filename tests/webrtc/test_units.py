@@ -108,7 +108,7 @@ async def test_output_track_paces_20ms_frames_with_continuous_pts() -> None:
     assert all(f.format.name == "s16" and len(f.layout.channels) == 2 for f in frames)
     assert [f.pts for f in frames] == [i * 960 for i in range(20)]
     span = got[-1][0] - got[0][0]
-    assert span == pytest.approx(19 * 0.020, abs=0.015)  # paced on the media clock
+    assert span >= 19 * 0.020 - 0.015  # paced on the media clock: never ahead of it
     pcm = np.concatenate([f.to_ndarray().reshape(-1, 2)[:, 0] for f in frames]) / 32768
     assert np.abs(pcm).max() == pytest.approx(0.5, abs=0.02)  # resampled, not attenuated
     track.stop()

@@ -7,6 +7,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,20 @@ async def _status(url: str) -> dict[str, Any]:
         return data
 
 
+async def _status_when(
+    url: str, ok: Callable[[dict[str, Any]], bool], timeout: float = 30.0
+) -> dict[str, Any]:
+    """The first ``/status`` that ``ok`` accepts (polled; a loaded machine may take a while)."""
+    async with asyncio.timeout(timeout):
+        while not ok(status := await _status(url)):
+            await asyncio.sleep(0.1)
+    return status
+
+
+def _placed(status: dict[str, Any]) -> set[str]:
+    return {s["session"] for s in status["list"]}
+
+
 def test_sessions_on_two_workers_get_their_tone_back(
     hosts: Any, start_server: Any, tmp_path: Path
 ) -> None:
@@ -60,8 +75,7 @@ def test_sessions_on_two_workers_get_their_tone_back(
         return received
 
     async def look() -> None:
-        await asyncio.sleep(1.5)
-        busy.update(await _status(server.url))
+        busy.update(await _status_when(server.url, lambda s: s["sessions"] == len(plan)))
 
     async def run() -> list[list[Any]]:
         results = await asyncio.gather(*(one(hz, g) for hz, g in plan), look())
@@ -100,14 +114,14 @@ def test_a_dead_worker_ends_its_sessions_and_new_ones_go_elsewhere(
         ]
         for peer in peers:
             await peer.start()
-        await asyncio.sleep(1.5)
-        status = await _status(server.url)
+        status = await _status_when(
+            server.url, lambda s: {p.result.session for p in peers} <= _placed(s)
+        )
         where = {s["session"]: s["worker"] for s in status["list"]}
         victim_peer = peers[0]
         victim = where[victim_peer.result.session]
         os.kill(pids[victim], signal.SIGKILL)
-        await asyncio.sleep(1.0)
-        after_kill = await _status(server.url)
+        after_kill = await _status_when(server.url, lambda s: s["sessions"] == 1)
         counts = [len(s) for s in sinks]
         await asyncio.sleep(1.5)
         grown = [len(s) - c for s, c in zip(sinks, counts, strict=True)]
