@@ -192,8 +192,16 @@ class KernelNode(_KernelRunner, Node):
         self._rate_in = self._rate_out = 0
 
     def kernel_args(self) -> dict[str, Any]:
-        """The kernel's constructor arguments (both twins take the same)."""
-        return {}
+        """The kernel's constructor arguments (both twins take the same): every kernel setting,
+        explicitly, so no default inside a kernel decides anything."""
+        settings = type(self).settings
+        return {} if settings is None else settings.kernel_args(self._settings)
+
+    def apply_live(self, name: str, value: Any) -> None:
+        """Hands a live setting to the running kernel (Rust or twin; inside a fused chain the
+        kernel is the same object, and its setter waits for the chain's call to end)."""
+        if self._kernel is not None:
+            setattr(self._kernel, name, value)
 
     def params(self) -> dict[str, Any]:
         extra = {} if self.requested_backend is None else {"backend": self.requested_backend}

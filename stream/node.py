@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 
 from .errors import ConfigError
 from .events import Event
+from .stage_settings import NotASetting, Settings
 
 _counter = itertools.count(1)
 
@@ -42,9 +43,37 @@ class Node:
     accepts_events: ClassVar[bool] = False
     #: Set by ``Pipeline.initialize(use_rust=False)``: build Python kernels only.
     force_python: bool = False
+    #: The stage's settings (stream.stage_settings), one definition; each becomes an attribute.
+    settings: ClassVar[Settings | None] = None
+    _settings: dict[str, Any]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        own = cls.__dict__.get("settings")
+        if own is None:
+            return
+        own.install(cls)
+        for base in cls.__mro__[1:]:  # settings a base class has and this stage has not
+            inherited = base.__dict__.get("settings")
+            for name in inherited.names if inherited is not None else ():
+                if name not in own and name not in cls.__dict__:
+                    hidden = NotASetting()
+                    hidden.__set_name__(cls, name)
+                    setattr(cls, name, hidden)
 
     def __init__(self, name: str | None = None) -> None:
         self.name = name or f"{_snake(type(self).__name__)}{next(_counter)}"
+
+    def configure(self, **values: Any) -> None:
+        """Validate and keep the stage's settings (``type(self).settings``); ConfigError naming
+        the stage. Called once, by the constructor."""
+        settings = type(self).settings
+        assert settings is not None, f"{type(self).__name__} declares no settings"
+        self._settings = settings.validate(self.name, values)
+
+    def apply_live(self, name: str, value: Any) -> None:
+        """A live setting changed (already validated and stored): hand it to running state."""
+        return None
 
     def initialize(self) -> Awaitable[None] | None:
         """Build runtime state; called once before the first item (sync or async)."""

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
 from stream.errors import FormatError
-from stream.kernel import Block, PyKernel, config_error
+from stream.kernel import Block, PyKernel
 from stream.kernel_node import KernelNode
+from stream.stage_settings import Setting, Settings, int_in
 
-
-def _check_channels(stage: str, channels: int) -> None:
-    if isinstance(channels, bool) or not isinstance(channels, int) or not 1 <= channels <= 64:
-        raise config_error(stage, f"channels must be an int in 1..=64, got {channels!r}")
+SETTINGS = Settings(
+    "ChannelMix",
+    Setting(
+        "channels",
+        "int",
+        check=int_in("channels", 1, 64, "an int in 1..=64"),
+        doc="output channel count",
+    ),
+)
 
 
 class ChannelMixKernel(PyKernel):
@@ -21,8 +25,9 @@ class ChannelMixKernel(PyKernel):
 
     def __init__(self, channels: int, *, stage: str = "channel_mix") -> None:
         super().__init__(stage=stage)
-        _check_channels(self.stage, channels)
-        self.channels = channels
+        self.channels: int = SETTINGS.validate(stage, {"channels": channels}, kernel=True)[
+            "channels"
+        ]
 
     def _process(self, block: Block, rate: int) -> list[Block]:
         have = block.shape[0]
@@ -45,11 +50,9 @@ class ChannelMix(KernelNode):
 
     native_kernel = "ChannelMixKernel"
     python_kernel = ChannelMixKernel
+    settings = SETTINGS
+    channels: int
 
     def __init__(self, channels: int, *, name: str | None = None, backend: str | None = None):
         super().__init__(name=name, backend=backend)
-        _check_channels(self.name, channels)
-        self.channels = channels
-
-    def kernel_args(self) -> dict[str, Any]:
-        return {"channels": self.channels}
+        self.configure(channels=channels)

@@ -23,8 +23,9 @@ from typing import Any
 import numpy as np
 
 from stream.errors import BackendUnavailable, FormatError
-from stream.kernel import Block, PyKernel, StreamFormat, config_error
+from stream.kernel import Block, PyKernel, StreamFormat
 from stream.kernel_node import KernelNode
+from stream.stage_settings import Invalid, Setting, Settings
 
 FRAME = 480  # samples per RNNoise frame: 10 ms at 48 kHz
 RATE = 48000
@@ -34,12 +35,17 @@ LATENCY_SAMPLES = 2 * FRAME
 SCALE = 32768.0  # RNNoise works on samples in the int16 range
 
 
-def _check_mix(stage: str, mix: Any) -> float:
+def _mix(mix: Any) -> float:
     if isinstance(mix, bool) or not isinstance(mix, (int, float)):
-        raise config_error(stage, f"mix must be a number, got {mix!r}")
+        raise Invalid(f"mix must be a number, got {mix!r}")
     if not (math.isfinite(mix) and 0.0 <= mix <= 1.0):
-        raise config_error(stage, f"mix must be a number in [0, 1], got {float(mix)}")
+        raise Invalid(f"mix must be a number in [0, 1], got {float(mix)}")
     return float(mix)
+
+
+SETTINGS = Settings(
+    "Denoise", Setting("mix", "float", 0.0, _mix, doc="fraction of the dry signal kept")
+)
 
 
 _LIB: ctypes.CDLL | None = None
@@ -110,7 +116,7 @@ class DenoiseKernel(PyKernel):
 
     def __init__(self, mix: float = 0.0, *, stage: str = "denoise") -> None:
         super().__init__(stage=stage)
-        self.mix = _check_mix(self.stage, mix)
+        self.mix: float = SETTINGS.validate(stage, {"mix": mix}, kernel=True)["mix"]
         self._lib = _library(self.stage)
         self._format = StreamFormat()
         self._states: list[_State] = []
@@ -185,15 +191,14 @@ class Denoise(KernelNode):
     native_kernel = "DenoiseKernel"
     python_kernel = DenoiseKernel
     retimes = True
+    settings = SETTINGS
+    mix: float
 
     def __init__(
         self, mix: float = 0.0, *, name: str | None = None, backend: str | None = None
     ) -> None:
         super().__init__(name=name, backend=backend)
-        self.mix = _check_mix(self.name, mix)
-
-    def kernel_args(self) -> dict[str, Any]:
-        return {"mix": self.mix}
+        self.configure(mix=mix)
 
     @property
     def latency_samples(self) -> int:

@@ -29,7 +29,7 @@ from stream.kernel import Block, config_error
 from stream.kernel_node import check_audio
 from stream.node import Node
 
-from .echo_cancel_kernel import FILTER_MS, FRAME_MS, EchoCancelKernel, _check_range
+from .echo_cancel_kernel import EchoCancelKernel
 from .echo_delay import (
     AUTO_MAX_DELAY_MS,
     EST_AGREE_MS,
@@ -38,17 +38,15 @@ from .echo_delay import (
     EST_RATIO,
     DelayEstimator,
 )
+from .echo_settings import AUTO, DELAY_MS, SETTINGS  # noqa: F401 - DELAY_MS: its old home
 from .resample import ResampleKernel
 
 log = logging.getLogger("media_nodes.audio")
 
-DELAY_MS = (0.0, 10000.0)
 #: ``EchoCancel(reference=PEER)``: the audio a WebRTC session sends to its peer
 PEER = "peer"
 MAX_GAP_S = 1.0  # a reference whose clock jumps further restarts (no silence filled in)
 MAX_AHEAD_S = 2.0  # reference read ahead of the near-end before the reader waits
-#: ``delay_ms="auto"``: the bulk delay is estimated from the signals (``DelayEstimator``)
-AUTO = "auto"
 AUTO_MARGIN_MS = 20.0  # the filter's window starts this long before the estimated echo
 
 
@@ -70,6 +68,11 @@ class EchoCancel(Node):
     """
 
     accepts_any = True
+    settings = SETTINGS
+    filter_ms: float
+    frame_ms: float
+    stall_ms: float
+    delay_ms: float | str  # resolved: "auto" or a number
 
     def __init__(
         self,
@@ -97,20 +100,9 @@ class EchoCancel(Node):
                 f"got {type(reference).__name__}",
             )
         self.reference = reference
-        self.filter_ms = _check_range(stage, "filter_ms", filter_ms, FILTER_MS)
-        self.frame_ms = _check_range(stage, "frame_ms", frame_ms, FRAME_MS)
-        self.stall_ms = _check_range(stage, "stall_ms", stall_ms, (0.0, 60000.0))
-        if delay_ms is None:
-            delay_ms = AUTO if isinstance(reference, str) else 0.0
-        if isinstance(delay_ms, str) and delay_ms != AUTO:
-            raise config_error(
-                stage,
-                f"delay_ms must be a number in [{DELAY_MS[0]}, {DELAY_MS[1]}] or {AUTO!r}, "
-                f"got {delay_ms!r}",
-            )
-        self.delay_ms: float | str = (
-            AUTO if delay_ms == AUTO else _check_range(stage, "delay_ms", delay_ms, DELAY_MS)
-        )
+        self.configure(filter_ms=filter_ms, frame_ms=frame_ms, stall_ms=stall_ms, delay_ms=delay_ms)
+        if self._settings["delay_ms"] is None:
+            self._settings["delay_ms"] = AUTO if isinstance(reference, str) else 0.0
         self.requested_backend = backend
         self.backend = "unset"
         self.backend_reason = "not initialized"
@@ -206,7 +198,7 @@ class EchoCancel(Node):
             self.requested_backend,
             "EchoCancelKernel",
             EchoCancelKernel,
-            {"filter_ms": self.filter_ms, "frame_ms": self.frame_ms},
+            SETTINGS.kernel_args(self._settings),
             self.force_python,
         )
         self._reset_stream()

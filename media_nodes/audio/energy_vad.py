@@ -10,7 +10,6 @@ times and, with ``gate=True``, into frames holding exactly the speech plus the p
 
 from __future__ import annotations
 
-import math
 from collections import deque
 from fractions import Fraction
 from typing import Any, ClassVar
@@ -18,32 +17,57 @@ from typing import Any, ClassVar
 import numpy as np
 
 from stream.frames import AudioFrame, audio_frame_unchecked
-from stream.kernel import Block, PyKernel, StreamFormat, config_error
+from stream.kernel import Block, PyKernel, StreamFormat
 from stream.kernel_node import KernelNode, check_audio
-
-from .level_meter import as_number
+from stream.stage_settings import Setting, Settings, in_range
 
 MAX_MS = 3_600_000.0  # the longest duration setting: one hour
 
 Decision = tuple[str, int, int]  # (kind, sample, confirmed), samples counted from stream start
 
-_SETTINGS: dict[str, tuple[float, float, bool, str]] = {
-    # name: (low, high, low end included, how the message says it)
-    "threshold_db": (-200.0, 0.0, True, "a number in [-200, 0]"),
-    "hysteresis_db": (0.0, 200.0, True, "a number in [0, 200]"),
-    "min_speech_ms": (0.0, MAX_MS, True, "a number in [0, 3600000]"),
-    "min_silence_ms": (0.0, MAX_MS, True, "a number in [0, 3600000]"),
-    "frame_ms": (0.0, 1000.0, False, "a number in (0, 1000]"),
-    "preroll_ms": (0.0, MAX_MS, True, "a number in [0, 3600000]"),
-}
+
+def duration(name: str, doc: str, default: float, *, kernel: bool = True) -> Setting:
+    """A duration setting in ms, 0 to an hour."""
+    return Setting(name, "float", default, in_range(name, 0.0, MAX_MS), doc=doc, kernel=kernel)
+
+
+PREROLL_MS = duration("preroll_ms", "audio kept before speech by the gate", 200.0, kernel=False)
+GATE = Setting("gate", "bool", False, bool, doc="pass only speech (plus pre-roll)", kernel=False)
+
+SETTINGS = Settings(
+    "EnergyVAD",
+    Setting(
+        "threshold_db",
+        "float",
+        -40.0,
+        in_range("threshold_db", -200.0, 0.0),
+        doc="mean square (dBFS) of a frame that starts speech",
+    ),
+    Setting(
+        "hysteresis_db",
+        "float",
+        6.0,
+        in_range("hysteresis_db", 0.0, 200.0),
+        doc="how far below threshold_db a frame is quiet",
+    ),
+    duration("min_speech_ms", "how long speech lasts before it is confirmed", 100.0),
+    duration("min_silence_ms", "how long quiet lasts before speech ends", 300.0),
+    PREROLL_MS,
+    Setting(
+        "frame_ms",
+        "float",
+        10.0,
+        in_range("frame_ms", 0.0, 1000.0, open_low=True),
+        doc="analysis frame length",
+    ),
+    GATE,
+)
 
 
 def _check(stage: str, name: str, value: Any) -> float:
-    low, high, closed, what = _SETTINGS[name]
-    v = as_number(stage, name, value)
-    if not (math.isfinite(v) and (low <= v if closed else low < v) and v <= high):
-        raise config_error(stage, f"{name} must be {what}, got {v!r}")
-    return v
+    """One EnergyVAD setting validated alone (ConfigError naming ``stage``)."""
+    result: float = SETTINGS[name].validate(stage, value)
+    return result
 
 
 def ms_to_samples(ms: float, rate: int) -> int:
@@ -71,11 +95,22 @@ class EnergyVADKernel(PyKernel):
         stage: str = "energy_vad",
     ) -> None:
         super().__init__(stage=stage)
-        self.threshold_db = _check(stage, "threshold_db", threshold_db)
-        self.hysteresis_db = _check(stage, "hysteresis_db", hysteresis_db)
-        self.min_speech_ms = _check(stage, "min_speech_ms", min_speech_ms)
-        self.min_silence_ms = _check(stage, "min_silence_ms", min_silence_ms)
-        self.frame_ms = _check(stage, "frame_ms", frame_ms)
+        values = SETTINGS.validate(
+            stage,
+            {
+                "threshold_db": threshold_db,
+                "hysteresis_db": hysteresis_db,
+                "min_speech_ms": min_speech_ms,
+                "min_silence_ms": min_silence_ms,
+                "frame_ms": frame_ms,
+            },
+            kernel=True,
+        )
+        self.threshold_db: float = values["threshold_db"]
+        self.hysteresis_db: float = values["hysteresis_db"]
+        self.min_speech_ms: float = values["min_speech_ms"]
+        self.min_silence_ms: float = values["min_silence_ms"]
+        self.frame_ms: float = values["frame_ms"]
         # Compared as linear mean squares: the same float64 values as the engine's, so the same
         # decisions even for a frame exactly at a threshold.
         self._start_energy = 10.0 ** (self.threshold_db / 10.0)
@@ -283,6 +318,14 @@ class EnergyVAD(KernelNode):
     native_kernel = "EnergyVADKernel"
     python_kernel = EnergyVADKernel
     fusable: ClassVar[bool] = False  # it emits events (and gates), which a native chain cannot
+    settings = SETTINGS
+    threshold_db: float
+    hysteresis_db: float
+    min_speech_ms: float
+    min_silence_ms: float
+    preroll_ms: float
+    frame_ms: float
+    gate: bool
 
     def __init__(
         self,
@@ -300,13 +343,18 @@ class EnergyVAD(KernelNode):
         super().__init__(name=name, backend=backend)
         if name is None:  # "energy_vad3", not the generic "energy_v_a_d3"
             self.name = "energy_vad" + self.name.removeprefix("energy_v_a_d")
-        self.threshold_db = _check(self.name, "threshold_db", threshold_db)
-        self.hysteresis_db = _check(self.name, "hysteresis_db", hysteresis_db)
-        self.min_speech_ms = _check(self.name, "min_speech_ms", min_speech_ms)
-        self.min_silence_ms = _check(self.name, "min_silence_ms", min_silence_ms)
-        self.preroll_ms = _check(self.name, "preroll_ms", preroll_ms)
-        self.frame_ms = _check(self.name, "frame_ms", frame_ms)
-        self.gate = bool(gate)
+        self.configure(
+            threshold_db=threshold_db,
+            hysteresis_db=hysteresis_db,
+            min_speech_ms=min_speech_ms,
+            min_silence_ms=min_silence_ms,
+            preroll_ms=preroll_ms,
+            frame_ms=frame_ms,
+            gate=gate,
+        )
+        self._start_state()
+
+    def _start_state(self) -> None:
         self._held = _Held()
         self._anchors: deque[tuple[int, float | None]] = deque()  # (first sample, its time)
         self._restart()
@@ -321,15 +369,6 @@ class EnergyVAD(KernelNode):
         self._onset = 0
         self._held.clear()
         self._anchors.clear()
-
-    def kernel_args(self) -> dict[str, Any]:
-        return {
-            "threshold_db": self.threshold_db,
-            "hysteresis_db": self.hysteresis_db,
-            "min_speech_ms": self.min_speech_ms,
-            "min_silence_ms": self.min_silence_ms,
-            "frame_ms": self.frame_ms,
-        }
 
     def params(self) -> dict[str, Any]:
         return {**super().params(), "preroll_ms": self.preroll_ms, "gate": self.gate}

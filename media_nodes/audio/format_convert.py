@@ -15,13 +15,16 @@ import numpy.typing as npt
 
 from stream.errors import FormatError
 from stream.frames import MAX_CHANNELS, SAMPLE_FORMATS, AudioFrame
-from stream.kernel import PyKernel, config_error
+from stream.kernel import PyKernel
 from stream.kernel_node import KernelNode, check_audio
+from stream.stage_settings import REQUIRED, Setting, Settings, one_of
 
-
-def _check_format(stage: str, fmt: Any) -> None:
-    if not isinstance(fmt, str) or fmt not in SAMPLE_FORMATS:
-        raise config_error(stage, f"format must be one of {list(SAMPLE_FORMATS)}, got {fmt!r}")
+_FORMAT = one_of("format", SAMPLE_FORMATS)
+SETTINGS = Settings(
+    "FormatConvert",
+    # The kernel has no default: it is built for one target, always said.
+    Setting("format", "str", "fltp", _FORMAT, doc="output format", kernel_default=REQUIRED),
+)
 
 
 class FormatConvertKernel(PyKernel):
@@ -29,11 +32,10 @@ class FormatConvertKernel(PyKernel):
 
     def __init__(self, format: str, *, stage: str = "format_convert") -> None:
         super().__init__(stage=stage)
-        _check_format(self.stage, format)
-        self.format = format
+        self.format: str = SETTINGS.validate(stage, {"format": format}, kernel=True)["format"]
 
     def process(self, samples: Any, src_format: str) -> npt.NDArray[Any]:  # type: ignore[override]
-        _check_format(self.stage, src_format)
+        SETTINGS["format"].validate(self.stage, src_format)
         dtype, planar = SAMPLE_FORMATS[src_format]
         if not isinstance(samples, np.ndarray) or samples.dtype != dtype or samples.ndim != 2:
             raise self.error(
@@ -73,17 +75,15 @@ class FormatConvert(KernelNode):
     native_kernel = "FormatConvertKernel"
     python_kernel = FormatConvertKernel
     fusable: ClassVar[bool] = False  # it changes dtype/layout: an edge stage, run on its own
+    settings = SETTINGS
+    format: str
 
     def __init__(
         self, format: str = "fltp", *, name: str | None = None, backend: str | None = None
     ):
         super().__init__(name=name, backend=backend)
-        _check_format(self.name, format)
-        self.format = format
+        self.configure(format=format)
         self._planar = SAMPLE_FORMATS[format][1]
-
-    def kernel_args(self) -> dict[str, Any]:
-        return {"format": self.format}
 
     def process(self, frame: Any) -> list[Any]:
         audio = check_audio(self.name, frame, fltp=False)  # any of the four formats

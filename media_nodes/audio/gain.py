@@ -7,19 +7,32 @@ from typing import Any
 
 import numpy as np
 
-from stream.kernel import Block, PyKernel, config_error
+from stream.kernel import Block, PyKernel
 from stream.kernel_node import KernelNode
+from stream.stage_settings import Invalid, Setting, Settings, as_number
 
 MAX_GAIN_DB = 770.0  # 10 ** (770 / 20) is about 3e38, near float32's largest value
 
 
-def _check_settings(stage: str, gain_db: float, ramp_ms: float) -> None:
-    if not math.isfinite(gain_db) or gain_db > MAX_GAIN_DB:
-        raise config_error(
-            stage, f"gain_db must be finite and at most {MAX_GAIN_DB}, got {gain_db}"
-        )
-    if not math.isfinite(ramp_ms) or ramp_ms < 0:
-        raise config_error(stage, f"ramp_ms must be a finite number >= 0, got {ramp_ms}")
+def _gain_db(value: Any) -> float:
+    v = as_number("gain_db", value)
+    if not math.isfinite(v) or v > MAX_GAIN_DB:
+        raise Invalid(f"gain_db must be finite and at most {MAX_GAIN_DB}, got {v}")
+    return v
+
+
+def _ramp_ms(value: Any) -> float:
+    v = as_number("ramp_ms", value)
+    if not math.isfinite(v) or v < 0:
+        raise Invalid(f"ramp_ms must be a finite number >= 0, got {v}")
+    return v
+
+
+SETTINGS = Settings(
+    "Gain",
+    Setting("gain_db", "float", 0.0, _gain_db, live=True, doc="gain in dB; a change ramps"),
+    Setting("ramp_ms", "float", 5.0, _ramp_ms, doc="length of the ramp a gain change starts"),
+)
 
 
 class GainKernel(PyKernel):
@@ -27,9 +40,9 @@ class GainKernel(PyKernel):
 
     def __init__(self, gain_db: float = 0.0, ramp_ms: float = 5.0, *, stage: str = "gain") -> None:
         super().__init__(stage=stage)
-        _check_settings(self.stage, gain_db, ramp_ms)
-        self._db = float(gain_db)
-        self.ramp_ms = float(ramp_ms)
+        values = SETTINGS.validate(stage, {"gain_db": gain_db, "ramp_ms": ramp_ms}, kernel=True)
+        self._db: float = values["gain_db"]
+        self.ramp_ms = values["ramp_ms"]
         self._gain = 10.0 ** (self._db / 20.0)  # gain of the last processed sample
         self._start = self._target = self._gain
         self._ramp_len = self._ramp_pos = 0
@@ -41,8 +54,7 @@ class GainKernel(PyKernel):
 
     @gain_db.setter
     def gain_db(self, value: float) -> None:
-        _check_settings(self.stage, value, self.ramp_ms)
-        self._db = float(value)
+        self._db = SETTINGS.change(self.stage, {"ramp_ms": self.ramp_ms}, "gain_db", value)
         target = 10.0 ** (self._db / 20.0)
         ramp = round(self.ramp_ms * self._rate / 1000.0) if self._rate else 0
         self._start, self._target = self._gain, target
@@ -79,6 +91,9 @@ class Gain(KernelNode):
 
     native_kernel = "GainKernel"
     python_kernel = GainKernel
+    settings = SETTINGS
+    gain_db: float  # live: a change reaches the running kernel, which ramps to it
+    ramp_ms: float
 
     def __init__(
         self,
@@ -89,20 +104,4 @@ class Gain(KernelNode):
         backend: str | None = None,
     ) -> None:
         super().__init__(name=name, backend=backend)
-        _check_settings(self.name, gain_db, ramp_ms)
-        self._gain_db = float(gain_db)
-        self.ramp_ms = float(ramp_ms)
-
-    def kernel_args(self) -> dict[str, Any]:
-        return {"gain_db": self._gain_db, "ramp_ms": self.ramp_ms}
-
-    @property
-    def gain_db(self) -> float:
-        return self._gain_db
-
-    @gain_db.setter
-    def gain_db(self, value: float) -> None:
-        _check_settings(self.name, value, self.ramp_ms)
-        self._gain_db = float(value)
-        if self.kernel is not None:
-            self.kernel.gain_db = self._gain_db
+        self.configure(gain_db=gain_db, ramp_ms=ramp_ms)

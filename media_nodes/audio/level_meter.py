@@ -13,8 +13,11 @@ from typing import Any, ClassVar
 import numpy as np
 import numpy.typing as npt
 
-from stream.kernel import PyKernel, StreamFormat, config_error
+from stream.errors import ConfigError
+from stream.kernel import PyKernel, StreamFormat
 from stream.kernel_node import KernelNode, check_audio
+from stream.stage_settings import Invalid, Setting, Settings, in_range
+from stream.stage_settings import as_number as _number
 
 FLOOR = 1e-10  # linear levels below this read as FLOOR_DB
 FLOOR_DB = -200.0
@@ -30,23 +33,37 @@ def to_db(value: float) -> float:
 
 def as_number(stage: str, name: str, value: Any) -> float:
     """``value`` as a float; anything that is not a real number is a ConfigError, as in Rust."""
-    if isinstance(value, str | bytes) or not hasattr(type(value), "__float__"):
-        raise config_error(stage, f"{name} must be a number, got {value!r}")
-    return float(value)
+    try:
+        return _number(name, value)
+    except Invalid as exc:
+        raise ConfigError(str(exc), stage=stage) from None
 
 
-def _check_window(stage: str, window_ms: Any) -> float:
-    value = as_number(stage, "window_ms", window_ms)
-    if not (math.isfinite(value) and 0.0 < value <= MAX_WINDOW_MS):
-        raise config_error(stage, f"window_ms must be a number in (0, 60000], got {value!r}")
-    return value
+def _interval(value: Any) -> float:
+    v = _number("interval_ms", value)
+    if not (math.isfinite(v) and v >= 0.0):
+        raise Invalid(f"interval_ms must be a finite number >= 0, got {v!r}")
+    return v
 
 
-def _check_interval(stage: str, interval_ms: Any) -> float:
-    value = as_number(stage, "interval_ms", interval_ms)
-    if not (math.isfinite(value) and value >= 0.0):
-        raise config_error(stage, f"interval_ms must be a finite number >= 0, got {value!r}")
-    return value
+SETTINGS = Settings(
+    "LevelMeter",
+    Setting(
+        "window_ms",
+        "float",
+        300.0,
+        in_range("window_ms", 0.0, MAX_WINDOW_MS, open_low=True),
+        doc="length of the sliding window",
+    ),
+    Setting(
+        "interval_ms",
+        "float",
+        100.0,
+        _interval,
+        doc="least media time between level events",
+        kernel=False,
+    ),
+)
 
 
 class LevelMeterKernel(PyKernel):
@@ -58,7 +75,9 @@ class LevelMeterKernel(PyKernel):
 
     def __init__(self, window_ms: float = 300.0, *, stage: str = "level_meter") -> None:
         super().__init__(stage=stage)
-        self.window_ms = _check_window(self.stage, window_ms)
+        self.window_ms: float = SETTINGS.validate(stage, {"window_ms": window_ms}, kernel=True)[
+            "window_ms"
+        ]
         self._format = StreamFormat()
         self._window = 0
         self._energy: npt.NDArray[np.float64] = np.zeros(0)
@@ -106,6 +125,9 @@ class LevelMeter(KernelNode):
     native_kernel = "LevelMeterKernel"
     python_kernel = LevelMeterKernel
     fusable: ClassVar[bool] = False  # it emits events, which a native chain cannot
+    settings = SETTINGS
+    window_ms: float
+    interval_ms: float
 
     def __init__(
         self,
@@ -116,14 +138,10 @@ class LevelMeter(KernelNode):
         backend: str | None = None,
     ) -> None:
         super().__init__(name=name, backend=backend)
-        self.window_ms = _check_window(self.name, window_ms)
-        self.interval_ms = _check_interval(self.name, interval_ms)
+        self.configure(window_ms=window_ms, interval_ms=interval_ms)
         self._levels: Levels = (FLOOR_DB, FLOOR_DB, FLOOR_DB, FLOOR_DB)
         self._interval = 0  # in samples, from the stream's rate
         self._since: int | None = None  # samples since the last event; None: none yet
-
-    def kernel_args(self) -> dict[str, Any]:
-        return {"window_ms": self.window_ms}
 
     def params(self) -> dict[str, Any]:
         return {**super().params(), "interval_ms": self.interval_ms}

@@ -42,6 +42,8 @@ from stream.frames import AudioFrame, VideoFrame, as_int, audio_frame_unchecked
 from stream.kernel import Block, config_error
 from stream.kernel_node import check_audio
 from stream.node import Source
+from stream.stage_settings import REQUIRED, Invalid, Setting, Settings, in_range
+from stream.stage_settings import as_number as _number
 
 from .level_meter import as_number
 
@@ -60,16 +62,79 @@ def _check_gain(stage: str, index: int, gain_db: Any) -> float:
     return value
 
 
-def _check_gains(stage: str, gains_db: Any) -> list[float]:
+def _gains(gains_db: Any) -> list[float] | None:
+    if gains_db is None:
+        return None  # 0 dB for each input
     if isinstance(gains_db, str | bytes) or not isinstance(gains_db, Iterable):
-        raise config_error(stage, f"gains_db must be a sequence of numbers, got {gains_db!r}")
-    gains = [_check_gain(stage, i, g) for i, g in enumerate(gains_db)]
+        raise Invalid(f"gains_db must be a sequence of numbers, got {gains_db!r}")
+    gains = []
+    for i, g in enumerate(gains_db):
+        v = _number(f"gains_db[{i}]", g)
+        if not math.isfinite(v) or v > MAX_GAIN_DB:
+            raise Invalid(f"gains_db[{i}] must be finite and at most {MAX_GAIN_DB}, got {v!r}")
+        gains.append(v)
     if not 1 <= len(gains) <= MAX_INPUTS:
-        raise config_error(
-            stage,
-            f"gains_db needs one gain per input, 1 to {MAX_INPUTS} of them, got {len(gains)}",
+        raise Invalid(
+            f"gains_db needs one gain per input, 1 to {MAX_INPUTS} of them, got {len(gains)}"
         )
     return gains
+
+
+def _optional_int(name: str, high: int) -> Any:
+    def check(value: Any) -> int | None:
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= high
+        ):
+            raise Invalid(f"{name} must be None or an int in 1..={high}, got {value!r}")
+        return value
+
+    return check
+
+
+SETTINGS = Settings(
+    "Mixer",
+    Setting(
+        "gains_db",
+        "list[float] | None",
+        None,
+        _gains,
+        live=True,
+        doc="gain of each input, dB (None: 0 dB each); a change applies from the next frame",
+        kernel_default=REQUIRED,
+    ),
+    Setting(
+        "sample_rate",
+        "int | None",
+        None,
+        _optional_int("sample_rate", 384000),
+        doc="output rate (None: the first input's)",
+        kernel=False,
+    ),
+    Setting(
+        "channels",
+        "int | None",
+        None,
+        _optional_int("channels", MAX_CHANNELS),
+        doc="output channels (None: the first input's)",
+        kernel=False,
+    ),
+    Setting(
+        "frame_ms",
+        "float",
+        20.0,
+        in_range("frame_ms", 0.0, 1000.0, open_low=True),
+        doc="output frame length",
+        kernel=False,
+    ),
+    Setting(
+        "stall_ms",
+        "float",
+        100.0,
+        in_range("stall_ms", 0.0, 60000.0),
+        doc="longest wall-clock wait for a late input",
+        kernel=False,
+    ),
+)
 
 
 class MixKernel:
@@ -81,7 +146,10 @@ class MixKernel:
 
     def __init__(self, gains_db: Sequence[float], *, stage: str = "mixer") -> None:
         self.stage = stage
-        self._gains_db = _check_gains(stage, gains_db)
+        gains = SETTINGS.validate(stage, {"gains_db": gains_db}, kernel=True)["gains_db"]
+        if gains is None:  # the node resolves None; the kernel needs the gains
+            raise config_error(stage, "gains_db must be a sequence of numbers, got None")
+        self._gains_db: list[float] = gains
         self._gains = [np.float32(10.0 ** (g / 20.0)) for g in self._gains_db]
 
     @property
@@ -270,6 +338,13 @@ class Mixer(Source):
     mid-stream, FormatError for frames it cannot mix.
     """
 
+    settings = SETTINGS
+    gains_db: list[float]  # live: a change reaches the running kernel from the next frame
+    sample_rate: int | None
+    channels: int | None
+    frame_ms: float
+    stall_ms: float
+
     def __init__(
         self,
         inputs: Iterable[Any],
@@ -300,56 +375,45 @@ class Mixer(Source):
             raise config_error(
                 stage, f"inputs needs 1 to {MAX_INPUTS} streams, got {len(self.inputs)}"
             )
-        gains = [0.0] * len(self.inputs) if gains_db is None else _check_gains(stage, gains_db)
-        if len(gains) != len(self.inputs):
-            raise config_error(
-                stage, f"gains_db has {len(gains)} gains for {len(self.inputs)} inputs"
-            )
-        self._gains_db = gains
-        if sample_rate is not None and (
-            isinstance(sample_rate, bool)
-            or not isinstance(sample_rate, int)
-            or not 1 <= sample_rate <= 384000
-        ):
-            raise config_error(
-                stage, f"sample_rate must be None or an int in 1..=384000, got {sample_rate!r}"
-            )
-        if channels is not None and (
-            isinstance(channels, bool)
-            or not isinstance(channels, int)
-            or not 1 <= channels <= MAX_CHANNELS
-        ):
-            raise config_error(
-                stage, f"channels must be None or an int in 1..=64, got {channels!r}"
-            )
-        self.sample_rate = sample_rate
-        self.channels = channels
-        self.frame_ms = as_number(stage, "frame_ms", frame_ms)
-        if not (math.isfinite(self.frame_ms) and 0 < self.frame_ms <= 1000):
-            raise config_error(stage, f"frame_ms must be a number in (0, 1000], got {frame_ms!r}")
-        self.stall_ms = as_number(stage, "stall_ms", stall_ms)
-        if not (math.isfinite(self.stall_ms) and 0 <= self.stall_ms <= 60000):
-            raise config_error(stage, f"stall_ms must be a number in [0, 60000], got {stall_ms!r}")
+        self.configure(
+            gains_db=gains_db,
+            sample_rate=sample_rate,
+            channels=channels,
+            frame_ms=frame_ms,
+            stall_ms=stall_ms,
+        )
+        if self._settings["gains_db"] is None:
+            self._settings["gains_db"] = [0.0] * len(self.inputs)
+        self._check_count(self._settings["gains_db"])
         self.requested_backend = backend
         self.backend = "unset"
         self.backend_reason = "not initialized"
         self._kernel: Any = None
         self._live: list[_Input] = []
 
-    @property
-    def gains_db(self) -> list[float]:
-        """The gain of each input, dB."""
-        return list(self._gains_db)
+    def _check_count(self, gains: list[float]) -> None:
+        if len(gains) != len(self.inputs):
+            raise config_error(
+                self.name, f"gains_db has {len(gains)} gains for {len(self.inputs)} inputs"
+            )
+
+    def apply_live(self, name: str, value: Any) -> None:
+        """``gains_db`` changed: each input's gain applies from the next output frame."""
+        self._check_count(value)
+        if self._kernel is not None:
+            for index, gain in enumerate(value):
+                self._kernel.set_gain_db(index, gain)
 
     def set_gain_db(self, index: int, gain_db: float) -> None:
-        """Sets input ``index``'s gain; it applies from the next output frame (no ramp)."""
-        if not 0 <= index < len(self._gains_db):
+        """Sets input ``index``'s gain; it applies from the next output frame (no ramp).
+        The same as assigning ``gains_db`` with that one gain changed."""
+        gains = self.gains_db
+        if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(gains):
             raise config_error(
-                self.name, f"input index {index} out of range for {len(self._gains_db)} inputs"
+                self.name, f"input index {index} out of range for {len(gains)} inputs"
             )
-        self._gains_db[index] = _check_gain(self.name, index, gain_db)
-        if self._kernel is not None:
-            self._kernel.set_gain_db(index, self._gains_db[index])
+        gains[index] = gain_db
+        self.gains_db = gains
 
     @property
     def kernel(self) -> Any:

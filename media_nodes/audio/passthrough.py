@@ -6,6 +6,9 @@ from typing import Any, ClassVar
 
 from stream.kernel import Block, PyKernel
 from stream.kernel_node import KernelNode
+from stream.stage_settings import Settings
+
+SETTINGS = Settings("PassThrough")  # nothing to set
 
 
 class PassThroughKernel(PyKernel):
@@ -25,9 +28,11 @@ class PassThrough(KernelNode):
     native_kernel = "PassThroughKernel"
     python_kernel = PassThroughKernel
     accepts_any: ClassVar[bool] = True
+    settings = SETTINGS
 
     def __init__(self, name: str | None = None, *, backend: str | None = None) -> None:
         super().__init__(name=name, backend=backend)
+        self.configure()
 
     def process(self, item: Any) -> list[Any]:
         return [item]

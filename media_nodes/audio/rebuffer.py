@@ -11,19 +11,40 @@ from typing import Any
 
 import numpy as np
 
-from stream.kernel import Block, PyKernel, StreamFormat, config_error
+from stream.kernel import Block, PyKernel, StreamFormat
 from stream.kernel_node import KernelNode
+from stream.stage_settings import Invalid, Setting, Settings
 
 
-def _check_size(stage: str, samples: int | None, frame_ms: float | None) -> None:
-    if (samples is None) == (frame_ms is None):
-        raise config_error(stage, "give exactly one of samples or frame_ms")
-    if samples is not None and (
-        isinstance(samples, bool) or not isinstance(samples, int) or samples < 1
-    ):
-        raise config_error(stage, f"samples must be an int >= 1, got {samples!r}")
-    if frame_ms is not None and (not math.isfinite(frame_ms) or frame_ms <= 0):
-        raise config_error(stage, f"frame_ms must be > 0, got {frame_ms!r}")
+def _samples(value: Any) -> int | None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise Invalid(f"samples must be an int >= 1, got {value!r}")
+    return value
+
+
+def _frame_ms(value: Any) -> float | None:
+    if value is not None and (not math.isfinite(value) or value <= 0):
+        raise Invalid(f"frame_ms must be > 0, got {value!r}")
+    result: float | None = value
+    return result
+
+
+def _pad_final(value: Any) -> bool:
+    return bool(value)
+
+
+def _exactly_one(values: dict[str, Any]) -> None:
+    if (values["samples"] is None) == (values["frame_ms"] is None):
+        raise Invalid("give exactly one of samples or frame_ms")
+
+
+SETTINGS = Settings(
+    "Rebuffer",
+    Setting("samples", "int | None", None, _samples, doc="block size in samples"),
+    Setting("frame_ms", "float | None", None, _frame_ms, doc="block size in ms of the rate"),
+    Setting("pad_final", "bool", False, _pad_final, doc="zero-pad the last block to full size"),
+    first=_exactly_one,
+)
 
 
 class RebufferKernel(PyKernel):
@@ -38,8 +59,12 @@ class RebufferKernel(PyKernel):
         stage: str = "rebuffer",
     ) -> None:
         super().__init__(stage=stage)
-        _check_size(self.stage, samples, frame_ms)
-        self.samples, self.frame_ms, self.pad_final = samples, frame_ms, pad_final
+        values = SETTINGS.validate(
+            stage, {"samples": samples, "frame_ms": frame_ms, "pad_final": pad_final}, kernel=True
+        )
+        self.samples: int | None = values["samples"]
+        self.frame_ms: float | None = values["frame_ms"]
+        self.pad_final: bool = values["pad_final"]
         self._format = StreamFormat()
         self._size = 0
         self._pending: list[Block] = []
@@ -83,6 +108,10 @@ class Rebuffer(KernelNode):
     native_kernel = "RebufferKernel"
     python_kernel = RebufferKernel
     retimes = True
+    settings = SETTINGS
+    samples: int | None
+    frame_ms: float | None
+    pad_final: bool
 
     def __init__(
         self,
@@ -94,8 +123,4 @@ class Rebuffer(KernelNode):
         backend: str | None = None,
     ) -> None:
         super().__init__(name=name, backend=backend)
-        _check_size(self.name, samples, frame_ms)
-        self.samples, self.frame_ms, self.pad_final = samples, frame_ms, pad_final
-
-    def kernel_args(self) -> dict[str, Any]:
-        return {"samples": self.samples, "frame_ms": self.frame_ms, "pad_final": self.pad_final}
+        self.configure(samples=samples, frame_ms=frame_ms, pad_final=pad_final)

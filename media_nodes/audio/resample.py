@@ -11,26 +11,30 @@ buffered into bursts too; and neither filter can be matched by a numpy twin to p
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 from numpy.lib.stride_tricks import as_strided, sliding_window_view
 
 from stream.errors import FormatError
-from stream.kernel import Block, PyKernel, StreamFormat, config_error
+from stream.kernel import Block, PyKernel, StreamFormat
 from stream.kernel_node import KernelNode
+from stream.stage_settings import Setting, Settings, int_in
 
 ATTENUATION_DB = 90.0
 TRANSITION = 0.18  # transition band width as a fraction of the lower rate's Nyquist frequency
 MAX_PHASES = 1024
 
 
-def _check_rate(stage: str, sample_rate: int) -> None:
-    if not isinstance(sample_rate, int) or not 1000 <= sample_rate <= 384000:
-        raise config_error(
-            stage, f"sample_rate must be an int in 1000..=384000 Hz, got {sample_rate!r}"
-        )
+SETTINGS = Settings(
+    "Resample",
+    Setting(
+        "sample_rate",
+        "int",
+        check=int_in("sample_rate", 1000, 384000, "an int in 1000..=384000 Hz"),
+        doc="output sample rate, Hz",
+    ),
+)
 
 
 def design_filter(in_rate: int, out_rate: int) -> tuple[int, int, npt.NDArray[np.float32]]:
@@ -63,8 +67,8 @@ class ResampleKernel(PyKernel):
 
     def __init__(self, sample_rate: int, *, stage: str = "resample") -> None:
         super().__init__(stage=stage)
-        _check_rate(self.stage, sample_rate)
-        self.sample_rate = sample_rate
+        values = SETTINGS.validate(stage, {"sample_rate": sample_rate}, kernel=True)
+        self.sample_rate: int = values["sample_rate"]
         self._format = StreamFormat()
         self._bank: npt.NDArray[np.float32] | None = None
         self._up = self._down = 1
@@ -141,14 +145,12 @@ class Resample(KernelNode):
     native_kernel = "ResampleKernel"
     python_kernel = ResampleKernel
     retimes = True
+    settings = SETTINGS
+    sample_rate: int
 
     def __init__(self, sample_rate: int, *, name: str | None = None, backend: str | None = None):
         super().__init__(name=name, backend=backend)
-        _check_rate(self.name, sample_rate)
-        self.sample_rate = sample_rate
-
-    def kernel_args(self) -> dict[str, Any]:
-        return {"sample_rate": self.sample_rate}
+        self.configure(sample_rate=sample_rate)
 
     @property
     def latency_samples(self) -> int:

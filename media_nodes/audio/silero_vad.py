@@ -15,17 +15,25 @@ with the reason "engine built without the Silero kernel".
 from __future__ import annotations
 
 import importlib.util
-import math
 import os
 from typing import Any, ClassVar
 
 import numpy as np
 
 from stream.errors import BackendUnavailable, FormatError
-from stream.kernel import PyKernel, StreamFormat, config_error
+from stream.kernel import PyKernel, StreamFormat
+from stream.kernel_node import KernelNode
+from stream.stage_settings import REQUIRED, Invalid, Setting, Settings, in_range
 
-from .energy_vad import MAX_MS, Decision, EnergyVAD, EnergyVADKernel, _check, ms_to_samples
-from .level_meter import as_number
+from .energy_vad import (
+    GATE,
+    PREROLL_MS,
+    Decision,
+    EnergyVAD,
+    EnergyVADKernel,
+    duration,
+    ms_to_samples,
+)
 
 RATE = 16000  # the only rate the model runs at here
 WINDOW = 512  # samples per model call at 16 kHz
@@ -49,18 +57,53 @@ def model_path(stage: str = "silero_vad") -> str:
     raise BackendUnavailable(f"the Silero VAD model is not installed; {INSTALL_HINT}", stage=stage)
 
 
-def _threshold(stage: str, name: str, value: Any) -> float:
-    v = as_number(stage, name, value)
-    if not (math.isfinite(v) and 0.0 <= v <= 1.0):
-        raise config_error(stage, f"{name} must be a number in [0, 1], got {v!r}")
-    return v
+_PROBABILITY = in_range("neg_threshold", 0.0, 1.0)
 
 
-def _duration(stage: str, name: str, value: Any) -> float:
-    v = as_number(stage, name, value)
-    if not (math.isfinite(v) and 0.0 <= v <= MAX_MS):
-        raise config_error(stage, f"{name} must be a number in [0, 3600000], got {v!r}")
-    return v
+def _neg_threshold(value: Any) -> float | None:
+    return None if value is None else _PROBABILITY(value)
+
+
+def _resolve_neg(values: dict[str, Any]) -> None:
+    """``neg_threshold=None`` is ``max(threshold - 0.15, 0.01)``, as Silero's own iterator does."""
+    t = values["threshold"]
+    n = values["neg_threshold"]
+    if n is None:
+        n = values["neg_threshold"] = max(t - 0.15, 0.01)
+    if n > t:
+        raise Invalid(f"neg_threshold must be at most threshold ({t!r}), got {n!r}")
+
+
+SETTINGS = Settings(
+    "SileroVAD",
+    Setting(
+        "model_path",
+        "str",
+        REQUIRED,
+        str,
+        doc="the Silero ONNX file (found by the node)",
+        node=False,
+    ),
+    Setting(
+        "threshold",
+        "float",
+        0.5,
+        in_range("threshold", 0.0, 1.0),
+        doc="speech probability of a window that starts speech",
+    ),
+    Setting(
+        "neg_threshold",
+        "float | None",
+        None,
+        _neg_threshold,
+        doc="probability below which a window is quiet (None: threshold - 0.15, at least 0.01)",
+    ),
+    duration("min_speech_ms", "how long speech lasts before it is confirmed", 250.0),
+    duration("min_silence_ms", "how long quiet lasts before speech ends", 100.0),
+    PREROLL_MS,
+    GATE,
+    relate=_resolve_neg,
+)
 
 
 def check_settings(
@@ -70,19 +113,18 @@ def check_settings(
 
     ``neg_threshold=None`` is ``max(threshold - 0.15, 0.01)``, as Silero's own iterator does.
     """
-    t = _threshold(stage, "threshold", threshold)
-    if neg_threshold is None:
-        n = max(t - 0.15, 0.01)
-    else:
-        n = _threshold(stage, "neg_threshold", neg_threshold)
-    if n > t:
-        raise config_error(stage, f"neg_threshold must be at most threshold ({t!r}), got {n!r}")
-    return (
-        t,
-        n,
-        _duration(stage, "min_speech_ms", min_speech_ms),
-        _duration(stage, "min_silence_ms", min_silence_ms),
+    v = SETTINGS.validate(
+        stage,
+        {
+            "model_path": "",
+            "threshold": threshold,
+            "neg_threshold": neg_threshold,
+            "min_speech_ms": min_speech_ms,
+            "min_silence_ms": min_silence_ms,
+        },
+        kernel=True,
     )
+    return v["threshold"], v["neg_threshold"], v["min_speech_ms"], v["min_silence_ms"]
 
 
 class SileroVADKernel(EnergyVADKernel):
@@ -104,11 +146,23 @@ class SileroVADKernel(EnergyVADKernel):
         stage: str = "silero_vad",
     ) -> None:
         PyKernel.__init__(self, stage=stage)
-        (self.threshold, self.neg_threshold, self.min_speech_ms, self.min_silence_ms) = (
-            check_settings(stage, threshold, neg_threshold, min_speech_ms, min_silence_ms)
+        values = SETTINGS.validate(
+            stage,
+            {
+                "model_path": model_path,
+                "threshold": threshold,
+                "neg_threshold": neg_threshold,
+                "min_speech_ms": min_speech_ms,
+                "min_silence_ms": min_silence_ms,
+            },
+            kernel=True,
         )
+        self.model_path: str = values["model_path"]
+        self.threshold: float = values["threshold"]
+        self.neg_threshold: float = values["neg_threshold"]
+        self.min_speech_ms = values["min_speech_ms"]
+        self.min_silence_ms = values["min_silence_ms"]
         self.frame_ms = WINDOW * 1000.0 / RATE
-        self.model_path = str(model_path)
         try:
             # No stubs ship with onnxruntime (and it may be absent: that is the except).
             import onnxruntime  # type: ignore[import-untyped,import-not-found,unused-ignore]
@@ -203,6 +257,10 @@ class SileroVAD(EnergyVAD):
     # Its constructor takes other arguments than EnergyVADKernel's, which type[] compares.
     python_kernel = SileroVADKernel  # type: ignore[assignment]
     fusable: ClassVar[bool] = False  # it emits events (and gates), which a native chain cannot
+    settings = SETTINGS
+    threshold: float
+    neg_threshold: float  # the resolved value (None given: threshold - 0.15, at least 0.01)
+    frame_ms = WINDOW * 1000.0 / RATE  # the analysis frame: one model window, not a setting
 
     def __init__(
         self,
@@ -216,26 +274,22 @@ class SileroVAD(EnergyVAD):
         name: str | None = None,
         backend: str | None = None,
     ) -> None:
-        # EnergyVAD's settings are placeholders here (its defaults), set right after.
-        super().__init__(gate=gate, name=name, backend=backend)
-        if name is None:  # "silero_vad3", not EnergyVAD's renaming of "silero_v_a_d3"
-            generic = self.name.removeprefix("energy_vad")
-            self.name = "silero_vad" + generic.removeprefix("silero_v_a_d")
-        self.preroll_ms = _check(self.name, "preroll_ms", preroll_ms)
+        KernelNode.__init__(self, name=name, backend=backend)  # EnergyVAD's settings are not ours
+        if name is None:  # "silero_vad3", not "silero_v_a_d3"
+            self.name = "silero_vad" + self.name.removeprefix("silero_v_a_d")
         self._neg_given = neg_threshold
-        (self.threshold, self.neg_threshold, self.min_speech_ms, self.min_silence_ms) = (
-            check_settings(self.name, threshold, neg_threshold, min_speech_ms, min_silence_ms)
+        self.configure(
+            threshold=threshold,
+            neg_threshold=neg_threshold,
+            min_speech_ms=min_speech_ms,
+            min_silence_ms=min_silence_ms,
+            preroll_ms=preroll_ms,
+            gate=gate,
         )
-        self.frame_ms = WINDOW * 1000.0 / RATE  # the analysis frame: one model window
+        self._start_state()
 
     def kernel_args(self) -> dict[str, Any]:
-        return {
-            "model_path": model_path(self.name),
-            "threshold": self.threshold,
-            "neg_threshold": self.neg_threshold,
-            "min_speech_ms": self.min_speech_ms,
-            "min_silence_ms": self.min_silence_ms,
-        }
+        return {"model_path": model_path(self.name), **super().kernel_args()}
 
     def params(self) -> dict[str, Any]:
         extra = {} if self.requested_backend is None else {"backend": self.requested_backend}

@@ -16,7 +16,7 @@ import numpy.typing as npt
 
 from stream.errors import FormatError
 from stream.frames import PIXEL_FORMATS, VideoFrame
-from stream.kernel import config_error
+from stream.stage_settings import Setting, Settings, one_of
 
 from .base import YUV_FORMATS, Pixels, PyVideoKernel, VideoNode, video_frame_unchecked
 
@@ -35,11 +35,16 @@ Y_GRAY = Y_R + Y_G + Y_B  # gray -> Y: 219/255
 HALF = 1 << 15
 
 
+SETTINGS = Settings(
+    "ColorConvert",
+    Setting("format", "str", check=one_of("format", PIXEL_FORMATS), doc="output pixel format"),
+)
+
+
 def check_format(stage: str, fmt: Any) -> str:
     """``fmt`` if it names a supported pixel format; ConfigError naming ``stage`` otherwise."""
-    if not isinstance(fmt, str) or fmt not in PIXEL_FORMATS:
-        raise config_error(stage, f"format must be one of {list(PIXEL_FORMATS)}, got {fmt!r}")
-    return fmt
+    result: str = SETTINGS["format"].validate(stage, fmt)
+    return result
 
 
 def _u8(values: Ints) -> Pixels:
@@ -144,7 +149,7 @@ class ColorConvertKernel(PyVideoKernel):
 
     def __init__(self, format: str, *, stage: str = "color_convert") -> None:
         super().__init__(stage=stage)
-        self.format = check_format(stage, format)
+        self.format: str = SETTINGS.validate(stage, {"format": format}, kernel=True)["format"]
 
     def process(self, pixels: Any, src_format: Any) -> Pixels:
         fmt, w, h, src = self.read(pixels, src_format)
@@ -166,13 +171,12 @@ class ColorConvert(VideoNode):
 
     native_kernel = "ColorConvertKernel"
     python_kernel = ColorConvertKernel
+    settings = SETTINGS
+    format: str
 
     def __init__(self, format: str, *, name: str | None = None, backend: str | None = None) -> None:
         super().__init__(name=name, backend=backend)
-        self.format = check_format(self.name, format)
-
-    def kernel_args(self) -> dict[str, Any]:
-        return {"format": self.format}
+        self.configure(format=format)
 
     def process_video(self, frame: VideoFrame) -> list[Any]:
         pixels = self._kernel.process(frame.pixels, frame.format)

@@ -21,7 +21,7 @@ from typing import Any
 
 from stream.errors import FormatError
 from stream.frames import VideoFrame
-from stream.kernel import config_error
+from stream.stage_settings import Invalid, Setting, Settings
 
 from .base import PyVideoKernel, VideoNode, stage_error
 
@@ -32,25 +32,39 @@ MAX_SLOT = 1 << 62
 _INT64 = range(-(2**63), 2**63)
 
 
-def parse_fps(stage: str, fps: Any) -> Fraction:
-    """``fps`` as a Fraction: an int, Fraction, ``'num/den'`` string, or a float (the nearest
-    fraction with a denominator up to 1001, so 29.97 is 2997/100). ConfigError otherwise."""
+def _fps(fps: Any) -> Fraction:
     try:
         value = Fraction(fps)
         if isinstance(fps, float):
             value = value.limit_denominator(1001)
     except Exception:  # whatever Fraction() refuses (TypeError, ValueError, OverflowError...)
-        raise config_error(
-            stage,
-            f"fps must be a number (an int, float, Fraction or 'num/den' string), got {fps!r}",
+        raise Invalid(
+            f"fps must be a number (an int, float, Fraction or 'num/den' string), got {fps!r}"
         ) from None
     num, den = value.numerator, value.denominator
     if not (1 <= num <= MAX_FPS_TERM and 1 <= den <= MAX_FPS_TERM and num <= MAX_FPS * den):
-        raise config_error(
-            stage,
+        raise Invalid(
             f"fps must be above 0 and at most {MAX_FPS}, with numerator and denominator at most "
-            f"{MAX_FPS_TERM}, got {value}",
+            f"{MAX_FPS_TERM}, got {value}"
         )
+    return value
+
+
+SETTINGS = Settings(
+    "FrameRate",
+    Setting(
+        "fps",
+        "int | float | Fraction | str",
+        check=_fps,
+        doc="output frame rate (frames per second), above 0 and at most 1000",
+    ),
+)
+
+
+def parse_fps(stage: str, fps: Any) -> Fraction:
+    """``fps`` as a Fraction: an int, Fraction, ``'num/den'`` string, or a float (the nearest
+    fraction with a denominator up to 1001, so 29.97 is 2997/100). ConfigError otherwise."""
+    value: Fraction = SETTINGS["fps"].validate(stage, fps)
     return value
 
 
@@ -68,7 +82,7 @@ class FrameRateKernel(PyVideoKernel):
 
     def __init__(self, fps: Any, *, stage: str = "frame_rate") -> None:
         super().__init__(stage=stage)
-        self._fps = parse_fps(stage, fps)
+        self._fps: Fraction = SETTINGS.validate(stage, {"fps": fps}, kernel=True)["fps"]
         self._stream: dict[str, Any] | None = None
 
     @property
@@ -162,15 +176,17 @@ class FrameRate(VideoNode):
 
     native_kernel = "FrameRateKernel"
     python_kernel = FrameRateKernel
+    settings = SETTINGS
+    fps: Fraction
 
     def __init__(self, fps: Any, *, name: str | None = None, backend: str | None = None) -> None:
         super().__init__(name=name, backend=backend)
-        self.fps = parse_fps(self.name, fps)
+        self.configure(fps=fps)
         self.time_base = 1 / self.fps
         self._held: VideoFrame | None = None
 
     def kernel_args(self) -> dict[str, Any]:
-        fps = self.fps
+        fps = self.fps  # as the engine takes it: an int, or a "num/den" string
         return {"fps": fps.numerator if fps.denominator == 1 else str(fps)}
 
     def initialize(self) -> None:

@@ -9,9 +9,12 @@ from __future__ import annotations
 from typing import Any
 
 from stream.frames import VideoFrame
+from stream.stage_settings import Settings
 
 from .base import Pixels, PyVideoKernel, VideoNode, video_frame_unchecked
 from .color_convert import convert
+
+SETTINGS = Settings("Grayscale")  # nothing to set
 
 
 class GrayscaleKernel(PyVideoKernel):
@@ -32,9 +35,11 @@ class Grayscale(VideoNode):
 
     native_kernel = "GrayscaleKernel"
     python_kernel = GrayscaleKernel
+    settings = SETTINGS
 
     def __init__(self, *, name: str | None = None, backend: str | None = None) -> None:
         super().__init__(name=name, backend=backend)
+        self.configure()
 
     def process_video(self, frame: VideoFrame) -> list[Any]:
         pixels = self._kernel.process(frame.pixels, frame.format)

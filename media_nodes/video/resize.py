@@ -19,7 +19,7 @@ import numpy.typing as npt
 
 from stream.errors import FormatError
 from stream.frames import VideoFrame
-from stream.kernel import config_error
+from stream.stage_settings import Invalid, Setting, Settings
 
 from .base import (
     YUV_FORMATS,
@@ -36,24 +36,41 @@ MAX_SIDE = 16384
 Floats = npt.NDArray[np.float64]
 
 
-def _side(stage: str, name: str, value: Any) -> int:
-    try:
-        n = operator.index(value)
-    except TypeError:
-        raise config_error(stage, f"{name} must be an int, got {value!r}") from None
-    if not 1 <= n <= MAX_SIDE:
-        raise config_error(stage, f"{name} must be an int from 1 to {MAX_SIDE}, got {n}")
-    return n
+def _side(name: str) -> Callable[[Any], int]:
+    def check(value: Any) -> int:
+        try:
+            n = operator.index(value)
+        except TypeError:
+            raise Invalid(f"{name} must be an int, got {value!r}") from None
+        if not 1 <= n <= MAX_SIDE:
+            raise Invalid(f"{name} must be an int from 1 to {MAX_SIDE}, got {n}")
+        return n
+
+    return check
+
+
+def _quality(value: Any) -> str:
+    if value is None:
+        value = "bilinear"
+    if not isinstance(value, str) or value not in QUALITIES:
+        raise Invalid(f"quality must be one of {list(QUALITIES)}, got {value!r}")
+    return value
+
+
+SETTINGS = Settings(
+    "Resize",
+    Setting("width", "int", check=_side("width"), doc="output width, pixels"),
+    Setting("height", "int", check=_side("height"), doc="output height, pixels"),
+    Setting("quality", "str", "bilinear", _quality, doc="filter: " + ", ".join(QUALITIES)),
+)
 
 
 def check_settings(stage: str, width: Any, height: Any, quality: Any) -> tuple[int, int, str]:
     """Validated ``(width, height, quality)``; ConfigError naming ``stage`` otherwise."""
-    w, h = _side(stage, "width", width), _side(stage, "height", height)
-    if quality is None:
-        quality = "bilinear"
-    if not isinstance(quality, str) or quality not in QUALITIES:
-        raise config_error(stage, f"quality must be one of {list(QUALITIES)}, got {quality!r}")
-    return w, h, quality
+    v = SETTINGS.validate(
+        stage, {"width": width, "height": height, "quality": quality}, kernel=True
+    )
+    return v["width"], v["height"], v["quality"]
 
 
 # --------------------------------------------------------------------------- filters
@@ -215,6 +232,10 @@ class Resize(VideoNode):
 
     native_kernel = "ResizeKernel"
     python_kernel = ResizeKernel
+    settings = SETTINGS
+    width: int
+    height: int
+    quality: str
 
     def __init__(
         self,
@@ -226,10 +247,7 @@ class Resize(VideoNode):
         backend: str | None = None,
     ) -> None:
         super().__init__(name=name, backend=backend)
-        self.width, self.height, self.quality = check_settings(self.name, width, height, quality)
-
-    def kernel_args(self) -> dict[str, Any]:
-        return {"width": self.width, "height": self.height, "quality": self.quality}
+        self.configure(width=width, height=height, quality=quality)
 
     def process_video(self, frame: VideoFrame) -> list[Any]:
         pixels = self._kernel.process(frame.pixels, frame.format)
