@@ -13,20 +13,17 @@ way to make the twins agree exactly. The node is ``EchoCancel`` (echo_cancel.py)
 from __future__ import annotations
 
 import ctypes
-import math
 from typing import Any
 
 import numpy as np
 
 from stream.errors import BackendUnavailable, EngineError, FormatError
-from stream.kernel import Block, PyKernel, config_error
+from stream.kernel import Block, PyKernel
 
-from .level_meter import as_number
+from .echo_settings import SETTINGS
 
 LIBRARY = "libspeexdsp.so.1"
 MIN_RATE, MAX_RATE = 8000, 96000
-FILTER_MS = (10.0, 2000.0)
-FRAME_MS = (2.0, 100.0)
 _SET_SAMPLING_RATE = 24  # speex_echo.h
 _I16P = ctypes.POINTER(ctypes.c_int16)
 _LIB: ctypes.CDLL | None = None
@@ -54,15 +51,6 @@ def _library(stage: str) -> ctypes.CDLL:
     lib.speex_echo_ctl.restype = ctypes.c_int
     _LIB = lib
     return lib
-
-
-def _check_range(stage: str, name: str, value: Any, bounds: tuple[float, float]) -> float:
-    v = as_number(stage, name, value)
-    if not (math.isfinite(v) and bounds[0] <= v <= bounds[1]):
-        raise config_error(
-            stage, f"{name} must be a number in [{bounds[0]}, {bounds[1]}], got {v!r}"
-        )
-    return v
 
 
 def _samples(ms: float, rate: int) -> int:
@@ -119,8 +107,11 @@ class EchoCancelKernel(PyKernel):
         self, filter_ms: float = 200.0, frame_ms: float = 20.0, *, stage: str = "echo_cancel"
     ) -> None:
         super().__init__(stage=stage)
-        self.filter_ms = _check_range(stage, "filter_ms", filter_ms, FILTER_MS)
-        self.frame_ms = _check_range(stage, "frame_ms", frame_ms, FRAME_MS)
+        values = SETTINGS.validate(
+            stage, {"filter_ms": filter_ms, "frame_ms": frame_ms}, kernel=True
+        )
+        self.filter_ms: float = values["filter_ms"]
+        self.frame_ms: float = values["frame_ms"]
         self._lib = _library(stage)
         self._st: _Speex | None = None
 
