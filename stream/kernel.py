@@ -1,9 +1,18 @@
-"""Base of the Python twins of the engine's kernels (see docs/kernels.md for the contract)."""
+"""Bases of the Python twins of the engine's kernels (see docs/kernels.md for the contract).
+
+- ``KernelChecks``: what every audio twin shares: its stage's name, typed errors, the input checks.
+- ``PyKernel``: a block stage's twin: audio in, audio out (``process(samples, rate) -> blocks``).
+- ``AnalysisKernel[D]``: an analysis stage's twin: audio in, decisions out
+  (``process(samples, rate) -> D``: levels, VAD decisions).
+
+A twin with another calling shape (EchoCancel's near and far blocks, FormatConvert's sample
+formats) derives from ``KernelChecks`` and defines its own ``process``.
+"""
 
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -14,8 +23,11 @@ from .frames import as_int, rate_problem, samples_problem
 Block = npt.NDArray[np.float32]
 
 
-class PyKernel:
-    """Shared checks and defaults; subclasses implement ``_process`` on a validated block."""
+D = TypeVar("D")
+
+
+class KernelChecks:
+    """The stage's name, typed errors naming it, and the contract's input checks (1 to 4)."""
 
     def __init__(self, *, stage: str) -> None:
         self.stage = stage
@@ -45,6 +57,14 @@ class PyKernel:
             raise self.error(FormatError, problem)
         return as_int(sample_rate)  # type: ignore[return-value]
 
+    def reset(self) -> None:
+        """Forget the stream: the next block starts a new one."""
+        return None
+
+
+class PyKernel(KernelChecks):
+    """A block stage's twin: subclasses implement ``_process`` on a validated block."""
+
     def process(self, samples: Any, sample_rate: int) -> list[Block]:
         block = self.check(samples, sample_rate)
         return self._process(block, self.rate(sample_rate))
@@ -56,11 +76,15 @@ class PyKernel:
         self.reset()
         return []
 
-    def reset(self) -> None:
-        return None
-
     def output_rate(self, input_rate: int) -> int:
         return self.rate(input_rate)
+
+
+class AnalysisKernel(KernelChecks, Generic[D]):
+    """An analysis stage's twin: ``process`` returns what it decided about a block (``D``)."""
+
+    def process(self, samples: Any, sample_rate: int) -> D:
+        raise NotImplementedError
 
 
 class StreamFormat:
@@ -72,7 +96,7 @@ class StreamFormat:
         self.rate = 0
         self.channels = 0
 
-    def check(self, kernel: PyKernel, block: Block, rate: int) -> bool:
+    def check(self, kernel: KernelChecks, block: Block, rate: int) -> bool:
         """True on the stream's first block; FormatError when rate or channels change."""
         if self.rate == 0:
             self.rate, self.channels = rate, block.shape[0]
@@ -97,4 +121,4 @@ def config_error(stage: str, message: str) -> ConfigError:
     return ConfigError(message, stage=stage)
 
 
-__all__ = ["Block", "PyKernel", "StreamFormat", "config_error"]
+__all__ = ["AnalysisKernel", "Block", "KernelChecks", "PyKernel", "StreamFormat", "config_error"]

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from stream.errors import BackendUnavailable, EngineError, FormatError
-from stream.kernel import Block, PyKernel
+from stream.kernel import Block, KernelChecks
 
 from .echo_settings import SETTINGS
 
@@ -96,7 +96,7 @@ class _Speex:
             self.ptr = None
 
 
-class EchoCancelKernel(PyKernel):
+class EchoCancelKernel(KernelChecks):
     """Python twin of ``stream._engine.EchoCancelKernel`` (docs/stages-audio.md).
 
     ``process(near, far, sample_rate)``: ``near`` a ``(1, n)`` float32 block, ``far`` ``(C, n)``
@@ -141,7 +141,7 @@ class EchoCancelKernel(PyKernel):
                 "dimension(s)",
             )
 
-    def process(self, near: Any, far: Any, sample_rate: int) -> list[Block]:  # type: ignore[override]
+    def process(self, near: Any, far: Any, sample_rate: int) -> list[Block]:
         self._check1("near", near)
         self._check1("far", far)
         blocks = []

@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from stream.frames import AudioFrame, audio_frame_unchecked
-from stream.kernel import Block, PyKernel, StreamFormat
+from stream.kernel import AnalysisKernel, Block, StreamFormat
 from stream.kernel_node import KernelNode, check_audio
 from stream.stage_settings import Setting, Settings, in_range
 
@@ -75,7 +75,7 @@ def ms_to_samples(ms: float, rate: int) -> int:
     return round(ms * rate / 1000.0)
 
 
-class EnergyVADKernel(PyKernel):
+class EnergyVADKernel(AnalysisKernel[list[Decision]]):
     """Python twin of ``stream._engine.EnergyVADKernel`` (docs/stages-audio.md).
 
     ``process(samples, sample_rate)`` and ``flush()`` return the decisions completed, as
@@ -151,7 +151,7 @@ class EnergyVADKernel(PyKernel):
         """The analysis frame length of the current stream (None before its first block)."""
         return self._frame or None
 
-    def process(self, samples: Any, sample_rate: int) -> list[Decision]:  # type: ignore[override]
+    def process(self, samples: Any, sample_rate: int) -> list[Decision]:
         block = self.check(samples, sample_rate)
         rate = int(sample_rate)
         if self._format.check(self, block, rate):
@@ -218,7 +218,7 @@ class EnergyVADKernel(PyKernel):
         else:
             self._state, self._onset = "maybe_silence", onset
 
-    def flush(self) -> list[Decision]:  # type: ignore[override]
+    def flush(self) -> list[Decision]:
         out: list[Decision] = []
         if self._state == "speech":
             out.append(("speech_end", self._seen, self._seen))

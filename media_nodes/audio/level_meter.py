@@ -14,7 +14,7 @@ import numpy as np
 import numpy.typing as npt
 
 from stream.errors import ConfigError
-from stream.kernel import PyKernel, StreamFormat
+from stream.kernel import AnalysisKernel, StreamFormat
 from stream.kernel_node import KernelNode, check_audio
 from stream.stage_settings import Invalid, Setting, Settings, in_range
 from stream.stage_settings import as_number as _number
@@ -66,7 +66,7 @@ SETTINGS = Settings(
 )
 
 
-class LevelMeterKernel(PyKernel):
+class LevelMeterKernel(AnalysisKernel[Levels]):
     """Python twin of ``stream._engine.LevelMeterKernel`` (docs/stages-audio.md).
 
     ``process(samples, sample_rate)`` returns ``(rms_db, peak_db, window_rms_db,
@@ -88,7 +88,7 @@ class LevelMeterKernel(PyKernel):
         """The window length in samples of the current stream (None before its first block)."""
         return self._window or None
 
-    def process(self, samples: Any, sample_rate: int) -> Levels:  # type: ignore[override]
+    def process(self, samples: Any, sample_rate: int) -> Levels:
         block = self.check(samples, sample_rate)
         rate = int(sample_rate)
         if self._format.check(self, block, rate):

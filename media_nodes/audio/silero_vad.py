@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from stream.errors import BackendUnavailable, FormatError
-from stream.kernel import PyKernel, StreamFormat
+from stream.kernel import KernelChecks, StreamFormat
 from stream.kernel_node import KernelNode
 from stream.stage_settings import REQUIRED, Invalid, Setting, Settings, in_range
 
@@ -145,7 +145,7 @@ class SileroVADKernel(EnergyVADKernel):
         *,
         stage: str = "silero_vad",
     ) -> None:
-        PyKernel.__init__(self, stage=stage)
+        KernelChecks.__init__(self, stage=stage)
         values = SETTINGS.validate(
             stage,
             {
@@ -194,7 +194,7 @@ class SileroVADKernel(EnergyVADKernel):
         """The speech probability of the last complete window (None before the first)."""
         return self._probability
 
-    def process(self, samples: Any, sample_rate: int) -> list[Decision]:  # type: ignore[override]
+    def process(self, samples: Any, sample_rate: int) -> list[Decision]:
         block = self.check(samples, sample_rate)
         rate = int(sample_rate)
         if rate != RATE:
