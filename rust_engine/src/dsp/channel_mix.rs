@@ -1,6 +1,6 @@
 //! Channel count conversion: copy, mono to N (duplicate), N to mono (average).
 
-use super::{Block, BlockRef, EngineError, Result, Stage};
+use super::{Block, BlockRef, EngineError, Output, Result, Stage};
 
 pub const MAX_CHANNELS: i64 = 64;
 
@@ -27,15 +27,19 @@ impl ChannelMix {
 }
 
 impl Stage for ChannelMix {
-    fn process(&mut self, input: BlockRef<'_>, _rate: u32, out: &mut Vec<Block>) -> Result<()> {
+    fn process(&mut self, input: BlockRef<'_>, _rate: u32, out: &mut Output) -> Result<()> {
         let (c_in, c_out, n) = (input.channels, self.channels, input.frames);
-        let data = if c_in == c_out {
-            input.data.to_vec()
+        let mut data = out.buffer(c_out * n);
+        if c_in == c_out {
+            data.extend_from_slice(input.data);
         } else if c_in == 1 {
-            input.data.repeat(c_out)
+            for _ in 0..c_out {
+                data.extend_from_slice(input.data);
+            }
         } else if c_out == 1 {
             // Sum in float32 channel by channel, then scale by float32(1 / C).
-            let mut acc = input.channel(0).to_vec();
+            let acc = &mut data;
+            acc.extend_from_slice(input.channel(0));
             for c in 1..c_in {
                 acc.iter_mut()
                     .zip(input.channel(c))
@@ -43,17 +47,16 @@ impl Stage for ChannelMix {
             }
             let scale = (1.0 / c_in as f64) as f32;
             acc.iter_mut().for_each(|a| *a *= scale);
-            acc
         } else {
             return Err(EngineError::format(format!(
                 "cannot mix {c_in} channels to {c_out}; supported: mono to any, any to mono, or the same count"
             )));
-        };
+        }
         out.push(Block::new(c_out, n, data));
         Ok(())
     }
 
-    fn flush(&mut self, _out: &mut Vec<Block>) -> Result<()> {
+    fn flush(&mut self, _out: &mut Output) -> Result<()> {
         Ok(())
     }
 
@@ -73,7 +76,7 @@ mod tests {
     use super::*;
 
     fn mix(to: i64, channels: usize, data: &[f32]) -> Result<Block> {
-        let mut out = Vec::new();
+        let mut out = Output::new();
         ChannelMix::new(to)?.process(
             BlockRef::new(channels, data.len() / channels, data),
             8000,

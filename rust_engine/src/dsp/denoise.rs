@@ -10,7 +10,7 @@ use std::sync::OnceLock;
 
 use nnnoiseless::{DenoiseState, RnnModel};
 
-use super::{py_float, Block, BlockRef, EngineError, Result, Stage};
+use super::{py_float, Block, BlockRef, EngineError, Output, Result, Stage};
 
 /// Samples per RNNoise frame (10 ms at 48 kHz).
 pub const FRAME: usize = DenoiseState::FRAME_SIZE;
@@ -116,12 +116,7 @@ impl Denoise {
 }
 
 impl Stage for Denoise {
-    fn process(
-        &mut self,
-        input: BlockRef<'_>,
-        sample_rate: u32,
-        out: &mut Vec<Block>,
-    ) -> Result<()> {
+    fn process(&mut self, input: BlockRef<'_>, sample_rate: u32, out: &mut Output) -> Result<()> {
         if sample_rate != RATE {
             return Err(EngineError::format(format!(
                 "RNNoise runs at 48000 Hz, got {sample_rate} Hz; put Resample(48000) before it"
@@ -139,7 +134,11 @@ impl Stage for Denoise {
         let pending = s.chans[0].pending.len();
         let frames = (pending + input.frames) / FRAME;
         let n = frames * FRAME;
-        let mut data = vec![0.0f32; s.channels * n];
+        let mut data = if n > 0 {
+            out.zeros(s.channels * n)
+        } else {
+            Vec::new()
+        };
         let mix = self.mix;
         if frames > 0 {
             self.vad.clear();
@@ -168,11 +167,11 @@ impl Stage for Denoise {
     }
 
     /// Pads the partial frame with zeros, runs it and emits as many samples as it held.
-    fn flush(&mut self, out: &mut Vec<Block>) -> Result<()> {
+    fn flush(&mut self, out: &mut Output) -> Result<()> {
         if let Some(mut s) = self.stream.take() {
             let n = s.chans[0].pending.len();
             if n > 0 {
-                let mut data = vec![0.0f32; s.channels * n];
+                let mut data = out.zeros(s.channels * n);
                 let mix = self.mix;
                 for (c, ch) in s.chans.iter_mut().enumerate() {
                     ch.pending.resize(FRAME, 0.0);
@@ -280,13 +279,13 @@ mod tests {
         let (one, _) = run_split(&mut d, 1, std::slice::from_ref(&b), RATE, &[480]);
         assert_eq!(two[1], one[0]);
         let e = d
-            .process(BlockRef::new(1, 4, &[0.0; 4]), 16_000, &mut Vec::new())
+            .process(BlockRef::new(1, 4, &[0.0; 4]), 16_000, &mut Output::new())
             .unwrap_err();
         assert!(e.message.contains("Resample(48000)"), "{}", e.message);
-        d.process(BlockRef::new(1, 4, &[0.0; 4]), RATE, &mut Vec::new())
+        d.process(BlockRef::new(1, 4, &[0.0; 4]), RATE, &mut Output::new())
             .unwrap();
         let e = d
-            .process(BlockRef::new(2, 4, &[0.0; 8]), RATE, &mut Vec::new())
+            .process(BlockRef::new(2, 4, &[0.0; 8]), RATE, &mut Output::new())
             .unwrap_err();
         assert_eq!(e.message, "channel count changed mid-stream from 1 to 2");
         assert!(Denoise::new(1.5).is_err() && Denoise::new(f64::NAN).is_err());

@@ -1,6 +1,6 @@
 //! Gain in dB with a linear ramp on changes (`GainKernel`).
 
-use super::{py_float, round_half_even, Block, BlockRef, EngineError, Result, Stage};
+use super::{py_float, round_half_even, Block, BlockRef, EngineError, Output, Result, Stage};
 
 /// A ramp from `from` to `to` over `len` samples; `done` samples of it are processed.
 #[derive(Debug, Clone, Copy)]
@@ -109,15 +109,10 @@ impl Gain {
 }
 
 impl Stage for Gain {
-    fn process(
-        &mut self,
-        input: BlockRef<'_>,
-        sample_rate: u32,
-        out: &mut Vec<Block>,
-    ) -> Result<()> {
+    fn process(&mut self, input: BlockRef<'_>, sample_rate: u32, out: &mut Output) -> Result<()> {
         self.last_rate = Some(sample_rate);
         let n = input.frames;
-        let mut data = Vec::with_capacity(input.data.len());
+        let mut data = out.buffer(input.data.len());
         // Frames still inside the ramp in this block, and their per-sample gains.
         let ramped = match self.ramp {
             Some(r) => ((r.len - r.done) as usize).min(n),
@@ -143,7 +138,7 @@ impl Stage for Gain {
         Ok(())
     }
 
-    fn flush(&mut self, _out: &mut Vec<Block>) -> Result<()> {
+    fn flush(&mut self, _out: &mut Output) -> Result<()> {
         self.reset();
         Ok(())
     }
@@ -169,7 +164,7 @@ mod tests {
     use super::*;
 
     fn run(g: &mut Gain, x: &[f32], rate: u32) -> Vec<f32> {
-        let mut out = Vec::new();
+        let mut out = Output::new();
         g.process(BlockRef::new(1, x.len(), x), rate, &mut out)
             .unwrap();
         out.pop().unwrap().data
@@ -210,7 +205,7 @@ mod tests {
         let mut g = Gain::new(0.0, 2.0).unwrap();
         run(&mut g, &[1.0], 1000);
         g.set_gain_db(-20.0).unwrap();
-        let mut out = Vec::new();
+        let mut out = Output::new();
         g.process(
             BlockRef::new(2, 3, &[1.0, 1.0, 1.0, 2.0, 2.0, 2.0]),
             1000,
@@ -244,7 +239,7 @@ mod tests {
         let mut g = Gain::new(0.0, 100.0).unwrap();
         run(&mut g, &[1.0], 48000);
         g.set_gain_db(20.0).unwrap();
-        let mut out = Vec::new();
+        let mut out = Output::new();
         g.flush(&mut out).unwrap();
         assert!(out.is_empty());
         assert_eq!(run(&mut g, &[1.0], 48000), vec![10.0]);

@@ -1,6 +1,6 @@
 //! Fixed-size blocks from arbitrary ones (`RebufferKernel`).
 
-use super::{py_float, round_half_even, Block, BlockRef, EngineError, Result, Stage};
+use super::{py_float, round_half_even, Block, BlockRef, EngineError, Output, Result, Stage};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Size {
@@ -18,9 +18,9 @@ struct Stream {
 }
 
 impl Stream {
-    fn take_block(&mut self) -> Block {
+    fn take_block(&mut self, out: &mut Output) -> Block {
         let n = self.pending[0].len();
-        let mut data = Vec::with_capacity(self.channels * n);
+        let mut data = out.buffer(self.channels * n);
         for ch in &mut self.pending {
             data.extend_from_slice(ch);
             ch.clear();
@@ -96,12 +96,7 @@ impl Rebuffer {
 }
 
 impl Stage for Rebuffer {
-    fn process(
-        &mut self,
-        input: BlockRef<'_>,
-        sample_rate: u32,
-        out: &mut Vec<Block>,
-    ) -> Result<()> {
+    fn process(&mut self, input: BlockRef<'_>, sample_rate: u32, out: &mut Output) -> Result<()> {
         let block = self.block_size(sample_rate);
         let s = self.stream.get_or_insert_with(|| Stream {
             rate: sample_rate,
@@ -129,13 +124,14 @@ impl Stage for Rebuffer {
             }
             pos += take;
             if s.pending[0].len() == s.block {
-                out.push(s.take_block());
+                let block = s.take_block(out);
+                out.push(block);
             }
         }
         Ok(())
     }
 
-    fn flush(&mut self, out: &mut Vec<Block>) -> Result<()> {
+    fn flush(&mut self, out: &mut Output) -> Result<()> {
         if let Some(mut s) = self.stream.take() {
             if !s.pending[0].is_empty() {
                 if self.pad_final {
@@ -143,7 +139,8 @@ impl Stage for Rebuffer {
                         ch.resize(s.block, 0.0);
                     }
                 }
-                out.push(s.take_block());
+                let block = s.take_block(out);
+                out.push(block);
             }
         }
         Ok(())
@@ -212,20 +209,20 @@ mod tests {
         assert!(Rebuffer::new(Some(0), None, false).is_err());
         assert!(Rebuffer::new(None, Some(f64::NAN), false).is_err());
         let mut r = Rebuffer::new(Some(4), None, false).unwrap();
-        r.process(BlockRef::new(1, 2, &[0.0; 2]), 8000, &mut Vec::new())
+        r.process(BlockRef::new(1, 2, &[0.0; 2]), 8000, &mut Output::new())
             .unwrap();
         let e = r
-            .process(BlockRef::new(1, 2, &[0.0; 2]), 16000, &mut Vec::new())
+            .process(BlockRef::new(1, 2, &[0.0; 2]), 16000, &mut Output::new())
             .unwrap_err();
         assert_eq!(
             e.message,
             "sample rate changed mid-stream from 8000 to 16000 Hz"
         );
         r.reset();
-        let mut out = Vec::new();
+        let mut out = Output::new();
         r.flush(&mut out).unwrap();
         assert!(out.is_empty());
-        r.process(BlockRef::new(2, 2, &[0.0; 4]), 16000, &mut Vec::new())
+        r.process(BlockRef::new(2, 2, &[0.0; 4]), 16000, &mut Output::new())
             .unwrap();
     }
 }

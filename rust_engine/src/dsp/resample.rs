@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use super::design::Design;
 use super::fir::{Fir, Walk, LANES};
-use super::{round_half_even, Block, BlockRef, EngineError, Result, Stage};
+use super::{round_half_even, Block, BlockRef, EngineError, Output, Result, Stage};
 
 /// The polyphase filter of one rate pair, ready to run.
 #[derive(Debug)]
@@ -87,7 +87,7 @@ impl Poly {
         ((2 * t as u128 * l + m) / (2 * m)) as u64
     }
 
-    fn process(&mut self, input: BlockRef<'_>) -> Option<Block> {
+    fn process(&mut self, input: BlockRef<'_>, output: &mut Output) -> Option<Block> {
         let f = &*self.filter;
         let (b, hist) = (input.frames, self.hist);
         for (c, buf) in self.bufs.iter_mut().enumerate() {
@@ -112,7 +112,7 @@ impl Poly {
                 l: f.l,
                 m: f.m as usize,
             };
-            let mut data = vec![0.0f32; self.bufs.len() * n_out];
+            let mut data = output.zeros(self.bufs.len() * n_out);
             for (buf, out) in self.bufs.iter().zip(data.chunks_exact_mut(n_out)) {
                 f.fir.run(&f.taps, f.kp, &buf[..hist + b], walk, out);
             }
@@ -208,12 +208,7 @@ impl Resample {
 }
 
 impl Stage for Resample {
-    fn process(
-        &mut self,
-        input: BlockRef<'_>,
-        sample_rate: u32,
-        out: &mut Vec<Block>,
-    ) -> Result<()> {
+    fn process(&mut self, input: BlockRef<'_>, sample_rate: u32, out: &mut Output) -> Result<()> {
         let stream = match self.stream.take() {
             Some(s) => s,
             None => self.start_stream(sample_rate, input.channels)?,
@@ -232,17 +227,20 @@ impl Stage for Resample {
             )));
         }
         match &mut stream.poly {
-            None => out.push(Block::new(
-                input.channels,
-                input.frames,
-                input.data.to_vec(),
-            )),
-            Some(poly) => out.extend(poly.process(input)),
+            None => {
+                let copy = out.copy_of(input);
+                out.push(copy);
+            }
+            Some(poly) => {
+                if let Some(block) = poly.process(input, out) {
+                    out.push(block);
+                }
+            }
         }
         Ok(())
     }
 
-    fn flush(&mut self, _out: &mut Vec<Block>) -> Result<()> {
+    fn flush(&mut self, _out: &mut Output) -> Result<()> {
         // The rounding rule already emitted every output due; the filter tail is not emitted.
         self.reset();
         Ok(())
@@ -290,7 +288,7 @@ mod tests {
             for _ in 0..200 {
                 let n = 1 + (rng.next_u32() % 700) as usize;
                 let x = vec![0.1f32; n];
-                let mut out = Vec::new();
+                let mut out = Output::new();
                 r.process(BlockRef::new(1, n, &x), fin, &mut out).unwrap();
                 t += n as u128;
                 total += out.iter().map(|b| b.frames as u128).sum::<u128>();
@@ -346,7 +344,7 @@ mod tests {
     fn identity_when_rates_match() {
         let mut r = Resample::new(48000).unwrap();
         let x = [0.25f32, -0.5, 1.0];
-        let mut out = Vec::new();
+        let mut out = Output::new();
         r.process(BlockRef::new(1, 3, &x), 48000, &mut out).unwrap();
         assert_eq!(out[0].data, x);
         assert_eq!(r.latency_samples(), 0);
@@ -371,7 +369,7 @@ mod tests {
         for freq in [1000.0, 5000.0] {
             let mut r = Resample::new(fout as i64).unwrap();
             let x = tone(freq, fin as f64, 48000);
-            let mut out = Vec::new();
+            let mut out = Output::new();
             for chunk in x.chunks(960) {
                 r.process(BlockRef::new(1, chunk.len(), chunk), fin, &mut out)
                     .unwrap();
@@ -385,7 +383,7 @@ mod tests {
         // 13 kHz is above the output Nyquist: it must be >= 80 dB below its input level.
         let mut r = Resample::new(fout as i64).unwrap();
         let x = tone(13000.0, fin as f64, 48000);
-        let mut out = Vec::new();
+        let mut out = Output::new();
         r.process(BlockRef::new(1, x.len(), &x), fin, &mut out)
             .unwrap();
         let y = &out[0].data[2 * r.filter.as_ref().unwrap().kp..];
@@ -402,23 +400,23 @@ mod tests {
         let mut r = Resample::new(16000).unwrap();
         assert_eq!((r.input_rate(), r.latency_samples()), (None, 0));
         let x = [0.0f32; 20];
-        r.process(BlockRef::new(1, 20, &x), 48000, &mut Vec::new())
+        r.process(BlockRef::new(1, 20, &x), 48000, &mut Output::new())
             .unwrap();
         // c = 95 input samples = 31.67 output samples.
         assert_eq!(r.latency_samples(), 32);
         assert!((r.latency_seconds() - 95.0 / 48000.0).abs() < 1e-12);
         let e = r
-            .process(BlockRef::new(1, 20, &x), 44100, &mut Vec::new())
+            .process(BlockRef::new(1, 20, &x), 44100, &mut Output::new())
             .unwrap_err();
         assert_eq!(
             e.message,
             "sample rate changed mid-stream from 48000 to 44100 Hz"
         );
         let e = r
-            .process(BlockRef::new(2, 10, &x), 48000, &mut Vec::new())
+            .process(BlockRef::new(2, 10, &x), 48000, &mut Output::new())
             .unwrap_err();
         assert_eq!(e.message, "channel count changed mid-stream from 1 to 2");
-        let mut out = Vec::new();
+        let mut out = Output::new();
         r.flush(&mut out).unwrap();
         assert!(out.is_empty());
         assert_eq!(r.input_rate(), None);
@@ -440,7 +438,7 @@ mod bench {
     fn bench_48k_to_16k() {
         let mut r = Resample::new(16000).unwrap();
         let x: Vec<f32> = (0..960).map(|i| ((i as f32) * 0.01).sin() * 0.5).collect();
-        let mut out = Vec::new();
+        let mut out = Output::new();
         for _ in 0..1000 {
             r.process(BlockRef::new(1, 960, &x), 48000, &mut out)
                 .unwrap();

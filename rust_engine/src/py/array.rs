@@ -7,7 +7,7 @@ use numpy::{
 };
 use pyo3::prelude::*;
 
-use crate::dsp::{Block, BlockRef, EngineError};
+use crate::dsp::{check_block, Block, BlockRef, EngineError};
 
 /// A 2-D numpy array of `T`, readable as a row-major slice.
 pub struct Rows<'py, T: Element> {
@@ -92,6 +92,30 @@ pub const PLANAR_F32: &str = "a float32 array of shape (channels, samples)";
 /// Reads an audio block: `float32`, `(channels, samples)`.
 pub fn read_block<'py>(obj: &Bound<'py, PyAny>) -> Result<Rows<'py, f32>, EngineError> {
     read::<f32>(obj, PLANAR_F32)
+}
+
+/// A kernel's `process(samples, sample_rate)` arguments, read as the contract orders its checks
+/// (`docs/kernels.md`): check 1 (dtype and rank), then the block's check 2 before the rate's int
+/// type. The rate's range (check 3) and check 4 are `dsp::check_block`'s, left to the caller.
+pub fn read_audio<'py>(
+    samples: &Bound<'py, PyAny>,
+    sample_rate: &Bound<'py, PyAny>,
+) -> Result<(Rows<'py, f32>, i64), EngineError> {
+    let input = read_block(samples)?;
+    let rate = super::args::sample_rate(input.block(), sample_rate)?;
+    Ok((input, rate))
+}
+
+/// A kernel's `process(samples, sample_rate)` arguments with every check of the contract done
+/// (checks 1 to 4), for kernels that are not fused (`Kernel` and `Chain` leave checks 3 and 4 to
+/// the stage that reads the input).
+pub fn read_checked_audio<'py>(
+    samples: &Bound<'py, PyAny>,
+    sample_rate: &Bound<'py, PyAny>,
+) -> Result<(Rows<'py, f32>, u32), EngineError> {
+    let (input, rate) = read_audio(samples, sample_rate)?;
+    check_block(input.block(), rate)?;
+    Ok((input, rate as u32)) // checked above
 }
 
 /// A `(rows, cols)` numpy array owning `data` (no copy).

@@ -1,9 +1,11 @@
 //! `Chain(kernels)`: several kernels as one native call per block, GIL released.
 
+use std::sync::Mutex;
+
 use pyo3::prelude::*;
 
 use super::args;
-use super::array::{read_block, to_list};
+use super::array::{read_audio, to_list};
 use super::error::IntoPyResult;
 use super::kernel::Kernel;
 use crate::dsp::{catch_panic, chain, check_block, check_rate, EngineError, NamedStage};
@@ -17,6 +19,9 @@ pub struct Chain {
     kernels: Vec<Py<Kernel>>,
     /// The kernels that do something (not pass-through), in order.
     active: Vec<Py<Kernel>>,
+    /// The blocks between stages, kept from call to call (a call holds every active kernel, so
+    /// it finds them free unless the chain is used from two threads at once).
+    buffers: Mutex<chain::Buffers>,
 }
 
 impl Chain {
@@ -30,16 +35,20 @@ impl Chain {
     fn run<T: Send>(
         &self,
         py: Python<'_>,
-        f: impl FnOnce(&mut [&mut NamedStage]) -> Result<T, EngineError> + Send,
+        f: impl FnOnce(&mut [&mut NamedStage], &mut chain::Buffers) -> Result<T, EngineError> + Send,
     ) -> PyResult<T> {
         let mut guards = self
             .active
             .iter()
-            .map(|k| k.get().try_lock())
+            .map(|k| k.get().take())
             .collect::<Result<Vec<_>, _>>()
             .py_err(py)?;
         let mut stages: Vec<&mut NamedStage> = guards.iter_mut().map(|g| &mut **g).collect();
-        let result = py.detach(|| catch_panic(|| f(&mut stages)));
+        // Dropped before the kernels' guards, so the next call to take them finds these free.
+        let mut kept = self.buffers.try_lock().ok();
+        let mut fresh = chain::Buffers::new();
+        let buffers = kept.as_deref_mut().unwrap_or(&mut fresh);
+        let result = py.detach(|| catch_panic(|| f(&mut stages, buffers)));
         result.map_err(|e| e.at(CHAIN)).py_err(py)
     }
 }
@@ -79,6 +88,7 @@ impl Chain {
         Ok(Self {
             kernels: all,
             active,
+            buffers: Mutex::new(chain::Buffers::new()),
         })
     }
 
@@ -91,11 +101,10 @@ impl Chain {
     ) -> PyResult<Vec<Bound<'py, PyAny>>> {
         // Input errors name the stage that reads the input.
         let first = self.first();
-        let input = read_block(samples).map_err(|e| e.at(first)).py_err(py)?;
-        let block = input.block();
-        let sample_rate = args::sample_rate(block, sample_rate)
+        let (input, sample_rate) = read_audio(samples, sample_rate)
             .map_err(|e| e.at(first))
             .py_err(py)?;
+        let block = input.block();
         if self.active.is_empty() {
             // Only pass-throughs: checked as each of them checks, then the same object back.
             check_block(block, sample_rate)
@@ -103,7 +112,10 @@ impl Chain {
                 .py_err(py)?;
             return Ok(vec![samples.clone()]);
         }
-        let blocks = self.run(py, |stages| chain::process(stages, block, sample_rate))?;
+        // `chain::process` checks the block once, for the first stage.
+        let blocks = self.run(py, |stages, buffers| {
+            chain::process(stages, block, sample_rate, buffers)
+        })?;
         Ok(to_list(py, blocks))
     }
 
@@ -115,7 +127,7 @@ impl Chain {
 
     /// Drops every kernel's stream state.
     fn reset(&self, py: Python<'_>) -> PyResult<()> {
-        self.run(py, chain::reset)
+        self.run(py, |stages, _| chain::reset(stages))
     }
 
     /// The sample rate the chain emits for input at `input_rate` Hz.

@@ -4,8 +4,8 @@ use pyo3::prelude::*;
 
 use super::args;
 use super::error::IntoPyResult;
-use super::kernel::{with_kind, Kernel};
-use crate::dsp::{ChannelMix, StageKind};
+use super::kernel::Kernel;
+use crate::dsp::ChannelMix;
 
 /// Converts to `channels` channels: copy, duplicate a mono channel, or average to mono.
 #[pyclass(extends = Kernel, frozen, module = "stream._engine")]
@@ -27,18 +27,12 @@ impl ChannelMixKernel {
             .and_then(ChannelMix::new)
             .map_err(|e| e.at(&stage))
             .py_err(py)?;
-        Ok(
-            PyClassInitializer::from(Kernel::new(stage, StageKind::ChannelMix(m)))
-                .add_subclass(Self),
-        )
+        Ok(PyClassInitializer::from(Kernel::new(stage, m)).add_subclass(Self))
     }
 
     /// The output channel count.
     #[getter]
     fn channels(slf: PyRef<'_, Self>, py: Python<'_>) -> usize {
-        with_kind(slf.as_super(), py, |k| match k {
-            StageKind::ChannelMix(m) => m.channels(),
-            _ => unreachable!("a ChannelMixKernel holds a channel mix stage"),
-        })
+        slf.as_super().with(py, |m: &mut ChannelMix| m.channels())
     }
 }

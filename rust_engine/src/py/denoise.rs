@@ -4,9 +4,9 @@ use pyo3::prelude::*;
 
 use super::args;
 use super::error::IntoPyResult;
-use super::kernel::{with_kind, Kernel};
+use super::kernel::Kernel;
 use crate::dsp::denoise::{FRAME, LATENCY_SAMPLES};
-use crate::dsp::{Denoise, StageKind};
+use crate::dsp::Denoise;
 
 /// RNNoise noise suppression at 48 kHz (nnnoiseless); output lags by `latency_samples`.
 #[pyclass(extends = Kernel, frozen, module = "stream._engine")]
@@ -17,10 +17,7 @@ fn denoise<T: Send>(
     py: Python<'_>,
     f: impl FnOnce(&Denoise) -> T + Send,
 ) -> T {
-    with_kind(slf.as_super(), py, |k| match k {
-        StageKind::Denoise(d) => f(d),
-        _ => unreachable!("a DenoiseKernel holds a denoise stage"),
-    })
+    slf.as_super().with(py, |d: &mut Denoise| f(d))
 }
 
 #[pymethods]
@@ -39,7 +36,7 @@ impl DenoiseKernel {
             .and_then(|m| Denoise::new(m.unwrap_or(0.0)))
             .map_err(|e| e.at(&stage))
             .py_err(py)?;
-        Ok(PyClassInitializer::from(Kernel::new(stage, StageKind::Denoise(d))).add_subclass(Self))
+        Ok(PyClassInitializer::from(Kernel::new(stage, d)).add_subclass(Self))
     }
 
     /// Fraction of the (latency-aligned) dry signal kept, 0..1.

@@ -4,12 +4,12 @@ use pyo3::prelude::*;
 
 use super::args;
 use super::array::{read_block, to_list};
+use super::cell::{KernelCell, Reset};
 use super::error::IntoPyResult;
-use super::stage_cell::{Resettable, StageCell};
 use crate::dsp::echo_cancel::{library_error, EchoCancel};
 use crate::dsp::EngineError;
 
-impl Resettable for EchoCancel {
+impl Reset for EchoCancel {
     fn reset(&mut self) {
         EchoCancel::reset(self);
     }
@@ -18,7 +18,7 @@ impl Resettable for EchoCancel {
 /// Speex MDF echo cancellation of a far-end (loudspeaker) signal in a mono near-end one.
 #[pyclass(frozen, module = "stream._engine")]
 pub struct EchoCancelKernel {
-    cell: StageCell<EchoCancel>,
+    cell: KernelCell<EchoCancel>,
 }
 
 #[pymethods]
@@ -43,7 +43,7 @@ impl EchoCancelKernel {
             return Err(EngineError::unavailable(why).at(&stage)).py_err(py);
         }
         Ok(Self {
-            cell: StageCell::new(stage, kernel),
+            cell: KernelCell::new(stage, kernel),
         })
     }
 

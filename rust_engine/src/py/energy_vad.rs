@@ -5,13 +5,12 @@
 use pyo3::prelude::*;
 
 use super::args;
-use super::array::read_block;
+use super::array::read_checked_audio;
+use super::cell::{KernelCell, Reset};
 use super::error::IntoPyResult;
-use super::stage_cell::{Resettable, StageCell};
 use crate::dsp::energy_vad::{Decision, EnergyVad, VadSettings};
-use crate::dsp::{check_block, EngineError};
 
-impl Resettable for EnergyVad {
+impl Reset for EnergyVad {
     fn reset(&mut self) {
         EnergyVad::reset(self);
     }
@@ -31,7 +30,7 @@ pub(super) fn to_py(decisions: Vec<Decision>) -> Vec<PyDecision> {
 /// durations.
 #[pyclass(frozen, module = "stream._engine")]
 pub struct EnergyVADKernel {
-    cell: StageCell<EnergyVad>,
+    cell: KernelCell<EnergyVad>,
 }
 
 #[pymethods]
@@ -74,7 +73,7 @@ impl EnergyVADKernel {
         .map_err(|e| e.at(&stage))
         .py_err(py)?;
         Ok(Self {
-            cell: StageCell::new(stage, vad),
+            cell: KernelCell::new(stage, vad),
         })
     }
 
@@ -86,14 +85,8 @@ impl EnergyVADKernel {
         samples: &Bound<'_, PyAny>,
         sample_rate: &Bound<'_, PyAny>,
     ) -> PyResult<Vec<PyDecision>> {
-        let at = |e: EngineError| e.at(self.cell.name());
-        let input = read_block(samples).map_err(at).py_err(py)?;
+        let (input, rate) = self.cell.py(py, read_checked_audio(samples, sample_rate))?;
         let block = input.block();
-        let sample_rate = args::sample_rate(block, sample_rate)
-            .map_err(at)
-            .py_err(py)?;
-        check_block(block, sample_rate).map_err(at).py_err(py)?;
-        let rate = sample_rate as u32; // checked above
         let out = self.cell.run(py, |v| {
             let mut out = Vec::new();
             v.process(block, rate, &mut out)?;

@@ -4,19 +4,12 @@ use pyo3::prelude::*;
 
 use super::args;
 use super::error::IntoPyResult;
-use super::kernel::{with_kind, Kernel};
-use crate::dsp::{Gain, StageKind};
+use super::kernel::Kernel;
+use crate::dsp::Gain;
 
 /// Gain in dB; changing `gain_db` ramps linearly over `ramp_ms`.
 #[pyclass(extends = Kernel, frozen, module = "stream._engine")]
 pub struct GainKernel;
-
-fn gain(kind: &mut StageKind) -> &mut Gain {
-    match kind {
-        StageKind::Gain(g) => g,
-        _ => unreachable!("a GainKernel holds a gain stage"),
-    }
-}
 
 #[pymethods]
 impl GainKernel {
@@ -40,29 +33,26 @@ impl GainKernel {
         })()
         .map_err(|e| e.at(&stage))
         .py_err(py)?;
-        Ok(PyClassInitializer::from(Kernel::new(stage, StageKind::Gain(g))).add_subclass(Self))
+        Ok(PyClassInitializer::from(Kernel::new(stage, g)).add_subclass(Self))
     }
 
     /// The target gain in dB; setting it starts a ramp from the current gain.
     #[getter]
     fn gain_db(slf: PyRef<'_, Self>, py: Python<'_>) -> f64 {
-        with_kind(slf.as_super(), py, |k| gain(k).gain_db())
+        slf.as_super().with(py, |g: &mut Gain| g.gain_db())
     }
 
     /// The ramp length in milliseconds.
     #[getter]
     fn ramp_ms(slf: PyRef<'_, Self>, py: Python<'_>) -> f64 {
-        with_kind(slf.as_super(), py, |k| gain(k).ramp_ms())
+        slf.as_super().with(py, |g: &mut Gain| g.ramp_ms())
     }
 
     #[setter]
     fn set_gain_db(slf: PyRef<'_, Self>, py: Python<'_>, value: &Bound<'_, PyAny>) -> PyResult<()> {
         let kernel: &Kernel = slf.as_super();
-        let value = args::float("gain_db", value)
-            .map_err(|e| e.at(kernel.name()))
-            .py_err(py)?;
-        with_kind(kernel, py, |k| gain(k).set_gain_db(value))
-            .map_err(|e| e.at(kernel.name()))
-            .py_err(py)
+        let value = kernel.py(py, args::float("gain_db", value))?;
+        let set = kernel.with(py, |g: &mut Gain| g.set_gain_db(value));
+        kernel.py(py, set)
     }
 }

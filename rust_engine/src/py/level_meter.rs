@@ -4,13 +4,12 @@
 use pyo3::prelude::*;
 
 use super::args;
-use super::array::read_block;
+use super::array::read_checked_audio;
+use super::cell::{KernelCell, Reset};
 use super::error::IntoPyResult;
-use super::stage_cell::{Resettable, StageCell};
-use crate::dsp::check_block;
 use crate::dsp::level_meter::{LevelMeter, Levels};
 
-impl Resettable for LevelMeter {
+impl Reset for LevelMeter {
     fn reset(&mut self) {
         LevelMeter::reset(self);
     }
@@ -19,7 +18,7 @@ impl Resettable for LevelMeter {
 /// RMS and peak in dBFS of each block and of a sliding window of `window_ms`.
 #[pyclass(frozen, module = "stream._engine")]
 pub struct LevelMeterKernel {
-    cell: StageCell<LevelMeter>,
+    cell: KernelCell<LevelMeter>,
 }
 
 #[pymethods]
@@ -35,7 +34,7 @@ impl LevelMeterKernel {
             .map_err(|e| e.at(&stage))
             .py_err(py)?;
         Ok(Self {
-            cell: StageCell::new(stage, meter),
+            cell: KernelCell::new(stage, meter),
         })
     }
 
@@ -47,14 +46,8 @@ impl LevelMeterKernel {
         samples: &Bound<'_, PyAny>,
         sample_rate: &Bound<'_, PyAny>,
     ) -> PyResult<(f64, f64, f64, f64)> {
-        let at = |e: crate::dsp::EngineError| e.at(self.cell.name());
-        let input = read_block(samples).map_err(at).py_err(py)?;
+        let (input, rate) = self.cell.py(py, read_checked_audio(samples, sample_rate))?;
         let block = input.block();
-        let sample_rate = args::sample_rate(block, sample_rate)
-            .map_err(at)
-            .py_err(py)?;
-        check_block(block, sample_rate).map_err(at).py_err(py)?;
-        let rate = sample_rate as u32; // checked above
         let l: Levels = self.cell.run(py, |m| m.process(block, rate))?;
         Ok((l.rms_db, l.peak_db, l.window_rms_db, l.window_peak_db))
     }

@@ -4,19 +4,19 @@ use pyo3::prelude::*;
 
 use super::args;
 use super::array::{read_block, to_array, Rows};
+use super::cell::{KernelCell, Reset};
 use super::error::IntoPyResult;
-use super::stage_cell::{Resettable, StageCell};
 use crate::dsp::mixer::Mix;
 use crate::dsp::{BlockRef, EngineError};
 
-impl Resettable for Mix {
+impl Reset for Mix {
     fn reset(&mut self) {} // no stream state: gains are settings
 }
 
 /// Sums one block per input, each times its gain, into a `(channels, samples)` float32 block.
 #[pyclass(frozen, module = "stream._engine")]
 pub struct MixKernel {
-    cell: StageCell<Mix>,
+    cell: KernelCell<Mix>,
 }
 
 fn gains(obj: &Bound<'_, PyAny>) -> Result<Vec<f64>, EngineError> {
@@ -52,7 +52,7 @@ impl MixKernel {
             .map_err(|e| e.at(&stage))
             .py_err(py)?;
         Ok(Self {
-            cell: StageCell::new(stage, mix),
+            cell: KernelCell::new(stage, mix),
         })
     }
 

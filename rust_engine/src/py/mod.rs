@@ -4,6 +4,7 @@
 
 mod args;
 mod array;
+mod cell;
 mod chain;
 mod channel_mix;
 mod denoise;
@@ -19,7 +20,6 @@ mod rebuffer;
 mod resample;
 #[cfg(feature = "silero")]
 mod silero_vad;
-mod stage_cell;
 mod video;
 
 use pyo3::prelude::*;

@@ -4,8 +4,8 @@ use pyo3::prelude::*;
 
 use super::args;
 use super::error::IntoPyResult;
-use super::kernel::{with_kind, Kernel};
-use crate::dsp::{Rebuffer, StageKind};
+use super::kernel::Kernel;
+use crate::dsp::Rebuffer;
 
 /// Re-cuts the stream into blocks of `samples` (or `frame_ms`) samples.
 #[pyclass(extends = Kernel, frozen, module = "stream._engine")]
@@ -36,7 +36,7 @@ impl RebufferKernel {
         })()
         .map_err(|e| e.at(&stage))
         .py_err(py)?;
-        Ok(PyClassInitializer::from(Kernel::new(stage, StageKind::Rebuffer(r))).add_subclass(Self))
+        Ok(PyClassInitializer::from(Kernel::new(stage, r)).add_subclass(Self))
     }
 
     /// The block size in samples, if given as `samples`.
@@ -63,8 +63,5 @@ fn rebuffer<T: Send>(
     py: Python<'_>,
     f: impl FnOnce(&Rebuffer) -> T + Send,
 ) -> T {
-    with_kind(slf.as_super(), py, |k| match k {
-        StageKind::Rebuffer(r) => f(r),
-        _ => unreachable!("a RebufferKernel holds a rebuffer stage"),
-    })
+    slf.as_super().with(py, |r: &mut Rebuffer| f(r))
 }

@@ -4,25 +4,19 @@ use pyo3::prelude::*;
 
 use super::args;
 use super::error::IntoPyResult;
-use super::kernel::{with_kind, Kernel};
-use crate::dsp::{Resample, StageKind};
+use super::kernel::Kernel;
+use crate::dsp::Resample;
 
 /// Streaming polyphase resampler to `sample_rate` Hz; the input rate comes from the first block.
 #[pyclass(extends = Kernel, frozen, module = "stream._engine")]
 pub struct ResampleKernel;
 
-fn resample<T>(
+fn resample<T: Send>(
     slf: &PyRef<'_, ResampleKernel>,
     py: Python<'_>,
     f: impl FnOnce(&Resample) -> T + Send,
-) -> T
-where
-    T: Send,
-{
-    with_kind(slf.as_super(), py, |k| match k {
-        StageKind::Resample(r) => f(r),
-        _ => unreachable!("a ResampleKernel holds a resample stage"),
-    })
+) -> T {
+    slf.as_super().with(py, |r: &mut Resample| f(r))
 }
 
 #[pymethods]
@@ -41,7 +35,7 @@ impl ResampleKernel {
             .and_then(Resample::new)
             .map_err(|e| e.at(&stage))
             .py_err(py)?;
-        Ok(PyClassInitializer::from(Kernel::new(stage, StageKind::Resample(r))).add_subclass(Self))
+        Ok(PyClassInitializer::from(Kernel::new(stage, r)).add_subclass(Self))
     }
 
     /// The output rate in Hz.

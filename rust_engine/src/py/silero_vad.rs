@@ -8,14 +8,14 @@ use std::path::PathBuf;
 use pyo3::prelude::*;
 
 use super::args;
-use super::array::read_block;
+use super::array::read_checked_audio;
+use super::cell::{KernelCell, Reset};
 use super::energy_vad::{to_py, PyDecision};
 use super::error::IntoPyResult;
-use super::stage_cell::{Resettable, StageCell};
 use crate::dsp::silero_vad::{SileroModel, SileroSettings, SileroVad, RATE, WINDOW};
-use crate::dsp::{catch_panic, check_block, EngineError};
+use crate::dsp::{catch_panic, EngineError};
 
-impl Resettable for SileroVad {
+impl Reset for SileroVad {
     fn reset(&mut self) {
         SileroVad::reset(self);
     }
@@ -24,7 +24,7 @@ impl Resettable for SileroVad {
 /// Speech/non-speech decisions from the Silero VAD model over 512-sample windows of 16 kHz mono.
 #[pyclass(frozen, module = "stream._engine")]
 pub struct SileroVADKernel {
-    cell: StageCell<SileroVad>,
+    cell: KernelCell<SileroVad>,
     model_path: String,
 }
 
@@ -85,7 +85,7 @@ impl SileroVADKernel {
             .py_err(py)?;
         let vad = SileroVad::new(model, settings).map_err(at).py_err(py)?;
         Ok(Self {
-            cell: StageCell::new(stage, vad),
+            cell: KernelCell::new(stage, vad),
             model_path: path.to_string_lossy().into_owned(),
         })
     }
@@ -98,14 +98,8 @@ impl SileroVADKernel {
         samples: &Bound<'_, PyAny>,
         sample_rate: &Bound<'_, PyAny>,
     ) -> PyResult<Vec<PyDecision>> {
-        let at = |e: EngineError| e.at(self.cell.name());
-        let input = read_block(samples).map_err(at).py_err(py)?;
+        let (input, rate) = self.cell.py(py, read_checked_audio(samples, sample_rate))?;
         let block = input.block();
-        let sample_rate = args::sample_rate(block, sample_rate)
-            .map_err(at)
-            .py_err(py)?;
-        check_block(block, sample_rate).map_err(at).py_err(py)?;
-        let rate = sample_rate as u32; // checked above
         let out = self.cell.run(py, |v| {
             let mut out = Vec::new();
             v.process(block, rate, &mut out)?;

@@ -2,8 +2,6 @@
 //! picture in, one out) and `FrameRateKernel` (timestamps only). Pixels are read in place when
 //! C-contiguous; the work runs with the GIL released and a panic guard.
 
-use std::sync::{Mutex, TryLockError};
-
 use numpy::ndarray::{ArrayD, IxDyn};
 use numpy::{
     PyArray, PyArrayDyn, PyArrayMethods, PyReadonlyArrayDyn, PyUntypedArray, PyUntypedArrayMethods,
@@ -12,12 +10,13 @@ use pyo3::prelude::*;
 use pyo3::types::PyFloat;
 
 use super::args;
+use super::cell::{KernelCell, Reset};
 use super::error::IntoPyResult;
 use crate::dsp::video::frame_rate::fps_out_of_range;
 use crate::dsp::video::{
     ColorConvert, FrameRate, Picture, PictureRef, PixelFormat, Quality, Resize,
 };
-use crate::dsp::{catch_panic, EngineError, ErrorKind};
+use crate::dsp::{catch_panic, EngineError};
 
 /// `repr(obj)`, for messages.
 fn repr(obj: &Bound<'_, PyAny>) -> String {
@@ -367,42 +366,18 @@ fn parse_time_base(tb: &Bound<'_, PyAny>) -> Result<(i64, i64), EngineError> {
     }
 }
 
-/// `FrameRateKernel(fps, *, stage="frame_rate")`: which input frame fills which output slot.
-#[pyclass(frozen, module = "stream._engine")]
-pub struct FrameRateKernel {
-    name: String,
-    fps: (i64, i64),
-    inner: Mutex<FrameRate>,
+impl Reset for FrameRate {
+    fn reset(&mut self) {
+        FrameRate::reset(self);
+    }
 }
 
-impl FrameRateKernel {
-    /// Runs `f` on the state; a call already running (another thread) is a busy error.
-    fn run<T>(
-        &self,
-        py: Python<'_>,
-        f: impl FnOnce(&mut FrameRate) -> Result<T, EngineError>,
-    ) -> PyResult<T> {
-        let mut guard = match self.inner.try_lock() {
-            Ok(g) => g,
-            // Poisoning means a panic in this glue; kernel panics are caught inside the lock.
-            Err(TryLockError::Poisoned(p)) => p.into_inner(),
-            Err(TryLockError::WouldBlock) => {
-                return Err(EngineError::busy(
-                    "kernel is busy in another call (a kernel runs one stream at a time)",
-                )
-                .at(&self.name))
-                .py_err(py)
-            }
-        };
-        let state = &mut *guard;
-        let result = catch_panic(|| f(state));
-        if matches!(&result, Err(e) if e.kind == ErrorKind::Engine) {
-            // A panic may have left the state half-updated: the stream restarts. Bad input
-            // (a FormatError) leaves it as it was.
-            state.reset();
-        }
-        result.map_err(|e| e.at(&self.name)).py_err(py)
-    }
+/// `FrameRateKernel(fps, *, stage="frame_rate")`: which input frame fills which output slot.
+/// Its calls are a few integer operations, so they keep the GIL (`KernelCell::run_held`).
+#[pyclass(frozen, module = "stream._engine")]
+pub struct FrameRateKernel {
+    fps: (i64, i64),
+    cell: KernelCell<FrameRate>,
 }
 
 #[pymethods]
@@ -418,9 +393,8 @@ impl FrameRateKernel {
             .map_err(|e| e.at(&stage))
             .py_err(py)?;
         Ok(Self {
-            name: stage,
             fps: inner.fps(),
-            inner: Mutex::new(inner),
+            cell: KernelCell::new(stage, inner),
         })
     }
 
@@ -441,18 +415,18 @@ impl FrameRateKernel {
             })?;
             Ok((pts, parse_time_base(time_base)?))
         })();
-        let (pts, (num, den)) = parsed.map_err(|e| e.at(&self.name)).py_err(py)?;
-        self.run(py, |fr| fr.process(pts, num, den))
+        let (pts, (num, den)) = self.cell.py(py, parsed)?;
+        self.cell.run_held(py, |fr| fr.process(pts, num, den))
     }
 
     /// End of stream: `(start, count)` for the last frame, then resets.
     fn flush(&self, py: Python<'_>) -> PyResult<(i64, i64)> {
-        self.run(py, |fr| Ok(fr.flush()))
+        self.cell.run_held(py, |fr| Ok(fr.flush()))
     }
 
     /// Drops the stream state.
     fn reset(&self, py: Python<'_>) -> PyResult<()> {
-        self.run(py, |fr| {
+        self.cell.run_held(py, |fr| {
             fr.reset();
             Ok(())
         })
@@ -473,7 +447,7 @@ impl FrameRateKernel {
     /// The stage name errors carry.
     #[getter]
     fn stage(&self) -> &str {
-        &self.name
+        self.cell.name()
     }
 
     fn __repr__(&self) -> String {
@@ -482,6 +456,6 @@ impl FrameRateKernel {
         } else {
             format!("{}/{}", self.fps.0, self.fps.1)
         };
-        format!("<FrameRateKernel fps={fps} stage={:?}>", self.name)
+        format!("<FrameRateKernel fps={fps} stage={:?}>", self.cell.name())
     }
 }
