@@ -21,6 +21,8 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from .errors import ConfigError
 
 
@@ -244,8 +246,9 @@ class NotASetting:
 
 
 def as_number(name: str, value: Any) -> float:
-    """``value`` as a float; anything that is not a real number is ``Invalid`` (as in Rust)."""
-    if isinstance(value, str | bytes) or not hasattr(type(value), "__float__"):
+    """``value`` as a float; anything that is not a real number (a bool is not) is ``Invalid``,
+    as in Rust."""
+    if isinstance(value, str | bytes | bool | np.bool_) or not hasattr(type(value), "__float__"):
         raise Invalid(f"{name} must be a number, got {value!r}")
     return float(value)
 

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from stream.errors import FormatError
 from stream.kernel import Block, PyKernel
 from stream.kernel_node import KernelNode
 from stream.stage_settings import Invalid, Setting, Settings, as_number
@@ -66,7 +67,7 @@ class GainKernel(PyKernel):
         self._rate = rate
         n = block.shape[1]
         if self._ramp_pos >= self._ramp_len:
-            return [block * np.float32(self._target)]
+            return self._finite([block * np.float32(self._target)])
         m = min(n, self._ramp_len - self._ramp_pos)
         k = np.arange(self._ramp_pos + 1, self._ramp_pos + m + 1, dtype=np.float64)
         gains = np.full(n, self._target, dtype=np.float32)
@@ -78,7 +79,22 @@ class GainKernel(PyKernel):
         self._gain = (
             self._target if done >= 1 else self._start + (self._target - self._start) * done
         )
-        return [block * gains]
+        return self._finite([block * gains])
+
+    def _finite(self, out: list[Block]) -> list[Block]:
+        """``out``, or FormatError where a gain above 1 took a sample past float32's range
+        (later stages of a fused chain do not check their input again: the engine says it
+        here, and so does the twin)."""
+        if self._gain > 1.0 or self._target > 1.0 or self._start > 1.0:
+            bad = np.argwhere(~np.isfinite(out[0]))
+            if bad.size:
+                c, i = bad[0]
+                raise self.error(
+                    FormatError,
+                    f"output overflows float32 at channel {c}, index {i}: lower gain_db or "
+                    "the input level",
+                )
+        return out
 
     def reset(self) -> None:
         self._gain = self._start = self._target

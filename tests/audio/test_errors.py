@@ -698,3 +698,27 @@ async def test_mixer_checks_its_inputs_frames(backend: str, change: str, message
     assert info.value.stage == "mx"
     assert isinstance(info.value.__cause__, FormatError)
     check_error(info.value.__cause__, "mx", f"input 0: {message}")
+
+
+async def test_a_gain_that_overflows_float32_says_so_alone_and_in_a_fused_chain(
+    backend: str,
+) -> None:
+    """Stages after the first in a fused chain do not check their input again, so the Gain
+    that took a sample past float32's range raises, on both backends, naming itself."""
+    x = np.full((1, 960), 1e3, np.float32)
+    x[0, 500] = 1e35  # * 10 ** (700 / 20) = 3e35 * 1e35: past float32's 3.4e38
+    message = "output overflows float32 at channel 0, index 500: lower gain_db or the input level"
+    frames = [AudioFrame(x, 48000, 0)]
+    loud = Gain(700.0, name="loud")
+    with pytest.raises(NodeError) as alone:
+        await run_node(loud, frames)
+    check_error(alone.value.__cause__, "loud", message)
+    chain = [Gain(0.0, name="first"), Gain(700.0, name="loud"), Gain(-6.0)]
+    with pytest.raises(NodeError) as fused:
+        await Pipeline(chain).run(frames)
+    assert fused.value.stage == "loud"
+    check_error(fused.value.__cause__, "loud", message)
+    # Within range it is no error: 1e3 * 10 ** (700 / 20) = 3e38.
+    x[0, 500] = 1e3
+    out = await run_node(Gain(700.0), [AudioFrame(x, 48000, 0)])
+    assert np.isfinite(out[0].samples).all()

@@ -134,6 +134,18 @@ impl Stage for Gain {
             let done = r.done + ramped as u64;
             self.ramp = (done < r.len).then_some(Ramp { done, ..r });
         }
+        // A gain above 1 can take a finite sample past float32's range. Later stages of a fused
+        // chain do not check their input again, so the stage that overflowed says so here.
+        if steady > 1.0 || ramped > 0 {
+            if let Some(i) = data.iter().position(|x| !x.is_finite()) {
+                return Err(EngineError::format(format!(
+                    "output overflows float32 at channel {}, index {}: lower gain_db or the \
+                     input level",
+                    i / n,
+                    i % n
+                )));
+            }
+        }
         out.push(Block::new(input.channels, n, data));
         Ok(())
     }

@@ -15,15 +15,25 @@ fn wrong(name: &str, what: &str, obj: &Bound<'_, PyAny>) -> EngineError {
     EngineError::config(format!("{name} must be {what}, got {shown}"))
 }
 
-/// An int (anything with `__index__`, not a float).
+/// An int (anything with `__index__`, not a float and not a bool: `True` is not a count).
 pub fn int(name: &str, obj: &Bound<'_, PyAny>) -> Result<i64, EngineError> {
+    if is_bool(obj) {
+        return Err(wrong(name, "an int", obj));
+    }
     obj.extract::<i64>().map_err(|_| wrong(name, "an int", obj))
 }
 
-/// A real number (int or float).
+/// A real number (int or float, not a bool).
 pub fn float(name: &str, obj: &Bound<'_, PyAny>) -> Result<f64, EngineError> {
+    if is_bool(obj) {
+        return Err(wrong(name, "a number", obj));
+    }
     obj.extract::<f64>()
         .map_err(|_| wrong(name, "a number", obj))
+}
+
+fn is_bool(obj: &Bound<'_, PyAny>) -> bool {
+    obj.is_instance_of::<PyBool>() || is_numpy_bool(obj)
 }
 
 /// `None` or an int.

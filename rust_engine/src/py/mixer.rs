@@ -1,6 +1,7 @@
 //! `MixKernel(gains_db, *, stage="mixer")`: the sum of the `Mixer` node's aligned inputs.
 
 use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyString};
 
 use super::args;
 use super::array::{read_block, to_array, Rows};
@@ -29,6 +30,9 @@ fn gains(obj: &Bound<'_, PyAny>) -> Result<Vec<f64>, EngineError> {
             "gains_db must be a sequence of numbers, got {shown}"
         ))
     };
+    if obj.is_instance_of::<PyString>() || obj.is_instance_of::<PyBytes>() {
+        return Err(not_a_sequence()); // iterable, but of characters, not gains
+    }
     let items = obj.try_iter().map_err(|_| not_a_sequence())?;
     items
         .enumerate()
