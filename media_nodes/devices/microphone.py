@@ -8,7 +8,10 @@ wakes it with ``loop.call_soon_threadsafe``; it touches no other asyncio object.
 When the consumer falls behind by ``buffer_frames`` frames, the *oldest* buffered frame is
 dropped for each new one: a live source keeps the freshest audio, and the delay it can build up
 stays bounded at ``buffer_frames * frame_ms``. pts count samples from the start of the capture
-and include dropped frames, so a drop shows as a pts gap of its length and time stays true.
+and include dropped frames, so a drop shows as a pts gap of its length and time stays true. The
+same holds for audio the device itself lost (PortAudio's input-overflow flag): the block after an
+overflow is stamped where its capture time says it belongs, so the lost stretch is a pts gap
+(measured in whole blocks; without device times, as some host APIs give, no gap can be seen).
 
 Clock: ``stream_origin`` is the PortAudio stream time (seconds) of the sample with pts 0,
 estimated from each block's ``inputBufferAdcTime`` (``StreamClock``), so a pts maps onto the
@@ -214,6 +217,7 @@ class MicrophoneSource(Source):
         try:
             if status.input_overflow:
                 self._device_overflows += 1
+                self._captured += self._lost(frames, time.inputBufferAdcTime)
             pts = self._captured
             self._captured += frames
             self._clock.update(pts, time.inputBufferAdcTime)
@@ -234,6 +238,16 @@ class MicrophoneSource(Source):
         except Exception as exc:
             self._failure = exc
             raise callback_stop() from exc
+
+    def _lost(self, frames: int, adc_time: float) -> int:
+        """Audio thread, after an input overflow: how many samples the device lost before this
+        block, from how far its capture time runs ahead of the samples counted. Less than a
+        block is timestamp jitter, not loss: 0."""
+        origin = self._clock.origin
+        if origin is None or not adc_time > 0:
+            return 0
+        lost = round((adc_time - origin) * self.sample_rate) - self._captured
+        return lost if lost >= frames else 0
 
     def _on_finished(self) -> None:
         """PortAudio's thread: the stream stopped (closed by us, or the device failed)."""

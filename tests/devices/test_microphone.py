@@ -270,3 +270,40 @@ async def test_overflow_from_a_device_faster_than_the_consumer_stays_bounded(
     pts = [f.pts for f in later]
     assert pts == sorted(set(pts)) and all(f.num_samples == 960 for f in later)
     assert not mic.active
+
+
+def test_audio_the_device_lost_is_a_pts_gap_of_its_length() -> None:
+    """An input overflow (the device lost audio: PortAudio's flag) cannot be caused on demand
+    with the virtual device, which blocks instead of losing, so this calls the node's callback
+    as PortAudio's thread does, with the times and flags a real overrun brings."""
+    from types import SimpleNamespace
+
+    rate, frame = 48000, 960
+    mic = MicrophoneSource(sample_rate=rate, channels=1, frame_ms=20.0, buffer_frames=1000)
+    block = np.zeros((frame, 1), np.float32)
+    ok = SimpleNamespace(input_overflow=False)
+    t0 = 100.0
+    for i in range(20):  # 0.4 s of blocks, each at its time
+        mic._callback(block, frame, SimpleNamespace(inputBufferAdcTime=t0 + i * 0.02), ok)
+    assert mic.stream_origin == pytest.approx(t0)
+    # 0.5 s lost, then one block 2 ms off its slot: jitter is not loss
+    lost = SimpleNamespace(input_overflow=True)
+    mic._callback(block, frame, SimpleNamespace(inputBufferAdcTime=t0 + 0.4 + 0.5), lost)
+    mic._callback(block, frame, SimpleNamespace(inputBufferAdcTime=t0 + 0.92 + 0.002), lost)
+    mic._callback(block, frame, SimpleNamespace(inputBufferAdcTime=t0 + 0.94), ok)
+    pts = [p for p, _ in mic._buffer]
+    assert pts[:20] == [i * frame for i in range(20)]
+    assert pts[20:] == [45 * frame, 46 * frame, 47 * frame]  # 0.9 s: after the 0.5 s gap
+    assert mic.stats["overflows"] == 2
+    # the clock still maps pts to capture time: the origin did not move
+    assert mic.stream_origin == pytest.approx(t0)
+    # without device times (a host API that gives none) nothing can be seen: no gap
+    blind = MicrophoneSource(sample_rate=rate, channels=1, frame_ms=20.0)
+    for overflow in (False, True):
+        blind._callback(
+            block,
+            frame,
+            SimpleNamespace(inputBufferAdcTime=0.0),
+            SimpleNamespace(input_overflow=overflow),
+        )
+    assert [p for p, _ in blind._buffer] == [0, frame]
