@@ -47,7 +47,7 @@ bench: dev  ## the benchmarks, full length; their tables go into docs/
 	for b in $(BENCHMARKS); do $(PYTHON) $$b || exit 1; done
 
 bench-smoke: dev  ## the benchmarks, short: proves they run
-	for b in $(BENCHMARKS) benchmarks/webrtc_sessions.py benchmarks/ray_scale.py; do $(PYTHON) $$b --smoke >/dev/null || exit 1; done
+	for b in $(BENCHMARKS) benchmarks/webrtc_sessions.py benchmarks/ray_scale.py benchmarks/adapter_bench.py; do $(PYTHON) $$b --smoke >/dev/null || exit 1; done
 
 wheel-check:  ## build the wheel, install it in a fresh venv, run the demo from it
 	rm -rf .make/wheel .make/venv

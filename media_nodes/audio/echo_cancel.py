@@ -22,9 +22,10 @@ from typing import Any
 
 import numpy as np
 
+from stream.audio_adapter import AudioAdapter
 from stream.engine import select_kernel
 from stream.errors import FormatError, StreamError
-from stream.frames import AudioFrame
+from stream.frames import AudioFrame, audio_frame_unchecked
 from stream.kernel import Block, config_error
 from stream.kernel_node import check_audio
 from stream.node import Node
@@ -39,7 +40,6 @@ from .echo_delay import (
     DelayEstimator,
 )
 from .echo_settings import AUTO, DELAY_MS, SETTINGS  # noqa: F401 - DELAY_MS: its old home
-from .resample import ResampleKernel
 
 log = logging.getLogger("media_nodes.audio")
 
@@ -132,7 +132,7 @@ class EchoCancel(Node):
         self._ref_end = 0  # the sample after the last reference sample placed
         self._ref_rate = 0
         self._ref_next: int | None = None  # the reference's own clock (at its rate)
-        self._resampler: Any = None
+        self._resampler: AudioAdapter | None = None
         self._res_pos = 0
         self._ref_done = False
         self._ref_error: BaseException | None = None
@@ -276,17 +276,16 @@ class EchoCancel(Node):
         # Another rate than the near-end's: resample on the reference's own clock, restarting the
         # filter where that clock jumps; its output lags its input by the filter's delay.
         if self._resampler is None:
-            self._resampler, _, _ = select_kernel(
-                self.name,
-                self.requested_backend,
-                "ResampleKernel",
-                ResampleKernel,
-                {"sample_rate": self._rate},
-                self.force_python,
+            self._resampler = AudioAdapter(
+                sample_rate=self._rate,
+                fallback_channels=None,
+                backend="python" if self.force_python else self.requested_backend,
+                name=self.name,
             )
         if fresh:
             self._resampler.reset()
-        blocks = self._resampler.process(x, rate)
+        placed = audio_frame_unchecked(x, rate, None, None)
+        blocks = [f.samples for f in self._resampler.convert(placed)]
         if fresh:
             self._res_pos = round(start * self._rate / rate) - int(self._resampler.latency_samples)
         for b in blocks:

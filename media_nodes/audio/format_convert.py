@@ -1,72 +1,16 @@
 """FormatConvert: moves audio between sample formats (float32/int16, planar/interleaved).
 
-Formats are named as PyAV names them: ``fltp`` float32 ``(channels, samples)``, ``flt`` float32
-``(samples, channels)``, ``s16p`` int16 ``(channels, samples)``, ``s16`` int16
-``(samples, channels)``. float to int16 is ``clip(rint(x * 32768), -32768, 32767)``; int16 to
-float is ``x / 32768``.
+The kernel's Python twin and the settings are core: ``stream.kernels.format_convert`` (re-exported
+here).
 """
 
 from __future__ import annotations
 
 from typing import Any, ClassVar
 
-import numpy as np
-import numpy.typing as npt
-
-from stream.errors import FormatError
-from stream.frames import MAX_CHANNELS, SAMPLE_FORMATS, AudioFrame
-from stream.kernel import PyKernel
+from stream.frames import SAMPLE_FORMATS, AudioFrame
 from stream.kernel_node import KernelNode, check_audio
-from stream.stage_settings import REQUIRED, Setting, Settings, one_of
-
-_FORMAT = one_of("format", SAMPLE_FORMATS)
-SETTINGS = Settings(
-    "FormatConvert",
-    # The kernel has no default: it is built for one target, always said.
-    Setting("format", "str", "fltp", _FORMAT, doc="output format", kernel_default=REQUIRED),
-)
-
-
-class FormatConvertKernel(PyKernel):
-    """Python twin of ``stream._engine.FormatConvertKernel`` (docs/kernels.md)."""
-
-    def __init__(self, format: str, *, stage: str = "format_convert") -> None:
-        super().__init__(stage=stage)
-        self.format: str = SETTINGS.validate(stage, {"format": format}, kernel=True)["format"]
-
-    def process(self, samples: Any, src_format: str) -> npt.NDArray[Any]:  # type: ignore[override]
-        SETTINGS["format"].validate(self.stage, src_format)
-        dtype, planar = SAMPLE_FORMATS[src_format]
-        if not isinstance(samples, np.ndarray) or samples.dtype != dtype or samples.ndim != 2:
-            raise self.error(
-                FormatError,
-                f"expected a 2-D {np.dtype(dtype).name} array for {src_format}, "
-                f"got {getattr(samples, 'dtype', type(samples).__name__)} "
-                f"with {getattr(samples, 'ndim', 0)} dimension(s)",
-            )
-        c, n = samples.shape if planar else samples.shape[::-1]
-        if c == 0 or n == 0:
-            raise self.error(FormatError, f"empty frame ({c} channels, {n} samples)")
-        if c > MAX_CHANNELS:
-            raise self.error(FormatError, f"too many channels ({c}; at most {MAX_CHANNELS})")
-        planar_in = samples if planar else samples.T
-        if dtype == np.float32:
-            finite = np.isfinite(planar_in)
-            if not finite.all():
-                c, i = np.argwhere(~finite)[0]
-                raise self.error(FormatError, f"non-finite sample at channel {c}, index {i}")
-        out_dtype, out_planar = SAMPLE_FORMATS[self.format]
-        if dtype == out_dtype:
-            converted = planar_in
-        elif out_dtype == np.int16:
-            converted = np.clip(np.rint(planar_in * np.float32(32768.0)), -32768, 32767)
-        else:
-            converted = planar_in * np.float32(1.0 / 32768.0)
-        result = converted if out_planar else converted.T
-        return np.ascontiguousarray(result, dtype=out_dtype)
-
-    def output_rate(self, input_rate: int) -> int:
-        return self.rate(input_rate)
+from stream.kernels.format_convert import SETTINGS, FormatConvertKernel
 
 
 class FormatConvert(KernelNode):
@@ -97,3 +41,6 @@ class FormatConvert(KernelNode):
 
     def cleanup(self) -> None:
         return None  # stateless: nothing to reset
+
+
+__all__ = ["SETTINGS", "FormatConvert", "FormatConvertKernel"]

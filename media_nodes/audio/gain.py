@@ -67,7 +67,8 @@ class GainKernel(PyKernel):
         self._rate = rate
         n = block.shape[1]
         if self._ramp_pos >= self._ramp_len:
-            return self._finite([block * np.float32(self._target)])
+            with np.errstate(over="ignore"):  # an overflow is reported by _finite, typed
+                return self._finite([block * np.float32(self._target)])
         m = min(n, self._ramp_len - self._ramp_pos)
         k = np.arange(self._ramp_pos + 1, self._ramp_pos + m + 1, dtype=np.float64)
         gains = np.full(n, self._target, dtype=np.float32)
@@ -79,7 +80,8 @@ class GainKernel(PyKernel):
         self._gain = (
             self._target if done >= 1 else self._start + (self._target - self._start) * done
         )
-        return self._finite([block * gains])
+        with np.errstate(over="ignore"):
+            return self._finite([block * gains])
 
     def _finite(self, out: list[Block]) -> list[Block]:
         """``out``, or FormatError where a gain above 1 took a sample past float32's range

@@ -12,9 +12,10 @@ silence, and playback waits until the ring is full again, so a stalling producer
 rather than many clicks. At end of stream (``flush``) whatever is queued plays out.
 
 Frames play back to back in arrival order (pts gaps are not filled with silence: in a live chain
-that would only add delay). Audio at another rate than the device's is resampled by the engine's
-``ResampleKernel`` (or its Python twin, by the usual backend rules); channels are adapted as
-ChannelMix does (mono to any, any to mono).
+that would only add delay). Audio at another rate or channel count than the device's is adapted
+by one ``stream.audio_adapter.AudioAdapter`` (one native call per frame on the engine, else the
+Python twins, by the usual backend rules); channels are adapted as ChannelMix does (mono to any,
+any to mono).
 
 ``reference()`` hands out what the device played, for echo cancellation: every block the
 callback gives PortAudio (silence before playback starts and during underruns included: it is
@@ -41,9 +42,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
-from media_nodes.audio.channel_mix import ChannelMixKernel
-from media_nodes.audio.resample import ResampleKernel
-from stream.engine import select_kernel
+from stream.audio_adapter import AudioAdapter
 from stream.errors import FormatError, StreamError
 from stream.frames import AudioFrame, audio_frame_unchecked
 from stream.kernel import config_error
@@ -209,8 +208,7 @@ class SpeakerSink(Node):
         self.device_rate = 0  # Hz the device plays at, known after initialize()
         self.device_channels = 0  # known once the first frame opened the device
         self._stream: AudioStream | None = None
-        self._resampler: Any = None
-        self._mixer: Any = None
+        self._adapter: AudioAdapter | None = None
         self._ring: _Ring | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake = asyncio.Event()
@@ -261,15 +259,12 @@ class SpeakerSink(Node):
         rate = self.sample_rate or round(info.default_sample_rate)
         check_settings(self.name, "output", info, rate, self.channels or 1)
         self.device_info, self.device_rate = info, rate
-        self._resampler, self.backend, reason = select_kernel(
-            self.name,
-            None,
-            "ResampleKernel",
-            ResampleKernel,
-            {"sample_rate": rate},
-            self.force_python,
+        self._adapter = None
+        probe = AudioAdapter(
+            sample_rate=rate, backend="python" if self.force_python else None, name=self.name
         )
-        self.backend_reason = f"resampler: {reason}"
+        self.backend = probe.backend
+        self.backend_reason = "run(use_rust=False)" if self.force_python else probe.backend_reason
         self._reset_stats()
 
     def _open(self, stream_channels: int) -> None:
@@ -289,16 +284,12 @@ class SpeakerSink(Node):
                 "supported: mono to any, any to mono, or the same count",
                 stage=self.name,
             )
-        self._mixer = None
-        if channels != stream_channels:
-            self._mixer, _, _ = select_kernel(
-                self.name,
-                None,
-                "ChannelMixKernel",
-                ChannelMixKernel,
-                {"channels": channels},
-                self.force_python,
-            )
+        self._adapter = AudioAdapter(
+            sample_rate=self.device_rate,
+            channels=channels,
+            backend=self.backend,
+            name=self.name,
+        )
         self.device_channels = channels
         self._ring = _Ring(channels, self.capacity)
         self._played = 0
@@ -341,16 +332,12 @@ class SpeakerSink(Node):
             self._open(frame.channels)
         if frame.sample_rate != self.device_rate:
             self._resampled = True
-            blocks = self._resampler.process(frame.samples, frame.sample_rate)
-        else:
-            blocks = [frame.samples]
-        for block in blocks:
-            await self._write(block)
+        assert self._adapter is not None
+        for out in self._adapter.convert(frame):
+            await self._write(out.samples)
         self._frames += 1
 
     async def _write(self, block: Block) -> None:
-        if self._mixer is not None:
-            (block,) = self._mixer.process(block, self.device_rate)
         ring = self._ring
         assert ring is not None
         taken = ring.write(block)
@@ -440,8 +427,9 @@ class SpeakerSink(Node):
         ring, stream = self._ring, self._stream
         if ring is None or stream is None:
             return
-        for block in self._resampler.flush():  # nothing, by the kernel contract; kept general
-            await self._write(block)
+        if self._adapter is not None:  # a resampler's tail: nothing, by the kernel contract
+            for out in self._adapter.flush():
+                await self._write(out.samples)
         self._draining = True
         last, since = ring.read, time.monotonic()
         while ring.filled and not self._finished:
@@ -477,8 +465,8 @@ class SpeakerSink(Node):
         if stream is not None:
             stream.abort()
             stream.close()
-        if self._resampler is not None:
-            self._resampler.reset()
+        if self._adapter is not None:
+            self._adapter.close()
         self._ring = None
         self._loop = None
         self._draining = False
@@ -591,15 +579,14 @@ class SpeakerSink(Node):
                         blocks = [block]
                     else:
                         if resampler is None:
-                            resampler, _, _ = select_kernel(
-                                self.name,
-                                None,
-                                "ResampleKernel",
-                                ResampleKernel,
-                                {"sample_rate": out_rate},
-                                self.force_python,
+                            resampler = AudioAdapter(
+                                sample_rate=out_rate,
+                                fallback_channels=None,
+                                backend="python" if self.force_python else None,
+                                name=self.name,
                             )
-                        blocks = resampler.process(block, rate)
+                        played = audio_frame_unchecked(block, rate, None, None)
+                        blocks = [f.samples for f in resampler.convert(played)]
                         if fresh:  # its output lags its input by the filter's delay
                             out_pos -= int(resampler.latency_samples)
                     for b in blocks:

@@ -9,9 +9,10 @@ FFmpeg muxer name), with these codecs unless ``audio_codec``/``video_codec`` say
 Audio: the stream opens at the first audio frame's channel count and at its rate (or at
 ``sample_rate``); a codec that cannot take that rate gets the smallest rate it supports above it,
 else its highest (so opus encodes 44.1 kHz input at 48 kHz). Every frame is converted with
-``av.AudioResampler`` to the codec's sample format and to the stream's rate and channel count, so
-frames of another rate or channel count than the first are converted, not rejected. Audio pts
-count the samples written, so the file's audio is gapless whatever the input frame sizes.
+``CodecResampler`` (FFmpeg's resampler, media_nodes.sources.file) to the codec's sample format
+and to the stream's rate and channel count, so frames of another rate or channel count than the
+first are converted, not rejected. Audio pts count the samples written, so the file's audio is
+gapless whatever the input frame sizes.
 ``bit_rate`` (bits/s) applies to the audio encoder; ``options`` (FFmpeg encoder options, such as
 ``{"crf": "20"}`` or ``{"compression_level": "8"}``) go to every encoder, each taking the ones it
 knows.
@@ -71,7 +72,7 @@ from stream.node import Node
 from ..sources.file import (
     AV_ERRORS,
     MAX_CHANNELS,
-    AudioConverter,
+    CodecResampler,
     av_reason,
     default_layout,
 )
@@ -277,7 +278,7 @@ class FileSink(Node):
         self._container: OutputContainer | None = None
         self._temp: str | None = None  # the file being written, until it is put in place
         self._audio: AudioStream | None = None
-        self._converter: AudioConverter | None = None
+        self._converter: CodecResampler | None = None
         self._audio_origin = 0
         self._audio_written = 0
         self._video: VideoStream | None = None
@@ -391,7 +392,7 @@ class FileSink(Node):
                 f"{rate} Hz for {self.path!r}: {av_reason(exc)}"
             ) from exc
         self._audio = stream
-        self._converter = AudioConverter(fmt, layout, rate)
+        self._converter = CodecResampler(fmt, layout, rate)
         start = media_time(first)
         if start is not None:
             self._audio_origin = round((start - self._t0) * rate)

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import os
 import struct
+import warnings
 from collections.abc import AsyncIterator, Generator
 from fractions import Fraction
 from typing import TYPE_CHECKING, Any
@@ -90,8 +91,15 @@ def default_layout(channels: int) -> str:
     return f"{channels} channels"
 
 
-class AudioConverter:
-    """Converts PyAV audio frames of any sample format, layout and rate to one target.
+class CodecResampler:
+    """Converts PyAV audio frames of any codec sample format, channel layout and rate to one
+    target, with FFmpeg's resampler (``av.AudioResampler``).
+
+    The codec-side step of file I/O, kept on PyAV because it does what ``AudioAdapter`` (four
+    sample formats, ChannelMix's mono-to-any and any-to-mono) does not: codec formats such as
+    s32, dbl or u8, layout-aware remixing (5.1 to stereo with FFmpeg's mix levels), and a rate
+    change whose output is aligned with its input and whose tail comes out at the end (a file
+    keeps its exact length).
 
     ``av.AudioResampler`` fixes its input format at its first frame; when the input changes, the
     old resampler is drained (its tail comes out first) and a new one built, so a stream whose
@@ -144,7 +152,7 @@ class _AudioTrack:
 
     def __init__(self, rate: int | None, channels: int | None) -> None:
         self.want_rate, self.want_channels = rate, channels
-        self.converter: AudioConverter | None = None
+        self.converter: CodecResampler | None = None
         self.origin = 0  # pts of the first output sample, in output samples
         self.count = 0
 
@@ -164,7 +172,7 @@ class _AudioTrack:
             else:
                 layout = frame.layout.name
             # packed: PyAV 18 reads past the planes of 8 or more (AudioFrame.from_av says why)
-            self.converter = AudioConverter("flt", layout, rate)
+            self.converter = CodecResampler("flt", layout, rate)
             if frame.pts is not None and frame.time_base is not None:
                 self.origin = round(frame.pts * frame.time_base * rate)
         return [self._stamp(f) for f in self.converter.convert(frame)]
@@ -505,4 +513,15 @@ def _mpeg_audio_frame_size(header: bytes) -> int | None:
     return (144 if mpeg1 or layer == 2 else 72) * bit_rate // rate + padding
 
 
-__all__ = ["MAX_CHANNELS", "AudioConverter", "FileSource", "av_reason", "default_layout"]
+def __getattr__(name: str) -> Any:
+    if name == "AudioConverter":  # its old name, shared with the transport's (now AudioAdapter)
+        warnings.warn(
+            "media_nodes.sources.file.AudioConverter is now CodecResampler",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return CodecResampler
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = ["MAX_CHANNELS", "CodecResampler", "FileSource", "av_reason", "default_layout"]

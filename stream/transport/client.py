@@ -23,6 +23,7 @@ from typing import Any
 import aiohttp
 from aiortc import MediaStreamTrack, RTCDataChannel, RTCPeerConnection, RTCSessionDescription
 
+from ..audio_adapter import AudioAdapter
 from ..errors import TransportError
 from ..frames import AudioFrame, VideoFrame
 from ..node import Node, Source
@@ -34,7 +35,7 @@ from ._aiortc import (
     use_jitter_buffer,
 )
 from .session import SinkTap
-from .tracks import AudioConverter, AudioOutputTrack, VideoOutputTrack, track_frames
+from .tracks import AudioOutputTrack, VideoOutputTrack, track_frames
 
 log = logging.getLogger("stream.transport")
 
@@ -258,7 +259,7 @@ class Peer:
                 video.end()
 
     async def _receive(self, track: MediaStreamTrack) -> None:
-        converter = AudioConverter("fltp", None, self.receive_channels, name="peer.in")
+        converter = AudioAdapter("fltp", None, self.receive_channels, name="peer.in")
         async for frame in track_frames(track, audio=converter, pixel_format=self.pixel_format):
             self.result.frames_received += 1
             if isinstance(frame, AudioFrame):

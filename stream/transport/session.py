@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 from aiortc import MediaStreamTrack, RTCDataChannel, RTCPeerConnection, RTCSessionDescription
 
+from ..audio_adapter import AudioAdapter
 from ..errors import StreamError
 from ..events import Event
 from ..frames import AudioFrame, VideoFrame
@@ -33,7 +34,7 @@ from ..pipeline import Pipeline
 from . import control
 from ._aiortc import pin_host_addresses, rtc_configuration, use_jitter_buffer
 from .echo_reference import PeerReference, peer_reference_nodes
-from .tracks import AudioConverter, AudioOutputTrack, VideoOutputTrack, track_frames
+from .tracks import AudioOutputTrack, VideoOutputTrack, track_frames
 
 log = logging.getLogger("stream.transport")
 
@@ -313,7 +314,7 @@ class Session:
         sources = [
             track_frames(
                 t,
-                audio=AudioConverter(
+                audio=AudioAdapter(
                     "fltp",
                     opts.input_sample_rate,
                     opts.input_channels,

@@ -4,8 +4,8 @@
   ``VideoFrame`` (audio converted through the engine to the format a pipeline wants).
 - ``AudioOutputTrack``: a ``MediaStreamTrack`` fed with pipeline output (any rate, channel count
   or sample format) that hands aiortc 20 ms s16 frames at 48 kHz, paced on the media clock, with
-  continuous pts; conversion runs through the engine's stages (``FormatConvert``, ``ChannelMix``,
-  ``Resample``, ``Rebuffer``).
+  continuous pts; conversion is one ``stream.audio_adapter.AudioAdapter`` (one native call per
+  frame on the engine).
 - ``VideoOutputTrack``: the same for video, keeping the frames' own pts.
 """
 
@@ -15,6 +15,7 @@ import asyncio
 import collections
 import contextlib
 import time
+import warnings
 import weakref
 from collections.abc import AsyncIterator, Callable
 from fractions import Fraction
@@ -26,9 +27,9 @@ import numpy.typing as npt
 from aiortc import MediaStreamTrack
 from aiortc.mediastreams import MediaStreamError
 
+from ..audio_adapter import AudioAdapter
 from ..errors import FormatError
 from ..frames import AudioFrame, VideoFrame
-from ..kernel_node import KernelNode
 
 #: Every live output track, for leak accounting (``WebRTCServer.status()``).
 live_tracks: weakref.WeakSet[MediaStreamTrack] = weakref.WeakSet()
@@ -37,100 +38,10 @@ RTC_SAMPLE_RATE = 48000  # what aiortc's Opus encoder works at
 VIDEO_CLOCK = Fraction(1, 90000)
 
 
-class AudioConverter:
-    """Converts a stream of AudioFrames to one sample format, rate, channel count and frame size.
-
-    Stages are chosen from the first frame and rebuilt if its rate or channel count changes;
-    each runs on the engine when it is built (``backend`` as for any stage). ``channels=None``
-    keeps 1 and 2 channels and down-mixes more to ``fallback_channels``.
-    """
-
-    def __init__(
-        self,
-        format: str = "fltp",
-        sample_rate: int | None = None,
-        channels: int | None = None,
-        frame_samples: int | None = None,
-        *,
-        fallback_channels: int = 2,
-        backend: str | None = None,
-        name: str = "convert",
-    ) -> None:
-        self.format = format
-        self.sample_rate = sample_rate
-        self.channels = channels
-        self.frame_samples = frame_samples
-        self.fallback_channels = fallback_channels
-        self.backend = backend
-        self.name = name
-        self._key: tuple[int, int] | None = None
-        self._stages: list[KernelNode] = []
-
-    def _build(self, frame: AudioFrame) -> list[KernelNode]:
-        from media_nodes.audio import ChannelMix, FormatConvert, Rebuffer, Resample
-
-        stages: list[KernelNode] = []
-        b = self.backend
-        n = self.name
-        if frame.format != "fltp":
-            stages.append(FormatConvert("fltp", name=f"{n}.fltp", backend=b))
-        want = self.channels
-        if want is None and frame.channels > 2:
-            want = self.fallback_channels
-        if want is not None and want != frame.channels:
-            stages.append(ChannelMix(channels=want, name=f"{n}.mix", backend=b))
-        if self.sample_rate is not None and self.sample_rate != frame.sample_rate:
-            stages.append(Resample(sample_rate=self.sample_rate, name=f"{n}.resample", backend=b))
-        if self.frame_samples is not None:
-            stages.append(
-                Rebuffer(
-                    samples=self.frame_samples, pad_final=True, name=f"{n}.rebuffer", backend=b
-                )
-            )
-        if self.format != "fltp":
-            stages.append(FormatConvert(self.format, name=f"{n}.out", backend=b))
-        for stage in stages:
-            stage.initialize()
-        return stages
-
-    def convert(self, frame: AudioFrame) -> list[AudioFrame]:
-        """The converted frames this frame completes (maybe none). Raises FormatError."""
-        key = (frame.sample_rate, frame.channels)
-        tail: list[AudioFrame] = []
-        if key != self._key:
-            if self._key is not None:
-                tail = self.flush()
-            self._stages = self._build(frame)
-            self._key = key
-        return tail + self._run(0, [frame])
-
-    def _run(self, start: int, items: list[Any]) -> list[AudioFrame]:
-        for stage in self._stages[start:]:
-            out: list[Any] = []
-            for item in items:
-                out.extend(stage.process(item))
-            items = out
-        return items
-
-    def flush(self) -> list[AudioFrame]:
-        """The held tail (a resampler's last samples, a padded last frame); resets the stream."""
-        out: list[AudioFrame] = []
-        for i, stage in enumerate(self._stages):
-            out.extend(self._run(i + 1, list(stage.flush())))
-        self._key = None
-        return out
-
-    def close(self) -> None:
-        for stage in self._stages:
-            stage.cleanup()
-        self._stages = []
-        self._key = None
-
-
 async def track_frames(
     track: MediaStreamTrack,
     *,
-    audio: AudioConverter | None = None,
+    audio: AudioAdapter | None = None,
     pixel_format: str | None = "rgb24",
     on_frame: Callable[[Any], None] | None = None,
 ) -> AsyncIterator[AudioFrame | VideoFrame]:
@@ -140,7 +51,7 @@ async def track_frames(
     video is converted to ``pixel_format`` (None keeps the decoder's, usually yuv420p).
     ``on_frame`` sees every frame as it arrives (activity tracking, levels).
     """
-    converter = audio or AudioConverter("fltp", name=f"in.{track.kind}")
+    converter = audio or AudioAdapter("fltp", name=f"in.{track.kind}")
     try:
         while True:
             try:
@@ -256,7 +167,7 @@ class AudioOutputTrack(MediaStreamTrack):
         self._window_min = self._max_blocks
         self._window_count = 0
         self.trimmed = 0  # 20 ms blocks dropped because they only added delay
-        self._converter = AudioConverter(
+        self._converter = AudioAdapter(
             "s16", RTC_SAMPLE_RATE, channels, backend=backend, name="out.audio"
         )
         self._chunker = _Chunker(self.frame_samples, channels)
@@ -442,9 +353,20 @@ class VideoOutputTrack(MediaStreamTrack):
         super().stop()
 
 
+def __getattr__(name: str) -> Any:
+    if name == "AudioConverter":  # its old name, before it moved to the core
+        warnings.warn(
+            "stream.transport.tracks.AudioConverter is now stream.audio_adapter.AudioAdapter",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return AudioAdapter
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __all__ = [
     "RTC_SAMPLE_RATE",
-    "AudioConverter",
+    "AudioAdapter",
     "AudioOutputTrack",
     "VideoOutputTrack",
     "live_tracks",

@@ -8,16 +8,32 @@ commands. See docs/webrtc.md.
 
 from __future__ import annotations
 
+import warnings
+from typing import Any
+
+from ..audio_adapter import AudioAdapter
 from ._aiortc import AdaptiveAudioJitterBuffer, resolve_host_addresses
 from .cli import connect_main, serve_main
 from .client import Peer, PeerResult, connect
 from .server import WebRTCServer
 from .session import Session, SessionOptions
-from .tracks import AudioConverter, AudioOutputTrack, VideoOutputTrack, track_frames
+from .tracks import AudioOutputTrack, VideoOutputTrack, track_frames
+
+
+def __getattr__(name: str) -> Any:
+    if name == "AudioConverter":  # its old name, before it moved to the core
+        warnings.warn(
+            "stream.transport.webrtc.AudioConverter is now stream.audio_adapter.AudioAdapter",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return AudioAdapter
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "AdaptiveAudioJitterBuffer",
-    "AudioConverter",
+    "AudioAdapter",
     "AudioOutputTrack",
     "Peer",
     "PeerResult",

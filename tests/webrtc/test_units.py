@@ -19,6 +19,7 @@ from aiortc.mediastreams import MediaStreamError
 from aiortc.rtp import RtpPacket
 
 from media_nodes import Gain, PassThrough
+from stream.audio_adapter import AudioAdapter
 from stream.transport import control
 from stream.transport._aiortc import (
     AdaptiveAudioJitterBuffer,
@@ -26,7 +27,7 @@ from stream.transport._aiortc import (
     resolve_host_addresses,
 )
 from stream.transport.server import _parse_offer
-from stream.transport.tracks import AudioConverter, AudioOutputTrack
+from stream.transport.tracks import AudioOutputTrack
 
 
 class Target:
@@ -140,7 +141,7 @@ async def test_output_track_bounds_its_buffer() -> None:
 
 
 def test_converter_mixes_resamples_and_rebuffers() -> None:
-    conv = AudioConverter("s16", 48000, 2, 960)
+    conv = AudioAdapter("s16", 48000, 2, 960)
     out = []
     for frame in split_frames(tone(1000, 0.2, 8000, channels=1), 8000, 80):
         out += conv.convert(frame)
