@@ -17,7 +17,7 @@ import numpy.typing as npt
 
 from ..errors import FormatError
 from ..frames import MAX_CHANNELS, SAMPLE_FORMATS
-from ..kernel import PyKernel
+from ..kernel import KernelChecks
 from ..stage_settings import REQUIRED, Setting, Settings, one_of
 
 _FORMAT = one_of("format", SAMPLE_FORMATS)
@@ -28,14 +28,14 @@ SETTINGS = Settings(
 )
 
 
-class FormatConvertKernel(PyKernel):
+class FormatConvertKernel(KernelChecks):
     """Python twin of ``stream._engine.FormatConvertKernel`` (docs/kernels.md)."""
 
     def __init__(self, format: str, *, stage: str = "format_convert") -> None:
         super().__init__(stage=stage)
         self.format: str = SETTINGS.validate(stage, {"format": format}, kernel=True)["format"]
 
-    def process(self, samples: Any, src_format: str) -> npt.NDArray[Any]:  # type: ignore[override]
+    def process(self, samples: Any, src_format: str) -> npt.NDArray[Any]:
         SETTINGS["format"].validate(self.stage, src_format)
         dtype, planar = SAMPLE_FORMATS[src_format]
         if not isinstance(samples, np.ndarray) or samples.dtype != dtype or samples.ndim != 2:
@@ -65,9 +65,6 @@ class FormatConvertKernel(PyKernel):
             converted = planar_in * np.float32(1.0 / 32768.0)
         result = converted if out_planar else converted.T
         return np.ascontiguousarray(result, dtype=out_dtype)
-
-    def output_rate(self, input_rate: int) -> int:
-        return self.rate(input_rate)
 
 
 __all__ = ["SETTINGS", "FormatConvertKernel"]
