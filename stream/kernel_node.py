@@ -165,15 +165,62 @@ class _KernelRunner:
         return out
 
 
-class KernelNode(_KernelRunner, Node):
+class KernelBacked:
+    """What every stage whose work is a kernel shares: the backend it asked for, the one it got
+    and why, and the kernel, chosen by ``stream.engine.select_kernel`` (the one place).
+
+    Stages that are not plain block stages (``Mixer``, ``EchoCancel``) take this and a ``Node``
+    base of their own; ``KernelNode`` is this plus the block-stage contract. Call
+    ``_backend_init`` in the constructor and ``build_kernel`` in ``initialize``.
+    """
+
+    native_kernel: ClassVar[str | None] = None  # class name in stream._engine
+    python_kernel: ClassVar[type[Any]]  # the Python twin, same name and arguments
+    name: str
+    force_python: bool
+    settings: ClassVar[Any]
+    _settings: dict[str, Any]
+
+    def _backend_init(self, backend: str | None) -> None:
+        if backend is not None:
+            resolve_mode(backend)  # ConfigError on a bad value, at construction
+        self.requested_backend = backend
+        self.backend = "unset"
+        self.backend_reason = "not initialized"
+        self._kernel: Any = None
+
+    def kernel_args(self) -> dict[str, Any]:
+        """The kernel's constructor arguments (both twins take the same): every kernel setting,
+        explicitly, so no default inside a kernel decides anything."""
+        settings = type(self).settings
+        return {} if settings is None else settings.kernel_args(self._settings)
+
+    def build_kernel(self) -> Any:
+        """Build the kernel on the backend the rules pick; ``backend``/``backend_reason`` say
+        which and why."""
+        self._kernel, self.backend, self.backend_reason = select_kernel(
+            self.name,
+            self.requested_backend,
+            self.native_kernel,
+            self.python_kernel,
+            self.kernel_args(),
+            self.force_python,
+        )
+        return self._kernel
+
+    @property
+    def kernel(self) -> Any:
+        """The kernel object (Rust or Python) built by ``initialize()``."""
+        return self._kernel
+
+
+class KernelNode(KernelBacked, _KernelRunner, Node):
     """A built-in audio stage with a Rust kernel and a Python twin of the same name.
 
     ``backend``: ``"auto"`` (default: ``REMOTEMEDIA_RUNTIME`` or auto), ``"rust"`` or ``"python"``.
     After ``initialize()``, ``backend`` says which ran and ``backend_reason`` why.
     """
 
-    native_kernel: ClassVar[str | None] = None  # class name in stream._engine
-    python_kernel: ClassVar[type[Any]]  # the Python twin, same name and arguments
     retimes: ClassVar[bool] = False  # emits frames of other sizes/rates than it takes
     fusable: ClassVar[bool] = True
     returns_list: ClassVar[bool] = True
@@ -181,21 +228,10 @@ class KernelNode(_KernelRunner, Node):
 
     def __init__(self, *, name: str | None = None, backend: str | None = None) -> None:
         super().__init__(name)
-        if backend is not None:
-            resolve_mode(backend)  # ConfigError on a bad value, at construction
-        self.requested_backend = backend
-        self.backend = "unset"
-        self.backend_reason = "not initialized"
-        self._kernel: Any = None
+        self._backend_init(backend)
         self._retimes = self.retimes
         self._clock = SampleClock()
         self._rate_in = self._rate_out = 0
-
-    def kernel_args(self) -> dict[str, Any]:
-        """The kernel's constructor arguments (both twins take the same): every kernel setting,
-        explicitly, so no default inside a kernel decides anything."""
-        settings = type(self).settings
-        return {} if settings is None else settings.kernel_args(self._settings)
 
     def apply_live(self, name: str, value: Any) -> None:
         """Hands a live setting to the running kernel (Rust or twin; inside a fused chain the
@@ -207,20 +243,8 @@ class KernelNode(_KernelRunner, Node):
         extra = {} if self.requested_backend is None else {"backend": self.requested_backend}
         return {**self.kernel_args(), **extra}
 
-    @property
-    def kernel(self) -> Any:
-        """The kernel object (Rust or Python) built by ``initialize()``."""
-        return self._kernel
-
     def initialize(self) -> None:
-        self._kernel, self.backend, self.backend_reason = select_kernel(
-            self.name,
-            self.requested_backend,
-            self.native_kernel,
-            self.python_kernel,
-            self.kernel_args(),
-            self.force_python,
-        )
+        self.build_kernel()
         self._clock.reset()
         self._rate_in = 0
 

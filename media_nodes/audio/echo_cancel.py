@@ -23,11 +23,10 @@ from typing import Any
 import numpy as np
 
 from stream.audio_adapter import AudioAdapter
-from stream.engine import select_kernel
 from stream.errors import FormatError, StreamError
 from stream.frames import AudioFrame, audio_frame_unchecked
 from stream.kernel import Block, config_error
-from stream.kernel_node import check_audio
+from stream.kernel_node import KernelBacked, check_audio
 from stream.node import Node
 
 from .echo_cancel_kernel import EchoCancelKernel
@@ -50,7 +49,7 @@ MAX_AHEAD_S = 2.0  # reference read ahead of the near-end before the reader wait
 AUTO_MARGIN_MS = 20.0  # the filter's window starts this long before the estimated echo
 
 
-class EchoCancel(Node):
+class EchoCancel(KernelBacked, Node):
     """Cancel the echo of ``reference`` (the far-end audio the speaker plays) in the near-end.
 
     ``reference``: an async (or plain) iterable of float32 planar AudioFrames, such as
@@ -69,6 +68,8 @@ class EchoCancel(Node):
 
     accepts_any = True
     settings = SETTINGS
+    native_kernel = "EchoCancelKernel"
+    python_kernel = EchoCancelKernel
     filter_ms: float
     frame_ms: float
     stall_ms: float
@@ -103,9 +104,7 @@ class EchoCancel(Node):
         self.configure(filter_ms=filter_ms, frame_ms=frame_ms, stall_ms=stall_ms, delay_ms=delay_ms)
         if self._settings["delay_ms"] is None:
             self._settings["delay_ms"] = AUTO if isinstance(reference, str) else 0.0
-        self.requested_backend = backend
-        self.backend = "unset"
-        self.backend_reason = "not initialized"
+        self._backend_init(backend)
         #: near-end frames processed with no reference audio for (part of) their time
         self.unreferenced_frames = 0
         #: times a near-end frame waited stall_ms for the reference in vain (each logged)
@@ -116,7 +115,6 @@ class EchoCancel(Node):
         self.delay_estimate_ms: float | None = None
         self.delay_changes = 0
         self._bound: AsyncIterable[Any] | Iterable[Any] | None = None
-        self._kernel: Any = None
         self._task: asyncio.Task[None] | None = None
         self._reset_stream()
 
@@ -181,10 +179,6 @@ class EchoCancel(Node):
             "delay_ms": self.delay_ms,
         }
 
-    @property
-    def kernel(self) -> Any:
-        return self._kernel
-
     async def initialize(self) -> None:
         items = self._bound if self.peer_reference else self.reference
         if items is None:
@@ -193,14 +187,7 @@ class EchoCancel(Node):
                 "reference='peer' is the audio a WebRTC session sends to its peer: serve this "
                 "pipeline (remotemedia serve), or bind a stream with use_reference()",
             )
-        self._kernel, self.backend, self.backend_reason = select_kernel(
-            self.name,
-            self.requested_backend,
-            "EchoCancelKernel",
-            EchoCancelKernel,
-            SETTINGS.kernel_args(self._settings),
-            self.force_python,
-        )
+        self.build_kernel()
         self._reset_stream()
         assert not isinstance(items, str)
         self._task = asyncio.get_running_loop().create_task(self._read_reference(items))

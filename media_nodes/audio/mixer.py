@@ -35,12 +35,11 @@ from typing import Any
 
 import numpy as np
 
-from stream.engine import resolve_mode, select_kernel
 from stream.errors import FormatError, StreamError
 from stream.events import Event
 from stream.frames import AudioFrame, VideoFrame, as_int, audio_frame_unchecked
 from stream.kernel import Block, config_error
-from stream.kernel_node import check_audio
+from stream.kernel_node import KernelBacked, check_audio
 from stream.node import Source
 from stream.stage_settings import REQUIRED, Invalid, Setting, Settings, in_range
 from stream.stage_settings import as_number as _number
@@ -325,7 +324,7 @@ async def _wait(wake: asyncio.Event, timeout: float | None) -> None:
             await wake.wait()
 
 
-class Mixer(Source):
+class Mixer(KernelBacked, Source):
     """Mixes several audio streams into one; a source, so it starts a pipeline.
 
     ``inputs``: async (or plain) iterables of float32 planar AudioFrames. ``gains_db``: one gain
@@ -339,6 +338,8 @@ class Mixer(Source):
     """
 
     settings = SETTINGS
+    native_kernel = "MixKernel"
+    python_kernel = MixKernel
     gains_db: list[float]  # live: a change reaches the running kernel from the next frame
     sample_rate: int | None
     channels: int | None
@@ -359,8 +360,7 @@ class Mixer(Source):
     ) -> None:
         super().__init__(name)
         stage = self.name
-        if backend is not None:
-            resolve_mode(backend)
+        self._backend_init(backend)  # a bad backend fails first, before the inputs are looked at
         if isinstance(inputs, str | bytes) or not isinstance(inputs, Iterable):
             raise config_error(stage, f"inputs must be a list of streams, got {inputs!r}")
         self.inputs = list(inputs)
@@ -385,10 +385,6 @@ class Mixer(Source):
         if self._settings["gains_db"] is None:
             self._settings["gains_db"] = [0.0] * len(self.inputs)
         self._check_count(self._settings["gains_db"])
-        self.requested_backend = backend
-        self.backend = "unset"
-        self.backend_reason = "not initialized"
-        self._kernel: Any = None
         self._live: list[_Input] = []
 
     def _check_count(self, gains: list[float]) -> None:
@@ -415,24 +411,12 @@ class Mixer(Source):
         gains[index] = gain_db
         self.gains_db = gains
 
-    @property
-    def kernel(self) -> Any:
-        """The MixKernel (Rust or Python) built by ``initialize()``."""
-        return self._kernel
-
     def backlog(self) -> list[tuple[int, int]]:
         """Per input: frames waiting in its queue and samples placed but not yet mixed."""
         return [(inp.queue.qsize(), inp.held()) for inp in self._live]
 
     def initialize(self) -> None:
-        self._kernel, self.backend, self.backend_reason = select_kernel(
-            self.name,
-            self.requested_backend,
-            "MixKernel",
-            MixKernel,
-            {"gains_db": self.gains_db},
-            self.force_python,
-        )
+        self.build_kernel()
 
     def _audio(self, inp: _Input, item: Any, rate: int, channels: int) -> AudioFrame:
         frame = check_audio(self.name, item, f"input {inp.index}: ")
