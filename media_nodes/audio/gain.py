@@ -67,8 +67,7 @@ class GainKernel(PyKernel):
         self._rate = rate
         n = block.shape[1]
         if self._ramp_pos >= self._ramp_len:
-            with np.errstate(over="ignore"):  # an overflow is reported by _finite, typed
-                return self._finite([block * np.float32(self._target)])
+            return self._scaled(block, np.float32(self._target))
         m = min(n, self._ramp_len - self._ramp_pos)
         k = np.arange(self._ramp_pos + 1, self._ramp_pos + m + 1, dtype=np.float64)
         gains = np.full(n, self._target, dtype=np.float32)
@@ -80,23 +79,26 @@ class GainKernel(PyKernel):
         self._gain = (
             self._target if done >= 1 else self._start + (self._target - self._start) * done
         )
-        with np.errstate(over="ignore"):
-            return self._finite([block * gains])
+        return self._scaled(block, gains)
 
-    def _finite(self, out: list[Block]) -> list[Block]:
-        """``out``, or FormatError where a gain above 1 took a sample past float32's range
+    def _scaled(self, block: Block, gains: Any) -> list[Block]:
+        """``block * gains``; FormatError where a gain above 1 took a sample past float32's range
         (later stages of a fused chain do not check their input again: the engine says it
-        here, and so does the twin)."""
-        if self._gain > 1.0 or self._target > 1.0 or self._start > 1.0:
-            bad = np.argwhere(~np.isfinite(out[0]))
-            if bad.size:
-                c, i = bad[0]
-                raise self.error(
-                    FormatError,
-                    f"output overflows float32 at channel {c}, index {i}: lower gain_db or "
-                    "the input level",
-                )
-        return out
+        here, and so does the twin). Gains up to 1 cannot overflow: no check, no cost."""
+        if not (self._target > 1.0 or self._start > 1.0):
+            return [block * gains]
+        with np.errstate(over="ignore"):  # reported below, typed
+            out = block * gains
+            finite = math.isfinite(out.sum())  # a huge but finite sum may overflow: look then
+        bad = np.argwhere(~np.isfinite(out)) if not finite else np.empty((0, 2), np.intp)
+        if len(bad):
+            c, i = bad[0]
+            raise self.error(
+                FormatError,
+                f"output overflows float32 at channel {c}, index {i}: lower gain_db or "
+                "the input level",
+            )
+        return [out]
 
     def reset(self) -> None:
         self._gain = self._start = self._target
