@@ -16,6 +16,7 @@ from typing_extensions import disjoint_base
 
 __version__: Final[str]
 __all__ = [
+    "Aec3Kernel",
     "Chain",
     "ChannelMixKernel",
     "ColorConvertKernel",
@@ -162,6 +163,32 @@ class EchoCancelKernel:
     def frame_samples(self) -> int | None: ...
     @property
     def filter_samples(self) -> int | None: ...
+    @property
+    def pending_samples(self) -> int: ...
+    @property
+    def latency_samples(self) -> int: ...
+    @property
+    def stage(self) -> str: ...
+
+@final
+class Aec3Kernel:
+    """WebRTC's AEC3 echo canceller (the Rust port ``sonora``): the far-end's echo out of a mono
+    near-end, at 8, 16, 32 or 48 kHz."""
+
+    def __new__(cls, frame_ms: float = 20.0, *, stage: str = "echo_cancel") -> Self: ...
+    def process(self, near: _Block, far: _Block, sample_rate: int) -> list[_Block]:
+        """``near`` ``(1, n)``, ``far`` ``(C, n)`` float32; zero or one block of whole frames."""
+
+    def flush(self) -> list[_Block]:
+        """The samples not yet emitted, then a reset."""
+
+    def reset(self) -> None:
+        """Drops the stream state, the adapted filters included."""
+
+    @property
+    def frame_ms(self) -> float: ...
+    @property
+    def frame_samples(self) -> int | None: ...
     @property
     def pending_samples(self) -> int: ...
     @property

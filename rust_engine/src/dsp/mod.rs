@@ -18,6 +18,7 @@ mod stage;
 #[cfg(test)]
 pub(crate) mod testutil;
 
+pub mod aec3;
 pub mod chain;
 pub mod channel_mix;
 pub mod denoise;

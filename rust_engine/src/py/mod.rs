@@ -2,6 +2,7 @@
 //!
 //! Each binding checks dtype and layout with the GIL held, then releases it for the work.
 
+mod aec3;
 mod args;
 mod array;
 mod cell;
@@ -52,6 +53,7 @@ fn _engine(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<mixer::MixKernel>()?;
     m.add_class::<denoise::DenoiseKernel>()?;
     m.add_class::<echo_cancel::EchoCancelKernel>()?;
+    m.add_class::<aec3::Aec3Kernel>()?;
     // Only with the cargo feature `silero` (tract is slow to build); the Python side falls back
     // to the twin, saying so, when the class is absent.
     #[cfg(feature = "silero")]

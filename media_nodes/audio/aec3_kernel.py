@@ -1,0 +1,218 @@
+"""Aec3Kernel: the Python twin of the engine's AEC3 echo canceller, on WebRTC's own C++.
+
+The Rust kernel (``rust_engine/src/dsp/aec3.rs``) runs ``sonora``, a pure-Rust port of WebRTC's
+audio processing module; this twin runs the module itself, through ``livekit``'s
+``rtc.AudioProcessingModule`` (PyPI ``livekit``, the ``twins`` extra), configured the same way:
+AEC3 with its defaults and the high-pass filter, nothing else. livekit's module takes int16
+frames of exactly 10 ms, so the twin quantises (``clip(rint(x * 32768))``) and scales back by
+1/32768. The twins are different code of one algorithm: they agree in echo reduction and level
+(measured in tests/audio/test_aec3.py), not sample for sample.
+
+``SETTINGS`` lives here until the node (``EchoCancel``) takes the AEC3 kernels.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from stream.errors import BackendUnavailable, FormatError
+from stream.kernel import Block, KernelChecks
+from stream.stage_settings import Invalid, Setting, Settings, as_number
+
+#: The sample rates the module runs natively.
+RATES = (8000, 16000, 32000, 48000)
+#: ``frame_ms``: a whole number of the module's 10 ms sub-frames, one to ten.
+FRAME_MS = (10.0, 100.0)
+SUB_FRAME_MS = 10
+#: The output's delay behind the near-end input, in samples, per rate (the module's framing,
+#: band split and suppression filter; measured on both twins, tests/audio/test_aec3.py).
+LATENCY_SAMPLES = {8000: 88, 16000: 128, 32000: 260, 48000: 430}
+
+
+def _frame_ms(value: Any) -> float:
+    v = as_number("frame_ms", value)
+    lo, hi = FRAME_MS
+    if not (math.isfinite(v) and lo <= v <= hi and v % SUB_FRAME_MS == 0):
+        raise Invalid(f"frame_ms must be a multiple of 10.0 in [{lo}, {hi}], got {v!r}")
+    return v
+
+
+SETTINGS = Settings(
+    "Aec3",
+    Setting(
+        "frame_ms",
+        "float",
+        20.0,
+        _frame_ms,
+        doc="the emitted frame (a multiple of AEC3's 10 ms)",
+    ),
+)
+
+
+def _to_i16(x: Block) -> np.ndarray[Any, np.dtype[np.int16]]:
+    q: np.ndarray[Any, np.dtype[np.int16]] = np.clip(
+        np.rint(x * np.float32(32768.0)), -32768, 32767
+    ).astype(np.int16)
+    return q
+
+
+class _Apm:
+    """One livekit audio processing module and the sub-frame being filled."""
+
+    def __init__(self, rate: int, far_channels: int, frame: int) -> None:
+        from livekit import rtc
+
+        self.rtc = rtc
+        self.apm = rtc.AudioProcessingModule(echo_cancellation=True, high_pass_filter=True)
+        self.rate, self.far_channels, self.frame = rate, far_channels, frame
+        self.sub = rate * SUB_FRAME_MS // 1000
+        self.near = np.zeros(self.sub, np.int16)
+        self.far = np.zeros(self.sub, np.int16)
+        self.fill = 0
+        self.done: list[Block] = []
+
+    def run(self) -> None:
+        """One 10 ms sub-frame: render (the far end) then capture (the near end)."""
+        rtc, sub = self.rtc, self.sub
+        far = rtc.AudioFrame(bytearray(self.far.tobytes()), self.rate, 1, sub)
+        self.apm.process_reverse_stream(far)
+        near = rtc.AudioFrame(bytearray(self.near.tobytes()), self.rate, 1, sub)
+        self.apm.process_stream(near)
+        out = np.frombuffer(near.data, dtype=np.int16, count=sub)
+        self.done.append(out.astype(np.float32) / np.float32(32768.0))
+
+    @property
+    def done_samples(self) -> int:
+        return self.sub * len(self.done)
+
+
+class Aec3Kernel(KernelChecks):
+    """Python twin of ``stream._engine.Aec3Kernel``: WebRTC AEC3 on livekit's module.
+
+    ``process(near, far, sample_rate)``: ``near`` a ``(1, n)`` float32 block, ``far`` ``(C, n)``
+    (averaged to mono), at 8, 16, 32 or 48 kHz; returns zero or one ``(1, k * frame)`` block of
+    echo-cancelled near-end, ``latency_samples`` behind the input. Raises ``FormatError`` for
+    bad blocks, ``ConfigError`` for a bad ``frame_ms``, ``BackendUnavailable`` without livekit.
+    """
+
+    def __init__(self, frame_ms: float = 20.0, *, stage: str = "echo_cancel") -> None:
+        super().__init__(stage=stage)
+        values = SETTINGS.validate(stage, {"frame_ms": frame_ms}, kernel=True)
+        self.frame_ms: float = values["frame_ms"]
+        try:
+            import livekit.rtc  # noqa: F401  (checked here, used per stream)
+        except ImportError as exc:
+            raise BackendUnavailable(
+                f"the AEC3 twin needs livekit ({exc}); pip install 'remotemedia[twins]'",
+                stage=stage,
+            ) from exc
+        self._st: _Apm | None = None
+
+    @property
+    def frame_samples(self) -> int | None:
+        return None if self._st is None else self._st.frame
+
+    @property
+    def pending_samples(self) -> int:
+        return 0 if self._st is None else self._st.fill + self._st.done_samples
+
+    @property
+    def latency_samples(self) -> int:
+        return 0 if self._st is None else LATENCY_SAMPLES[self._st.rate]
+
+    def _check1(self, side: str, x: Any) -> None:
+        if not isinstance(x, np.ndarray) or x.dtype != np.float32 or x.ndim != 2:
+            raise self.error(
+                FormatError,
+                f"{side}: expected a float32 array of shape (channels, samples), got "
+                f"{getattr(x, 'dtype', type(x).__name__)} with {getattr(x, 'ndim', 0)} "
+                "dimension(s)",
+            )
+
+    def process(self, near: Any, far: Any, sample_rate: int) -> list[Block]:
+        self._check1("near", near)
+        self._check1("far", far)
+        blocks = []
+        for side, x in (("near", near), ("far", far)):
+            try:
+                blocks.append(self.check(x, sample_rate))
+            except FormatError as exc:
+                raise self.error(FormatError, f"{side}: {exc.message}") from None
+        x, f = blocks
+        rate = int(sample_rate)
+        if x.shape[0] != 1:
+            raise self.error(
+                FormatError,
+                f"near: echo cancellation takes mono near-end audio, got {x.shape[0]} channels; "
+                "put ChannelMix(1) before it",
+            )
+        n = x.shape[1]
+        if f.shape[1] != n:
+            raise self.error(
+                FormatError,
+                f"far: {f.shape[1]} samples, expected {n} (one far-end block per near-end block)",
+            )
+        if rate not in RATES:
+            raise self.error(
+                FormatError,
+                f"AEC3 runs at 8000, 16000, 32000 or 48000 Hz, got {rate} Hz; "
+                "put Resample before it",
+            )
+        st = self._st
+        if st is not None:
+            if rate != st.rate:
+                raise self.error(
+                    FormatError, f"sample rate changed mid-stream from {st.rate} to {rate} Hz"
+                )
+            if f.shape[0] != st.far_channels:
+                raise self.error(
+                    FormatError,
+                    f"far: channel count changed mid-stream from {st.far_channels} to {f.shape[0]}",
+                )
+        else:
+            sub = rate * SUB_FRAME_MS // 1000
+            st = self._st = _Apm(rate, f.shape[0], sub * int(self.frame_ms) // SUB_FRAME_MS)
+        mono = f[0].copy()
+        if f.shape[0] > 1:  # the channels' float32 sum in channel order, times float32(1 / C)
+            for c in range(1, f.shape[0]):
+                mono += f[c]
+            mono *= np.float32(1.0 / f.shape[0])
+        xi, fi = _to_i16(x[0]), _to_i16(mono)
+        out: list[Block] = []
+        pos = 0
+        while pos < n:
+            take = min(st.sub - st.fill, n - pos)
+            st.near[st.fill : st.fill + take] = xi[pos : pos + take]
+            st.far[st.fill : st.fill + take] = fi[pos : pos + take]
+            st.fill += take
+            pos += take
+            if st.fill == st.sub:
+                st.run()
+                st.fill = 0
+                if st.done_samples == st.frame:
+                    out += st.done
+                    st.done = []
+        return [np.concatenate(out)[None, :]] if out else []
+
+    def flush(self) -> list[Block]:
+        st, out = self._st, []
+        if st is not None:
+            held = st.fill
+            if held:
+                st.near[held:] = 0
+                st.far[held:] = 0
+                st.run()
+                st.done[-1] = st.done[-1][:held]
+            if st.done:
+                out = [np.concatenate(st.done)[None, :]]
+        self.reset()
+        return out
+
+    def reset(self) -> None:
+        self._st = None
+
+
+__all__ = ["FRAME_MS", "LATENCY_SAMPLES", "RATES", "SETTINGS", "Aec3Kernel"]

@@ -1,0 +1,113 @@
+//! `Aec3Kernel(frame_ms=20.0, *, stage="echo_cancel")`.
+
+use pyo3::prelude::*;
+
+use super::args;
+use super::array::{read_block, to_list};
+use super::cell::{KernelCell, Reset};
+use super::error::IntoPyResult;
+use crate::dsp::aec3::Aec3;
+use crate::dsp::EngineError;
+
+impl Reset for Aec3 {
+    fn reset(&mut self) {
+        Aec3::reset(self);
+    }
+}
+
+/// WebRTC's AEC3 echo canceller (the pure-Rust port `sonora`): the far-end's echo out of a mono
+/// near-end.
+#[pyclass(frozen, module = "stream._engine")]
+pub struct Aec3Kernel {
+    cell: KernelCell<Aec3>,
+}
+
+#[pymethods]
+impl Aec3Kernel {
+    #[new]
+    #[pyo3(
+        signature = (frame_ms = None, *, stage = String::from("echo_cancel")),
+        text_signature = "(frame_ms=20.0, *, stage='echo_cancel')"
+    )]
+    fn new(py: Python<'_>, frame_ms: Option<&Bound<'_, PyAny>>, stage: String) -> PyResult<Self> {
+        let kernel = args::opt_float("frame_ms", frame_ms)
+            .and_then(|n| Aec3::new(n.unwrap_or(20.0)))
+            .map_err(|e| e.at(&stage))
+            .py_err(py)?;
+        Ok(Self {
+            cell: KernelCell::new(stage, kernel),
+        })
+    }
+
+    /// Removes the echo of `far` (`(C, n)` float32, averaged to mono) from `near` (`(1, n)`
+    /// float32) at 8, 16, 32 or 48 kHz; returns zero or one mono block of whole frames.
+    fn process<'py>(
+        &self,
+        py: Python<'py>,
+        near: &Bound<'py, PyAny>,
+        far: &Bound<'py, PyAny>,
+        sample_rate: &Bound<'py, PyAny>,
+    ) -> PyResult<Vec<Bound<'py, PyAny>>> {
+        let name = self.cell.name();
+        let side =
+            |s: &str, e: EngineError| EngineError::format(format!("{s}: {}", e.message)).at(name);
+        let near = read_block(near).map_err(|e| side("near", e)).py_err(py)?;
+        let far = read_block(far).map_err(|e| side("far", e)).py_err(py)?;
+        let (nb, fb) = (near.block(), far.block());
+        // The near-end's checks come first, so a bad rate reads as the near-end's.
+        let sample_rate = args::sample_rate(nb, sample_rate)
+            .map_err(|e| side("near", e))
+            .py_err(py)?;
+        let out = self.cell.run(py, |k| k.process(nb, fb, sample_rate))?;
+        Ok(to_list(py, out.into_iter().collect()))
+    }
+
+    /// End of stream: the samples not yet emitted (the last sub-frame zero-padded for the
+    /// module), then a reset.
+    fn flush<'py>(&self, py: Python<'py>) -> PyResult<Vec<Bound<'py, PyAny>>> {
+        let out = self.cell.run(py, |k| k.flush())?;
+        Ok(to_list(py, out.into_iter().collect()))
+    }
+
+    /// Drops the stream state, the adapted filters included.
+    fn reset(&self, py: Python<'_>) -> PyResult<()> {
+        self.cell.run(py, |k| {
+            k.reset();
+            Ok(())
+        })
+    }
+
+    /// Length of an emitted frame, in milliseconds (a multiple of the module's 10 ms).
+    #[getter]
+    fn frame_ms(&self, py: Python<'_>) -> f64 {
+        self.cell.with(py, |k| k.frame_ms())
+    }
+
+    /// Samples per emitted frame in the current stream (None before its first block).
+    #[getter]
+    fn frame_samples(&self, py: Python<'_>) -> Option<usize> {
+        self.cell.with(py, |k| k.frame_samples())
+    }
+
+    /// Samples taken but not yet emitted.
+    #[getter]
+    fn pending_samples(&self, py: Python<'_>) -> usize {
+        self.cell.with(py, |k| k.pending_samples())
+    }
+
+    /// Delay of the output behind the near-end input, in samples (0 before the first block).
+    #[getter]
+    fn latency_samples(&self, py: Python<'_>) -> usize {
+        self.cell.with(py, |k| k.latency_samples())
+    }
+
+    /// The stage name errors carry.
+    #[getter]
+    fn stage(&self) -> &str {
+        self.cell.name()
+    }
+
+    fn __repr__(&self) -> String {
+        format!("<Aec3Kernel stage={:?}>", self.cell.name())
+    }
+}
