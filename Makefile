@@ -13,10 +13,17 @@ $(STAMP): $(ENGINE_SOURCES)
 	$(PIP) install --quiet --disable-pip-version-check -e '.[dev]'
 	@mkdir -p .make && touch $@
 
-dev: $(STAMP)  ## install the packages editable, building the Rust engine (release)
+dev: $(STAMP)  ## install the packages editable, building the Rust engine (release profile)
 
-demo: dev  ## run the demo job: test signal -> chain -> out/demo.wav, per-stage table
-	remotemedia demo --out out/demo.wav
+# The demo needs the package and its engine, not the dev tools nor Silero's kernel (most of the
+# build: README, "Build time"): a fresh clone installs just that. After `make dev` it uses that.
+DEMO_STAMP := .make/demo-installed
+$(DEMO_STAMP): $(ENGINE_SOURCES)
+	MATURIN_PEP517_ARGS="--features python" $(PIP) install --quiet --disable-pip-version-check -e .
+	@mkdir -p .make && touch $@
+
+demo: $(if $(wildcard $(STAMP)),$(STAMP),$(DEMO_STAMP))  ## run the demo job: test signal -> chain -> out/demo.wav, per-stage table
+	$(PYTHON) -m stream demo --out out/demo.wav
 
 test: dev  ## run the test suite (every stage on both backends)
 	$(PYTHON) -m pytest -q
@@ -49,9 +56,9 @@ bench: dev  ## the benchmarks, full length; their tables go into docs/
 bench-smoke: dev  ## the benchmarks, short: proves they run
 	for b in $(BENCHMARKS) benchmarks/webrtc_sessions.py benchmarks/ray_scale.py benchmarks/adapter_bench.py; do $(PYTHON) $$b --smoke >/dev/null || exit 1; done
 
-wheel-check:  ## build the wheel, install it in a fresh venv, run the demo from it
+wheel-check:  ## build the wheel (dist profile: fat LTO), install it in a fresh venv, run the demo
 	rm -rf .make/wheel .make/venv
-	maturin build --release --quiet -o .make/wheel
+	maturin build --profile dist --quiet -o .make/wheel
 	$(PYTHON) -m venv .make/venv
 	.make/venv/bin/pip install --quiet --disable-pip-version-check .make/wheel/*.whl
 	cd .make && venv/bin/remotemedia demo --seconds 1 --out wheel-demo.wav
