@@ -8,48 +8,32 @@ frames of exactly 10 ms, so the twin quantises (``clip(rint(x * 32768))``) and s
 1/32768. The twins are different code of one algorithm: they agree in echo reduction and level
 (measured in tests/audio/test_aec3.py), not sample for sample.
 
-``SETTINGS`` lives here until the node (``EchoCancel``) takes the AEC3 kernels.
+The node is ``EchoCancel`` (echo_cancel.py, ``algorithm="aec3"``, its default); the kernel's
+settings are ``AEC3_SETTINGS`` in echo_settings.py, beside the node's.
 """
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
 
-from stream.errors import BackendUnavailable, FormatError
-from stream.kernel import Block, KernelChecks
-from stream.stage_settings import Invalid, Setting, Settings, as_number
+from stream.errors import BackendUnavailable
+from stream.kernel import Block
+
+from .echo_pair import PairKernel, far_mono
+from .echo_settings import AEC3_FRAME_MS, AEC3_SETTINGS, AEC3_SUB_FRAME_MS
 
 #: The sample rates the module runs natively.
 RATES = (8000, 16000, 32000, 48000)
 #: ``frame_ms``: a whole number of the module's 10 ms sub-frames, one to ten.
-FRAME_MS = (10.0, 100.0)
-SUB_FRAME_MS = 10
+FRAME_MS = AEC3_FRAME_MS
+SUB_FRAME_MS = AEC3_SUB_FRAME_MS
 #: The output's delay behind the near-end input, in samples, per rate (the module's framing,
 #: band split and suppression filter; measured on both twins, tests/audio/test_aec3.py).
 LATENCY_SAMPLES = {8000: 88, 16000: 128, 32000: 260, 48000: 430}
-
-
-def _frame_ms(value: Any) -> float:
-    v = as_number("frame_ms", value)
-    lo, hi = FRAME_MS
-    if not (math.isfinite(v) and lo <= v <= hi and v % SUB_FRAME_MS == 0):
-        raise Invalid(f"frame_ms must be a multiple of 10.0 in [{lo}, {hi}], got {v!r}")
-    return v
-
-
-SETTINGS = Settings(
-    "Aec3",
-    Setting(
-        "frame_ms",
-        "float",
-        20.0,
-        _frame_ms,
-        doc="the emitted frame (a multiple of AEC3's 10 ms)",
-    ),
-)
+#: The kernel's settings: ``AEC3_SETTINGS`` of echo_settings.py (EchoCancel's, one definition).
+SETTINGS = AEC3_SETTINGS
 
 
 def _to_i16(x: Block) -> np.ndarray[Any, np.dtype[np.int16]]:
@@ -89,7 +73,7 @@ class _Apm:
         return self.sub * len(self.done)
 
 
-class Aec3Kernel(KernelChecks):
+class Aec3Kernel(PairKernel):
     """Python twin of ``stream._engine.Aec3Kernel``: WebRTC AEC3 on livekit's module.
 
     ``process(near, far, sample_rate)``: ``near`` a ``(1, n)`` float32 block, ``far`` ``(C, n)``
@@ -123,64 +107,20 @@ class Aec3Kernel(KernelChecks):
     def latency_samples(self) -> int:
         return 0 if self._st is None else LATENCY_SAMPLES[self._st.rate]
 
-    def _check1(self, side: str, x: Any) -> None:
-        if not isinstance(x, np.ndarray) or x.dtype != np.float32 or x.ndim != 2:
-            raise self.error(
-                FormatError,
-                f"{side}: expected a float32 array of shape (channels, samples), got "
-                f"{getattr(x, 'dtype', type(x).__name__)} with {getattr(x, 'ndim', 0)} "
-                "dimension(s)",
-            )
+    def rate_problem(self, rate: int) -> str | None:
+        if rate in RATES:
+            return None
+        return f"AEC3 runs at 8000, 16000, 32000 or 48000 Hz, got {rate} Hz; put Resample before it"
 
     def process(self, near: Any, far: Any, sample_rate: int) -> list[Block]:
-        self._check1("near", near)
-        self._check1("far", far)
-        blocks = []
-        for side, x in (("near", near), ("far", far)):
-            try:
-                blocks.append(self.check(x, sample_rate))
-            except FormatError as exc:
-                raise self.error(FormatError, f"{side}: {exc.message}") from None
-        x, f = blocks
-        rate = int(sample_rate)
-        if x.shape[0] != 1:
-            raise self.error(
-                FormatError,
-                f"near: echo cancellation takes mono near-end audio, got {x.shape[0]} channels; "
-                "put ChannelMix(1) before it",
-            )
-        n = x.shape[1]
-        if f.shape[1] != n:
-            raise self.error(
-                FormatError,
-                f"far: {f.shape[1]} samples, expected {n} (one far-end block per near-end block)",
-            )
-        if rate not in RATES:
-            raise self.error(
-                FormatError,
-                f"AEC3 runs at 8000, 16000, 32000 or 48000 Hz, got {rate} Hz; "
-                "put Resample before it",
-            )
         st = self._st
-        if st is not None:
-            if rate != st.rate:
-                raise self.error(
-                    FormatError, f"sample rate changed mid-stream from {st.rate} to {rate} Hz"
-                )
-            if f.shape[0] != st.far_channels:
-                raise self.error(
-                    FormatError,
-                    f"far: channel count changed mid-stream from {st.far_channels} to {f.shape[0]}",
-                )
-        else:
+        started = None if st is None else (st.rate, st.far_channels)
+        x, f, rate = self.check_pair(near, far, sample_rate, started)
+        n = x.shape[1]
+        if st is None:
             sub = rate * SUB_FRAME_MS // 1000
             st = self._st = _Apm(rate, f.shape[0], sub * int(self.frame_ms) // SUB_FRAME_MS)
-        mono = f[0].copy()
-        if f.shape[0] > 1:  # the channels' float32 sum in channel order, times float32(1 / C)
-            for c in range(1, f.shape[0]):
-                mono += f[c]
-            mono *= np.float32(1.0 / f.shape[0])
-        xi, fi = _to_i16(x[0]), _to_i16(mono)
+        xi, fi = _to_i16(x[0]), _to_i16(far_mono(f))
         out: list[Block] = []
         pos = 0
         while pos < n:

@@ -17,9 +17,10 @@ from typing import Any
 
 import numpy as np
 
-from stream.errors import BackendUnavailable, EngineError, FormatError
-from stream.kernel import Block, KernelChecks
+from stream.errors import BackendUnavailable, EngineError
+from stream.kernel import Block
 
+from .echo_pair import PairKernel, far_mono
 from .echo_settings import SETTINGS
 
 LIBRARY = "libspeexdsp.so.1"
@@ -96,7 +97,7 @@ class _Speex:
             self.ptr = None
 
 
-class EchoCancelKernel(KernelChecks):
+class EchoCancelKernel(PairKernel):
     """Python twin of ``stream._engine.EchoCancelKernel`` (docs/stages-audio.md).
 
     ``process(near, far, sample_rate)``: ``near`` a ``(1, n)`` float32 block, ``far`` ``(C, n)``
@@ -129,59 +130,20 @@ class EchoCancelKernel(KernelChecks):
     def pending_samples(self) -> int:
         return 0 if self._st is None else self._st.fill
 
-    def _side(self, side: str, exc: FormatError) -> FormatError:
-        return FormatError(f"{side}: {exc.message}", stage=self.stage)
-
-    def _check1(self, side: str, x: Any) -> None:
-        if not isinstance(x, np.ndarray) or x.dtype != np.float32 or x.ndim != 2:
-            raise self.error(
-                FormatError,
-                f"{side}: expected a float32 array of shape (channels, samples), got "
-                f"{getattr(x, 'dtype', type(x).__name__)} with {getattr(x, 'ndim', 0)} "
-                "dimension(s)",
-            )
+    def rate_problem(self, rate: int) -> str | None:
+        if MIN_RATE <= rate <= MAX_RATE:
+            return None
+        return (
+            f"echo cancellation runs at {MIN_RATE} to {MAX_RATE} Hz, got {rate} Hz; "
+            "put Resample before it"
+        )
 
     def process(self, near: Any, far: Any, sample_rate: int) -> list[Block]:
-        self._check1("near", near)
-        self._check1("far", far)
-        blocks = []
-        for side, x in (("near", near), ("far", far)):
-            try:
-                blocks.append(self.check(x, sample_rate))
-            except FormatError as exc:
-                raise self._side(side, exc) from None
-        x, f = blocks
-        rate = int(sample_rate)
-        if x.shape[0] != 1:
-            raise self.error(
-                FormatError,
-                f"near: echo cancellation takes mono near-end audio, got {x.shape[0]} channels; "
-                "put ChannelMix(1) before it",
-            )
-        n = x.shape[1]
-        if f.shape[1] != n:
-            raise self.error(
-                FormatError,
-                f"far: {f.shape[1]} samples, expected {n} (one far-end block per near-end block)",
-            )
-        if not MIN_RATE <= rate <= MAX_RATE:
-            raise self.error(
-                FormatError,
-                f"echo cancellation runs at {MIN_RATE} to {MAX_RATE} Hz, got {rate} Hz; "
-                "put Resample before it",
-            )
         st = self._st
-        if st is not None:
-            if rate != st.rate:
-                raise self.error(
-                    FormatError, f"sample rate changed mid-stream from {st.rate} to {rate} Hz"
-                )
-            if f.shape[0] != st.far_channels:
-                raise self.error(
-                    FormatError,
-                    f"far: channel count changed mid-stream from {st.far_channels} to {f.shape[0]}",
-                )
-        else:
+        started = None if st is None else (st.rate, st.far_channels)
+        x, f, rate = self.check_pair(near, far, sample_rate, started)
+        n = x.shape[1]
+        if st is None:
             st = self._st = _Speex(
                 self.stage,
                 self._lib,
@@ -190,12 +152,7 @@ class EchoCancelKernel(KernelChecks):
                 _samples(self.frame_ms, rate),
                 _samples(self.filter_ms, rate),
             )
-        mono = f[0].copy()
-        if f.shape[0] > 1:  # the channels' float32 sum in channel order, times float32(1 / C)
-            for c in range(1, f.shape[0]):
-                mono += f[c]
-            mono *= np.float32(1.0 / f.shape[0])
-        xi, fi = _to_i16(x[0]), _to_i16(mono)
+        xi, fi = _to_i16(x[0]), _to_i16(far_mono(f))
         out: list[Block] = []
         pos = 0
         while pos < n:

@@ -23,7 +23,8 @@
 use sonora::config::{EchoCanceller, HighPassFilter};
 use sonora::{AudioProcessing, Config, StreamConfig};
 
-use super::{check_block, py_float, Block, BlockRef, EngineError, Result};
+use super::reference::{check_pair, PairFormat, PairStage};
+use super::{py_float, Block, BlockRef, EngineError, Result};
 
 /// The sample rates the module runs natively.
 pub const RATES: [u32; 4] = [8000, 16000, 32000, 48000];
@@ -135,47 +136,23 @@ impl Aec3 {
     /// Checks a call's blocks in the contract's order (near: checks 2 to 4, far: the same; then
     /// near mono, far length, the rate, mid-stream changes).
     fn check(&self, near: BlockRef<'_>, far: BlockRef<'_>, sample_rate: i64) -> Result<u32> {
-        let prefixed = |side: &str, e: EngineError| EngineError {
-            message: format!("{side}: {}", e.message),
-            ..e
-        };
-        check_block(near, sample_rate).map_err(|e| prefixed("near", e))?;
-        check_block(far, sample_rate).map_err(|e| prefixed("far", e))?;
-        let rate = sample_rate as u32; // checked above
-        if near.channels != 1 {
-            return Err(EngineError::format(format!(
-                "near: echo cancellation takes mono near-end audio, got {} channels; \
-                 put ChannelMix(1) before it",
-                near.channels
-            )));
-        }
-        if far.frames != near.frames {
-            return Err(EngineError::format(format!(
-                "far: {} samples, expected {} (one far-end block per near-end block)",
-                far.frames, near.frames
-            )));
-        }
-        if !RATES.contains(&rate) {
-            return Err(EngineError::format(format!(
-                "AEC3 runs at 8000, 16000, 32000 or 48000 Hz, got {rate} Hz; \
-                 put Resample before it"
-            )));
-        }
-        if let Some(s) = &self.stream {
-            if rate != s.rate {
-                return Err(EngineError::format(format!(
-                    "sample rate changed mid-stream from {} to {rate} Hz",
-                    s.rate
-                )));
-            }
-            if far.channels != s.far_channels {
-                return Err(EngineError::format(format!(
-                    "far: channel count changed mid-stream from {} to {}",
-                    s.far_channels, far.channels
-                )));
-            }
-        }
-        Ok(rate)
+        check_pair(
+            near,
+            far,
+            sample_rate,
+            |rate| {
+                (!RATES.contains(&rate)).then(|| {
+                    format!(
+                        "AEC3 runs at 8000, 16000, 32000 or 48000 Hz, got {rate} Hz; \
+                         put Resample before it"
+                    )
+                })
+            },
+            self.stream.as_ref().map(|s| PairFormat {
+                rate: s.rate,
+                far_channels: s.far_channels,
+            }),
+        )
     }
 
     fn start(&mut self, rate: u32, far_channels: usize) {
@@ -285,6 +262,21 @@ impl Stream {
         self.apm
             .process_capture_f32(&[&self.near], &mut [&mut self.done[at..]])?;
         Ok(())
+    }
+}
+
+impl PairStage for Aec3 {
+    fn process_pair(
+        &mut self,
+        near: BlockRef<'_>,
+        far: BlockRef<'_>,
+        sample_rate: i64,
+    ) -> Result<Option<Block>> {
+        self.process(near, far, sample_rate)
+    }
+
+    fn flush_pair(&mut self) -> Result<Option<Block>> {
+        self.flush()
     }
 }
 

@@ -16,7 +16,8 @@
 use std::ffi::{c_int, c_void};
 use std::sync::OnceLock;
 
-use super::{check_block, py_float, Block, BlockRef, EngineError, Result};
+use super::reference::{check_pair, far_mono, PairFormat, PairStage};
+use super::{py_float, Block, BlockRef, EngineError, Result};
 
 /// `SPEEX_ECHO_SET_SAMPLING_RATE` of `speex/speex_echo.h`.
 const SET_SAMPLING_RATE: c_int = 24;
@@ -185,47 +186,23 @@ impl EchoCancel {
     /// Checks a call's blocks (near: checks 1 to 4 done by [`check_block`] here, then mono; far
     /// the same, then its length), in the contract's order.
     fn check(&self, near: BlockRef<'_>, far: BlockRef<'_>, sample_rate: i64) -> Result<u32> {
-        let prefixed = |side: &str, e: EngineError| EngineError {
-            message: format!("{side}: {}", e.message),
-            ..e
-        };
-        check_block(near, sample_rate).map_err(|e| prefixed("near", e))?;
-        check_block(far, sample_rate).map_err(|e| prefixed("far", e))?;
-        let rate = sample_rate as u32; // checked above
-        if near.channels != 1 {
-            return Err(EngineError::format(format!(
-                "near: echo cancellation takes mono near-end audio, got {} channels; \
-                 put ChannelMix(1) before it",
-                near.channels
-            )));
-        }
-        if far.frames != near.frames {
-            return Err(EngineError::format(format!(
-                "far: {} samples, expected {} (one far-end block per near-end block)",
-                far.frames, near.frames
-            )));
-        }
-        if !(MIN_RATE..=MAX_RATE).contains(&rate) {
-            return Err(EngineError::format(format!(
-                "echo cancellation runs at {MIN_RATE} to {MAX_RATE} Hz, got {rate} Hz; \
-                 put Resample before it"
-            )));
-        }
-        if let Some(s) = &self.stream {
-            if rate != s.rate {
-                return Err(EngineError::format(format!(
-                    "sample rate changed mid-stream from {} to {rate} Hz",
-                    s.rate
-                )));
-            }
-            if far.channels != s.far_channels {
-                return Err(EngineError::format(format!(
-                    "far: channel count changed mid-stream from {} to {}",
-                    s.far_channels, far.channels
-                )));
-            }
-        }
-        Ok(rate)
+        check_pair(
+            near,
+            far,
+            sample_rate,
+            |rate| {
+                (!(MIN_RATE..=MAX_RATE).contains(&rate)).then(|| {
+                    format!(
+                        "echo cancellation runs at {MIN_RATE} to {MAX_RATE} Hz, got {rate} Hz; \
+                         put Resample before it"
+                    )
+                })
+            },
+            self.stream.as_ref().map(|s| PairFormat {
+                rate: s.rate,
+                far_channels: s.far_channels,
+            }),
+        )
     }
 
     fn start(&mut self, rate: u32, far_channels: usize) -> Result<()> {
@@ -272,17 +249,9 @@ impl EchoCancel {
         let lib = speex().map_err(|e| EngineError::engine(e.to_owned()))?;
         let frames = (s.fill + near.frames) / s.frame;
         let mut out = Vec::with_capacity(frames * s.frame);
-        let scale = 1.0 / far.channels as f32;
         let x = near.channel(0);
         for (i, &xi) in x.iter().enumerate() {
-            // The far-end channels' float32 sum, in channel order, times float32(1 / C).
-            let mut f = far.channel(0)[i];
-            if far.channels > 1 {
-                for c in 1..far.channels {
-                    f += far.channel(c)[i];
-                }
-                f *= scale;
-            }
+            let f = far_mono(far, i);
             s.near[s.fill] = to_i16(xi);
             s.far[s.fill] = to_i16(f);
             s.fill += 1;
@@ -335,6 +304,21 @@ impl EchoCancel {
     /// Drops the stream state (the adapted filter too).
     pub fn reset(&mut self) {
         self.stream = None;
+    }
+}
+
+impl PairStage for EchoCancel {
+    fn process_pair(
+        &mut self,
+        near: BlockRef<'_>,
+        far: BlockRef<'_>,
+        sample_rate: i64,
+    ) -> Result<Option<Block>> {
+        self.process(near, far, sample_rate)
+    }
+
+    fn flush_pair(&mut self) -> Result<Option<Block>> {
+        self.flush()
     }
 }
 

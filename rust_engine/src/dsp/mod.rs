@@ -31,6 +31,7 @@ pub mod gain;
 pub mod level_meter;
 pub mod mixer;
 pub mod rebuffer;
+pub mod reference;
 pub mod resample;
 #[cfg(feature = "silero")]
 pub mod silero_vad;

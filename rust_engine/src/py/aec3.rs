@@ -3,11 +3,10 @@
 use pyo3::prelude::*;
 
 use super::args;
-use super::array::{read_block, to_list};
 use super::cell::{KernelCell, Reset};
 use super::error::IntoPyResult;
+use super::pair;
 use crate::dsp::aec3::Aec3;
-use crate::dsp::EngineError;
 
 impl Reset for Aec3 {
     fn reset(&mut self) {
@@ -48,25 +47,13 @@ impl Aec3Kernel {
         far: &Bound<'py, PyAny>,
         sample_rate: &Bound<'py, PyAny>,
     ) -> PyResult<Vec<Bound<'py, PyAny>>> {
-        let name = self.cell.name();
-        let side =
-            |s: &str, e: EngineError| EngineError::format(format!("{s}: {}", e.message)).at(name);
-        let near = read_block(near).map_err(|e| side("near", e)).py_err(py)?;
-        let far = read_block(far).map_err(|e| side("far", e)).py_err(py)?;
-        let (nb, fb) = (near.block(), far.block());
-        // The near-end's checks come first, so a bad rate reads as the near-end's.
-        let sample_rate = args::sample_rate(nb, sample_rate)
-            .map_err(|e| side("near", e))
-            .py_err(py)?;
-        let out = self.cell.run(py, |k| k.process(nb, fb, sample_rate))?;
-        Ok(to_list(py, out.into_iter().collect()))
+        pair::process(&self.cell, py, near, far, sample_rate)
     }
 
     /// End of stream: the samples not yet emitted (the last sub-frame zero-padded for the
     /// module), then a reset.
     fn flush<'py>(&self, py: Python<'py>) -> PyResult<Vec<Bound<'py, PyAny>>> {
-        let out = self.cell.run(py, |k| k.flush())?;
-        Ok(to_list(py, out.into_iter().collect()))
+        pair::flush(&self.cell, py)
     }
 
     /// Drops the stream state, the adapted filters included.

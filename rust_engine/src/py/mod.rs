@@ -17,6 +17,7 @@ mod gain;
 mod kernel;
 mod level_meter;
 mod mixer;
+mod pair;
 mod rebuffer;
 mod resample;
 #[cfg(feature = "silero")]
