@@ -11,11 +11,18 @@ speech-like near-end in double talk, -60 dBFS noise).
    its SNR against what is left of the echo in and out, ERLE during and after.
 4. The kernel's cost per 20 ms frame on each backend.
 
+Systems side by side: ``speex`` (``EchoCancel(algorithm="speex")``'s kernel; both backends give
+the same samples, so one row), ``aec3-rust`` (the default's Rust kernel, ``sonora``) and
+``aec3-python`` (the default's Python twin: WebRTC's own audio processing module through livekit,
+the reference every browser runs). AEC3's output lags its input by ``latency_samples``; it is
+taken off before measuring (as the node does). AEC3's suppressor and comfort noise reshape the
+-60 dBFS noise, which caps its ERLE here at 25-30 dB (tests/audio/test_aec3.py measures the
+converged figure at -90 dBFS: 47-49 dB).
+
 ERLE is echo energy over residual-echo energy: the output minus the near-end and noise as the
 canceller passes them alone (its DC notch shifts the phase of low voices: subtracting the raw
 near-end would count that as echo). The near level is the gain of that passed near-end in the
-output (least squares), its SNR is against everything else in the output. Both kernels
-run the same C library and give the same samples, so the quality figures come from one backend.
+output (least squares), its SNR is against everything else in the output.
 
     python benchmarks/echo_quality.py           # full: 3 seeds, 16 kHz
     python benchmarks/echo_quality.py --smoke   # short scenes, 1 seed: proves it runs
@@ -30,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from media_nodes.audio.aec3_kernel import Aec3Kernel as PythonAec3
 from media_nodes.audio.echo_cancel import EchoCancel
 from media_nodes.audio.echo_cancel_kernel import EchoCancelKernel as PythonEchoCancel
 from media_nodes.audio.echo_scene import echo_scene
@@ -44,9 +52,12 @@ def cancel(kernel: Any, mic: Any, far: Any, rate: int) -> tuple[Any, float]:
     t0 = time.perf_counter()
     for i in range(0, mic.shape[1], step):
         outs += kernel.process(mic[:, i : i + step].copy(), far[:, i : i + step].copy(), rate)
+    lat = int(kernel.latency_samples)  # before the flush resets it
     outs += kernel.flush()
     per_frame = (time.perf_counter() - t0) / (mic.shape[1] / step) * 1e6
-    return np.concatenate(outs, axis=1)[0].astype(np.float64), per_frame
+    y = np.concatenate(outs, axis=1)[0].astype(np.float64)
+    # Output sample i is input sample i: the kernel's delay taken off (AEC3; Speex has none).
+    return np.concatenate([y[lat:], np.zeros(lat)]), per_frame
 
 
 def db(a: Any, b: Any) -> float:
@@ -89,10 +100,14 @@ def erle_at(s: dict[str, Any], y: Any, t: float) -> float:
     return db(s["echo"][sl], (y - s["near"] - s["noise"])[sl])
 
 
-async def cancel_node(s: dict[str, Any], delay_ms: float | str) -> tuple[Any, list[Event]]:
+async def cancel_node(
+    s: dict[str, Any], delay_ms: float | str, algorithm: str, backend: str
+) -> tuple[Any, list[Event]]:
     r = s["rate"]
     mic, far = rows(s)
-    node = EchoCancel(split_frames(far, r, r // 50), delay_ms=delay_ms)
+    node = EchoCancel(
+        split_frames(far, r, r // 50), delay_ms=delay_ms, algorithm=algorithm, backend=backend
+    )
     out = await run_node(node, split_frames(mic, r, r // 50))
     audio = np.concatenate([o.samples for o in out if isinstance(o, AudioFrame)], axis=1)
     return audio[0].astype(np.float64), [o for o in out if isinstance(o, Event)]
@@ -116,13 +131,14 @@ def passed(cls: Any, s: dict[str, Any]) -> Any:
     return cancel(cls(), alone, np.zeros_like(alone), s["rate"])[0]
 
 
-def section_erle(cls: Any, name: str, seeds: list[int], rate: int, smoke: bool) -> None:
+def section_erle(systems: dict[str, Any], seeds: list[int], rate: int, smoke: bool) -> None:
     seconds, dt = (8.0, (4.0, 6.0)) if smoke else (30.0, (15.0, 18.0))
     print(f"\n## ERLE and double talk: {seconds:.0f} s, double talk {dt[0]:.0f}-{dt[1]:.0f} s")
     print(
-        "backend seed | ERLE 1st half before dt | 2nd half | after dt | dt near level | SNR in/out"
+        "system      seed | ERLE 1st half before dt | 2nd half | after dt | dt near level | "
+        "SNR in/out"
     )
-    for seed in seeds:
+    for (name, cls), seed in ((item, seed) for item in systems.items() for seed in seeds):
         s = echo_scene(seconds, rate=rate, double_talk=dt, seed=seed)
         r = s["rate"]
         mic, far = rows(s)
@@ -137,23 +153,24 @@ def section_erle(cls: Any, name: str, seeds: list[int], rate: int, smoke: bool) 
         near = through[a:b]
         gain = 20 * np.log10(abs(float(np.dot(y[a:b], near) / np.dot(near, near))))
         print(
-            f"{name:7} {seed:4} | {erle(0, a // 2):22.1f} | {erle(a // 2, a):8.1f} | "
+            f"{name:11} {seed:4} | {erle(0, a // 2):23.1f} | {erle(a // 2, a):8.1f} | "
             f"{erle(b + r, len(y)):8.1f} | {gain:+13.2f} | "
             f"{db(s['near'][a:b], s['echo'][a:b] + s['noise'][a:b]):+.1f} / "
             f"{db(near, res[a:b]):+.1f}"
         )
 
 
-def section_convergence(cls: Any, seeds: list[int], rate: int, smoke: bool) -> None:
+def section_convergence(systems: dict[str, Any], seeds: list[int], rate: int, smoke: bool) -> None:
     seconds, change = (12.0, 6.0) if smoke else (40.0, 20.0)
     print(
         f"\n## Convergence to 20 dB ERLE, far-end only, {seconds:.0f} s, another room from "
         f"{change:.0f} s (1 s window first at 20 dB / every 2 s window at 20 dB from then)"
     )
     print(
-        "seed | cold start: first / held | ERLE at 5 / 10 / 20 s | after the change: first / held"
+        "system      seed | cold start: first / held | ERLE at 5 / 10 / 20 s | "
+        "after the change: first / held"
     )
-    for seed in seeds:
+    for (name, cls), seed in ((item, seed) for item in systems.items() for seed in seeds):
         s = echo_scene(seconds, rate=rate, double_talk=None, seed=seed, path_change_s=change)
         mic, far = rows(s)
         y, _ = cancel(cls(), mic, far, s["rate"])
@@ -161,41 +178,52 @@ def section_convergence(cls: Any, seeds: list[int], rate: int, smoke: bool) -> N
         moved = convergence(s, y, change, seconds)
         at = [erle_at(s, y, t) for t in (5.0, 10.0, change)]
         print(
-            f"{seed:4} | {fmt(cold[0]):>10} / {fmt(cold[1]):>7} | "
+            f"{name:11} {seed:4} | {fmt(cold[0]):>10} / {fmt(cold[1]):>7} | "
             f"{at[0]:5.1f} / {at[1]:5.1f} / {at[2]:5.1f} dB | {fmt(moved[0]):>9} / {fmt(moved[1])}"
         )
 
 
-def section_auto(seeds: list[int], rate: int, smoke: bool) -> None:
+def section_auto(nodes: dict[str, Any], seeds: list[int], rate: int, smoke: bool) -> None:
+    """Through the node (``nodes``: name -> (algorithm, backend))."""
     seconds = 12.0 if smoke else 30.0
     print(
         f'\n## delay_ms="auto": the echo 300 ms late (beyond the 200 ms filter), far-end only, '
         f"{seconds:.0f} s"
     )
-    print("seed | delay found at | estimate | bulk delay | to 20 dB: first / held | delay 0: ERLE")
-    for seed in seeds:
+    print(
+        "system      seed | delay found at | estimate | bulk delay | to 20 dB: first / held | "
+        "delay 0: ERLE"
+    )
+    for (name, (algorithm, backend)), seed in (
+        (item, seed) for item in nodes.items() for seed in seeds
+    ):
         s = delayed(echo_scene(seconds, rate=rate, double_talk=None, seed=seed), 0.3)
-        y, events = asyncio.run(cancel_node(s, "auto"))
-        y0, _ = asyncio.run(cancel_node(s, 0.0))
+        y, events = asyncio.run(cancel_node(s, "auto", algorithm, backend))
+        y0, _ = asyncio.run(cancel_node(s, 0.0, algorithm, backend))
         e = events[0] if events else None
         first, held = convergence(s, y, 0.0, seconds)
         tail = slice(len(y) // 2, len(y))
         print(
-            f"{seed:4} | {(f'{e.time:.1f} s' if e else 'never'):>14} | "
+            f"{name:11} {seed:4} | {(f'{e.time:.1f} s' if e else 'never'):>14} | "
             f"{(e.payload['estimate_ms'] if e else float('nan')):6.1f} ms | "
             f"{(e.payload['delay_ms'] if e else float('nan')):7.1f} ms | "
             f"{fmt(first):>9} / {fmt(held):>7} | {db(s['echo'][tail], (y0 - s['noise'])[tail]):.1f} dB"
         )
 
 
-def section_double_talk(cls: Any, seeds: list[int], rate: int, smoke: bool) -> None:
+def section_double_talk(systems: dict[str, Any], seeds: list[int], rate: int, smoke: bool) -> None:
     conv, dt = (6.0, 3.0) if smoke else (16.0, 4.0)
     print(
         f"\n## Double talk after {conv:.0f} s of far-end only, {dt:.0f} s of both "
         "(near level: the gain of the near-end as passed alone, in the output, by least squares)"
     )
-    print("near/echo | near level | near SNR in / out | ERLE in dt | ERLE 2 s after (seeds mean)")
-    for gain in (0.35, 0.7, 1.4):
+    print(
+        "system      near/echo | near level | near SNR in / out | ERLE in dt | ERLE 2 s after "
+        "(seeds mean)"
+    )
+    for (name, cls), gain in (
+        (item, gain) for item in systems.items() for gain in (0.35, 0.7, 1.4)
+    ):
         figures = []
         for seed in seeds:
             s = echo_scene(
@@ -222,7 +250,7 @@ def section_double_talk(cls: Any, seeds: list[int], rate: int, smoke: bool) -> N
             )
         m = np.mean(figures, axis=0)
         print(
-            f"{m[0]:+8.1f} dB | {m[1]:+9.2f} dB | {m[2]:+7.1f} / {m[3]:+5.1f} dB | "
+            f"{name:11} {m[0]:+8.1f} dB | {m[1]:+9.2f} dB | {m[2]:+7.1f} / {m[3]:+5.1f} dB | "
             f"{m[4]:8.1f} dB | {m[5]:8.1f} dB"
         )
 
@@ -237,7 +265,7 @@ def section_cost(kernels: dict[str, Any], rate: int, smoke: bool) -> None:
             for name, cls in kernels.items()
         }
         shown = ", ".join(f"{k} {v:.1f}" for k, v in costs.items())
-        print(f"cost per 20 ms frame at {r} Hz, filter 200 ms (µs, best of 3): {shown}")
+        print(f"kernel cost per 20 ms frame at {r} Hz (µs, best of 3): {shown}")
 
 
 def main() -> None:
@@ -246,17 +274,33 @@ def main() -> None:
     ap.add_argument("--rate", type=int, default=16000)
     args = ap.parse_args()
     seeds = [0] if args.smoke else [0, 1, 2]
-    kernels: dict[str, Any] = {"python": PythonEchoCancel}
+    # Every kernel, for the cost; the quality systems: Speex once (both backends give the same
+    # samples), AEC3 on each backend (different code of one algorithm).
+    kernels: dict[str, Any] = {"speex-python": PythonEchoCancel}
+    speex: Any = PythonEchoCancel
+    aec3: dict[str, Any] = {}
+    nodes: dict[str, Any] = {"speex": ("speex", "python")}
     if engine_available():
         from stream import _engine
 
-        kernels["rust"] = _engine.EchoCancelKernel
-    name, cls = list(kernels.items())[-1]
-    print(f"rate {args.rate} Hz; quality from the {name} kernel (both give the same samples)")
-    section_erle(cls, name, seeds, args.rate, args.smoke)
-    section_convergence(cls, seeds, args.rate, args.smoke)
-    section_auto(seeds, args.rate, args.smoke)
-    section_double_talk(cls, seeds, args.rate, args.smoke)
+        speex = kernels["speex-rust"] = _engine.EchoCancelKernel
+        nodes["speex"] = ("speex", "rust")
+        if hasattr(_engine, "Aec3Kernel"):
+            aec3["aec3-rust"] = kernels["aec3-rust"] = _engine.Aec3Kernel
+            nodes["aec3-rust"] = ("aec3", "rust")
+    try:
+        import livekit.rtc  # noqa: F401  (the AEC3 twin's module)
+    except ImportError:
+        print("livekit is not installed (pip install 'remotemedia[twins]'): no aec3-python rows")
+    else:
+        aec3["aec3-python"] = kernels["aec3-python"] = PythonAec3
+        nodes["aec3-python"] = ("aec3", "python")
+    systems = {"speex": speex, **aec3}
+    print(f"rate {args.rate} Hz; systems: {', '.join(systems)}")
+    section_erle(systems, seeds, args.rate, args.smoke)
+    section_convergence(systems, seeds, args.rate, args.smoke)
+    section_auto(nodes, seeds, args.rate, args.smoke)
+    section_double_talk(systems, seeds, args.rate, args.smoke)
     section_cost(kernels, args.rate, args.smoke)
 
 

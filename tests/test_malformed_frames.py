@@ -231,6 +231,13 @@ CASES: dict[str, Case] = {
         rate=16000,
         channels=1,
     ),
+    "EchoCancel.speex": Case(  # the default is AEC3; Speex's MDF takes the same checks
+        lambda n, t, i: media_nodes.EchoCancel(
+            _audio(16000, 1, 9, start=300), stall_ms=5.0, delay_ms=0.0, algorithm="speex", name=n
+        ),
+        rate=16000,
+        channels=1,
+    ),
     "EchoCancel.reference": Case(
         lambda n, t, i: media_nodes.EchoCancel(i, stall_ms=5.0, delay_ms=0.0, name=n),
         rate=16000,
@@ -270,7 +277,10 @@ def case_of(stage: str) -> Case:
     return Case(lambda n, t, i: cls(name=n))
 
 
-FED = [s for s in exported_stages() if s not in NO_INPUT | DEVICE_SINKS] + ["EchoCancel.reference"]
+FED = [s for s in exported_stages() if s not in NO_INPUT | DEVICE_SINKS] + [
+    "EchoCancel.reference",
+    "EchoCancel.speex",
+]
 
 
 def test_every_stage_is_covered(tmp_path: Path) -> None:
@@ -392,6 +402,7 @@ KERNELS: dict[str, tuple[dict[str, Any], KernelCall]] = {
     "LevelMeterKernel": ({}, lambda k, x, r: k.process(x, r)),
     "EnergyVADKernel": ({}, lambda k, x, r: k.process(x, r)),
     "EchoCancelKernel": ({}, lambda k, x, r: k.process(x, np.zeros_like(x), r)),
+    "Aec3Kernel": ({}, lambda k, x, r: k.process(x, np.zeros_like(x), r)),
     "MixKernel": ({"gains_db": [0.0, -6.0]}, _mix),
     "FormatConvertKernel": ({"format": "s16"}, lambda k, x, r: k.process(x, "fltp")),
     "SileroVADKernel": ({}, lambda k, x, r: k.process(x, r)),

@@ -1,5 +1,6 @@
 """Built-in audio stages: each has a Rust kernel and a Python twin (docs/kernels.md)."""
 
+from .aec3_kernel import Aec3Kernel
 from .channel_mix import ChannelMix, ChannelMixKernel
 from .denoise import Denoise, DenoiseKernel
 from .echo_cancel import EchoCancel
@@ -15,6 +16,7 @@ from .resample import Resample, ResampleKernel
 from .silero_vad import SileroVAD, SileroVADKernel
 
 __all__ = [
+    "Aec3Kernel",
     "ChannelMix",
     "ChannelMixKernel",
     "Denoise",

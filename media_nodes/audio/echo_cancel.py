@@ -2,13 +2,14 @@
 
 The node, ``EchoCancel(reference)``, reads the far-end stream (what the speaker played, e.g.
 ``SpeakerSink.reference()``) in a task, places it on the near-end's sample clock by timestamps
-(resampled to the near-end's rate if need be) and feeds both to the kernel (Speex's MDF canceller,
-``EchoCancelKernel``: echo_cancel_kernel.py); near-end audio with no reference audio for its time
-is processed against silence (it passes through, minus the tail of the echo of earlier far-end
-audio) and counted. ``reference="peer"`` is the audio a WebRTC session sends to its peer, bound by
-the session (stream/transport/echo_reference.py); its echo comes back a network round trip later,
-so the bulk delay is found from the signals (``delay_ms="auto"``, ``DelayEstimator``:
-echo_delay.py) and the filter's window moved there.
+(resampled to the near-end's rate if need be) and feeds both to the kernel the ``algorithm``
+names: WebRTC's AEC3 (``Aec3Kernel``: aec3_kernel.py, the default; no system library) or Speex's
+MDF canceller (``EchoCancelKernel``: echo_cancel_kernel.py, needs libspeexdsp). Near-end audio
+with no reference audio for its time is processed against silence (it passes through, minus the
+tail of the echo of earlier far-end audio) and counted. ``reference="peer"`` is the audio a
+WebRTC session sends to its peer, bound by the session (stream/transport/echo_reference.py); its
+echo comes back a network round trip later, so the bulk delay is found from the signals
+(``delay_ms="auto"``, ``DelayEstimator``: echo_delay.py) and the filter's window moved there.
 """
 
 from __future__ import annotations
@@ -23,12 +24,14 @@ from typing import Any
 import numpy as np
 
 from stream.audio_adapter import AudioAdapter
+from stream.engine import select_kernel
 from stream.errors import FormatError, StreamError
 from stream.frames import AudioFrame, audio_frame_unchecked
 from stream.kernel import Block, config_error
 from stream.kernel_node import KernelBacked, check_audio
 from stream.node import Node
 
+from .aec3_kernel import Aec3Kernel
 from .echo_cancel_kernel import EchoCancelKernel
 from .echo_delay import (
     AUTO_MAX_DELAY_MS,
@@ -38,7 +41,14 @@ from .echo_delay import (
     EST_RATIO,
     DelayEstimator,
 )
-from .echo_settings import AUTO, DELAY_MS, SETTINGS  # noqa: F401 - DELAY_MS: its old home
+from .echo_settings import (  # noqa: F401 - DELAY_MS: its old home
+    AEC3,
+    AEC3_SETTINGS,
+    AUTO,
+    DELAY_MS,
+    SETTINGS,
+    SPEEX,
+)
 
 log = logging.getLogger("media_nodes.audio")
 
@@ -47,6 +57,11 @@ PEER = "peer"
 MAX_GAP_S = 1.0  # a reference whose clock jumps further restarts (no silence filled in)
 MAX_AHEAD_S = 2.0  # reference read ahead of the near-end before the reader waits
 AUTO_MARGIN_MS = 20.0  # the filter's window starts this long before the estimated echo
+#: ``algorithm`` -> (the engine's kernel class name, the Python twin, the kernel's settings)
+KERNELS: dict[str, tuple[str, type[Any], Any]] = {
+    AEC3: ("Aec3Kernel", Aec3Kernel, AEC3_SETTINGS),
+    SPEEX: ("EchoCancelKernel", EchoCancelKernel, SETTINGS),
+}
 
 
 class EchoCancel(KernelBacked, Node):
@@ -56,24 +71,32 @@ class EchoCancel(KernelBacked, Node):
     ``SpeakerSink.reference()``, read once by a task started at ``initialize()``; or ``"peer"``:
     the audio a WebRTC session sends to its peer, bound by the session (``use_reference``)
     before the pipeline starts. A reference at another rate than the near-end's is resampled.
-    Near-end frames must be mono float32 planar. ``filter_ms`` is the longest echo path modelled
-    (default 200 ms); ``delay_ms`` a bulk delay of the echo path the reference is moved by first
-    (the filter covers ``delay_ms`` to ``delay_ms + filter_ms``), a number or ``"auto"``
-    (estimated from the signals, up to 1 s; None: ``"auto"`` for ``"peer"``, else 0);
+    Near-end frames must be mono float32 planar. ``algorithm``: ``"aec3"`` (default: WebRTC's
+    AEC3, the Rust port ``sonora`` or the twin on WebRTC's C++; 8, 16, 32 or 48 kHz, finds echo
+    paths up to about 450 ms itself, ``frame_ms`` a multiple of 10) or ``"speex"`` (Speex's MDF
+    from libspeexdsp, 8 to 96 kHz). ``filter_ms`` is the longest echo path modelled by Speex and
+    the width of the window "auto" keeps the echo in (default 200 ms); ``delay_ms`` a bulk
+    delay of the echo path the reference is moved by first (the filter covers ``delay_ms`` to
+    ``delay_ms + filter_ms``), a number or ``"auto"`` (estimated from the signals, up to 1 s;
+    None: ``"auto"`` for ``"peer"``, else 0);
     ``frame_ms`` the kernel's frame (20 ms); ``stall_ms`` how long a near-end frame waits for
-    reference audio covering it before it is processed against silence. Output frames are whole
-    kernel frames, timed on the near-end's sample clock; with ``"auto"`` an ``echo_delay`` event
-    says when the bulk delay was found or moved. Raises ConfigError for bad settings.
+    reference audio covering it before it is processed against silence. Output is timed on the
+    near-end's sample clock and keeps its sample count: output sample ``p`` is near-end sample
+    ``p`` (the kernel's delay, ``latency_samples``, taken off: AEC3's first frame after a
+    (re)start is that much shorter than a kernel frame, the others whole); with ``"auto"`` an
+    ``echo_delay`` event says when the bulk delay was found or moved. Raises ConfigError for
+    bad settings.
     """
 
     accepts_any = True
     settings = SETTINGS
-    native_kernel = "EchoCancelKernel"
-    python_kernel = EchoCancelKernel
+    native_kernel = "Aec3Kernel"  # the default algorithm's; build_kernel picks by algorithm
+    python_kernel = Aec3Kernel
     filter_ms: float
     frame_ms: float
     stall_ms: float
     delay_ms: float | str  # resolved: "auto" or a number
+    algorithm: str
 
     def __init__(
         self,
@@ -83,6 +106,7 @@ class EchoCancel(KernelBacked, Node):
         stall_ms: float = 50.0,
         delay_ms: float | str | None = None,
         *,
+        algorithm: str = AEC3,
         name: str | None = None,
         backend: str | None = None,
     ) -> None:
@@ -101,7 +125,13 @@ class EchoCancel(KernelBacked, Node):
                 f"got {type(reference).__name__}",
             )
         self.reference = reference
-        self.configure(filter_ms=filter_ms, frame_ms=frame_ms, stall_ms=stall_ms, delay_ms=delay_ms)
+        self.configure(
+            filter_ms=filter_ms,
+            frame_ms=frame_ms,
+            stall_ms=stall_ms,
+            delay_ms=delay_ms,
+            algorithm=algorithm,
+        )
         if self._settings["delay_ms"] is None:
             self._settings["delay_ms"] = AUTO if isinstance(reference, str) else 0.0
         self._backend_init(backend)
@@ -139,6 +169,9 @@ class EchoCancel(KernelBacked, Node):
         self._stalled = False
         self._next: int | None = None  # the near-end sample clock
         self._out_pos: int | None = None
+        self._latency = 0  # the kernel's output delay (samples), known from its first block
+        self._skip: int | None = None  # warm-up samples still to drop; None: no kernel stream
+        self._far_channels = 1  # of the kernel's stream (its drain feeds that many)
         self._rate = 0
         self._delay = 0  # bulk delay in samples at the near-end rate
         self._estimator: DelayEstimator | None = None
@@ -177,7 +210,33 @@ class EchoCancel(KernelBacked, Node):
             "frame_ms": self.frame_ms,
             "stall_ms": self.stall_ms,
             "delay_ms": self.delay_ms,
+            "algorithm": self.algorithm,
         }
+
+    def kernel_args(self) -> dict[str, Any]:
+        """The arguments of the ``algorithm``'s kernel (Speex: filter_ms, frame_ms; AEC3:
+        frame_ms), every one explicitly."""
+        settings: Any = KERNELS[self.algorithm][2]
+        args: dict[str, Any] = settings.kernel_args(self._settings)
+        return args
+
+    def build_kernel(self) -> Any:
+        """The ``algorithm``'s kernel on the backend the rules pick (``backend``/
+        ``backend_reason`` say which and why, and the reason names the algorithm)."""
+        native, twin, _ = KERNELS[self.algorithm]
+        self._kernel, self.backend, reason = select_kernel(
+            self.name, self.requested_backend, native, twin, self.kernel_args(), self.force_python
+        )
+        self.backend_reason = f"{reason}; algorithm {self.algorithm!r}"
+        return self._kernel
+
+    @property
+    def latency_samples(self) -> int:
+        """The kernel's output delay, in samples (AEC3: 88/128/260/430 at 8/16/32/48 kHz;
+        Speex: 0; 0 before the stream's first frame), which the node takes off the stream: it
+        drops that many warm-up samples and drains as many at the end, so output sample ``p``
+        carries near-end sample ``p``."""
+        return self._latency
 
     async def initialize(self) -> None:
         items = self._bound if self.peer_reference else self.reference
@@ -397,7 +456,11 @@ class EchoCancel(KernelBacked, Node):
             complete = complete and whole
             if self._estimator is not None:
                 self._estimator.add_near(pos, part)
-            outs += self._emit(self._kernel.process(part, far, rate))
+            blocks = self._kernel.process(part, far, rate)
+            if self._skip is None:  # the kernel's stream started: its delay is known now
+                self._latency = self._skip = int(self._kernel.latency_samples)
+            self._far_channels = channels
+            outs += self._emit(blocks)
             pos += cut
             if self._estimator is not None and pos >= self._next_estimate:
                 outs += self._estimate(pos)
@@ -445,7 +508,7 @@ class EchoCancel(KernelBacked, Node):
             self.bulk_delay_ms = max(0.0, round(lag_ms - AUTO_MARGIN_MS, 3))
             self._delay = round(self.bulk_delay_ms * self._rate / 1000)
             self.delay_changes += 1
-            outs += self._emit(self._kernel.flush())
+            outs += self._end_kernel_stream()
         outs.append(
             self.event(
                 "echo_delay",
@@ -457,16 +520,39 @@ class EchoCancel(KernelBacked, Node):
         )
         return outs
 
+    def _end_kernel_stream(self) -> list[Any]:
+        """Flush the kernel (it resets), first draining its delay with ``latency_samples`` of
+        silence, so every near-end sample it took comes out."""
+        blocks: list[Block] = []
+        if self._skip is not None and self._latency:
+            lat = self._latency
+            zeros = np.zeros((1, lat), np.float32)
+            far = np.zeros((self._far_channels, lat), np.float32)
+            blocks += self._kernel.process(zeros, far, self._rate)
+        blocks += self._kernel.flush()
+        out = self._emit(blocks)
+        self._skip = None
+        return out
+
     def _emit(self, blocks: list[Block]) -> list[Any]:
+        """Output frames of kernel blocks: the kernel stream's first ``latency_samples`` (its
+        warm-up, before the near-end's first sample) dropped, so output sample ``p`` is the
+        near-end's sample ``p`` and is stamped so."""
         out: list[Any] = []
         for b in blocks:
-            out.append(AudioFrame(b, self._rate, pts=self._out_pos))
+            if self._skip:
+                drop = min(self._skip, b.shape[1])
+                self._skip -= drop
+                b = b[:, drop:]
+            if not b.shape[1]:
+                continue
             assert self._out_pos is not None
+            out.append(AudioFrame(b, self._rate, pts=self._out_pos))
             self._out_pos += b.shape[1]
         return out
 
     def flush(self) -> list[Any]:
-        out = self._emit(self._kernel.flush()) if self._kernel is not None else []
+        out = self._end_kernel_stream() if self._kernel is not None else []
         self._next = self._out_pos = None
         return out
 
