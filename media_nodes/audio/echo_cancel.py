@@ -57,6 +57,9 @@ PEER = "peer"
 MAX_GAP_S = 1.0  # a reference whose clock jumps further restarts (no silence filled in)
 MAX_AHEAD_S = 2.0  # reference read ahead of the near-end before the reader waits
 AUTO_MARGIN_MS = 20.0  # the filter's window starts this long before the estimated echo
+#: How far past the bulk delay AEC3 finds an echo itself (its delay search reaches about 450 ms:
+#: docs/aec3-evaluation.md); "auto" moves the bulk delay for AEC3 only when the echo is further.
+AEC3_REACH_MS = 400.0
 #: ``algorithm`` -> (the engine's kernel class name, the Python twin, the kernel's settings)
 KERNELS: dict[str, tuple[str, type[Any], Any]] = {
     AEC3: ("Aec3Kernel", Aec3Kernel, AEC3_SETTINGS),
@@ -499,7 +502,7 @@ class EchoCancel(KernelBacked, Node):
             return []  # two estimates in a row must agree
         self.delay_estimate_ms = lag_ms
         current = self.bulk_delay_ms
-        inside = current <= lag_ms <= current + self.filter_ms / 2
+        inside = current <= lag_ms <= current + self._reach_ms()
         if self._delay_found and inside:
             return []
         self._delay_found = True
@@ -519,6 +522,12 @@ class EchoCancel(KernelBacked, Node):
             )
         )
         return outs
+
+    def _reach_ms(self) -> float:
+        """How far past the bulk delay the kernel cancels an echo without a move: AEC3 searches
+        the delay itself (moving would restart a converged canceller); Speex's filter covers
+        ``filter_ms``, and the echo's strongest tap must leave room for the room after it."""
+        return AEC3_REACH_MS if self.algorithm == AEC3 else self.filter_ms / 2
 
     def _end_kernel_stream(self) -> list[Any]:
         """Flush the kernel (it resets), first draining its delay with ``latency_samples`` of

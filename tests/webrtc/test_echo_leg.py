@@ -371,12 +371,12 @@ def test_echo_of_the_outbound_audio_is_cancelled(
         # 0.1-0.5).
         assert abs(leg.double_out - leg.double_in) <= 2.0, report
         return
-    # AEC3 (the default): measured 31.7-32.5 dB over ERLE_S. In the first 3 s the best second
-    # reached 19.8-30.2 dB: AEC3 converges within a second, but "auto" moves the bulk delay at
-    # 2-2.5 s and the kernel is flushed there (as with Speex), so it converges again (3-5 s:
-    # 16-20 dB). Its stock suppressor ducks the near-end in double talk where the echo is
-    # louder than it (docs/aec3-evaluation.md; issue 11's goal is not met yet): measured 4.9-6.3
-    # dB here; a suppressor that removed the talker would take 20 dB or more.
+    # AEC3 (the default): measured 31.7-32.5 dB over ERLE_S, and 25 dB within 3 s (issue 11's
+    # figure; measured 28-30 dB in the second second): AEC3 finds the ~370 ms round trip itself,
+    # so "auto" reports it and keeps the bulk delay (a move would restart the canceller). Its
+    # stock suppressor ducks the near-end in double talk where the echo is louder than it
+    # (docs/aec3-evaluation.md; issue 11's goal is not met yet): measured 4.9-6.9 dB here; a
+    # suppressor that removed the talker would take 20 dB or more.
     assert leg.erle >= AEC3_ERLE_MIN_DB, report
-    assert max(leg.per_second[:3]) >= 15.0, report
+    assert max(leg.per_second[:3]) >= 25.0, report
     assert abs(leg.double_out - leg.double_in) <= 10.0, report
