@@ -92,6 +92,14 @@ def serve_parser(prog: str = "remotemedia serve") -> argparse.ArgumentParser:
         "429 past it (5; 0: no limit)",
     )
     p.add_argument(
+        "--offer-rate",
+        type=float,
+        default=0.0,
+        metavar="PER_S",
+        help="offers a second per client address, bursts of 4 s worth, 429 past it "
+        "(0, the default: no limit; one client can then take every session slot)",
+    )
+    p.add_argument(
         "--header-timeout",
         type=float,
         default=10.0,
@@ -309,6 +317,7 @@ async def _serve(args: argparse.Namespace) -> int:
         token=args.token,
         admin_token=args.admin_token,
         status_rate=args.status_rate,
+        offer_rate=args.offer_rate,
         header_timeout=args.header_timeout,
         body_timeout=args.body_timeout,
         idle_timeout=args.idle_timeout,

@@ -55,19 +55,20 @@ WATCH_EVERY_S = 0.5  # how often silent sessions are looked for (and new capacit
 class WebRTCServer:
     """Serve pipelines to WebRTC peers: one pipeline from ``pipeline_factory()`` per peer.
 
-    ``host``/``port``: where signaling and the page listen (port 0 picks a free one; see
-    ``port`` after ``start()``). ``max_sessions``: concurrent peers, 503 past it.
-    ``max_offer_bytes``: 413 past it. ``token``: when set, ``/offer`` needs
-    ``Authorization: Bearer TOKEN`` (401 otherwise), and so do ``/status`` and drain unless
-    ``admin_token`` is set: then they need that one instead. ``status_rate``: admin requests a
-    second per client address (bursts of ``STATUS_BURST_S`` seconds' worth; 0: no limit), 429
-    past it. ``header_timeout``/``body_timeout``: seconds for a request's headers / an offer's
-    body to arrive (the connection is closed / 408). ``idle_timeout``: seconds without media from
-    a peer before its session is closed. ``ice_addresses``: interface names or addresses ICE may
-    offer as host candidates (default: all but loopback, as aioice does). ``ice_servers``:
-    STUN/TURN URLs (default none). ``jitter_depth``: see ``SessionOptions`` (None: aiortc's own
-    80 ms buffer). ``sink_factory(session_id)``: a sink node that also gets every output of that
-    session (a ``FileSink``); finalized when the session closes.
+    ``host``/``port``: where signaling and the page listen (port 0 picks a free one; see ``port``
+    after ``start()``). ``max_sessions``: concurrent peers, 503 past it. ``max_offer_bytes``: 413
+    past it. ``token``: when set, ``/offer`` needs ``Authorization: Bearer TOKEN`` (401 otherwise),
+    and so do ``/status`` and drain unless ``admin_token`` is set: then they need that one instead.
+    ``status_rate``: admin requests a second per client address (bursts of ``STATUS_BURST_S``
+    seconds' worth; 0: no limit), 429 past it; ``offer_rate`` the same for offers (default 0: no
+    limit; with one, a client cannot take every session slot by churning offers).
+    ``header_timeout``/``body_timeout``: seconds for a request's headers / an offer's body to arrive
+    (the connection is closed / 408). ``idle_timeout``: seconds without media from a peer before its
+    session is closed. ``ice_addresses``: interface names or addresses ICE may offer as host
+    candidates (default: all but loopback, as aioice does). ``ice_servers``: STUN/TURN URLs (default
+    none). ``jitter_depth``: see ``SessionOptions`` (None: aiortc's own 80 ms buffer).
+    ``sink_factory(session_id)``: a sink node that also gets every output of that session (a
+    ``FileSink``); finalized when the session closes.
 
     ``workers``: run sessions in that many worker processes (0: in this process).
     ``ray_address``: run them on a Ray cluster instead (``"host:port"``, ``"auto"``: the

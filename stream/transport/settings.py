@@ -42,6 +42,7 @@ class ServerSettings:
     token: str | None = None
     admin_token: str | None = None
     status_rate: float = DEFAULT_STATUS_RATE
+    offer_rate: float = 0.0
     header_timeout: float = DEFAULT_HEADER_TIMEOUT_S
     body_timeout: float = DEFAULT_BODY_TIMEOUT_S
     idle_timeout: float = 10.0
@@ -75,6 +76,8 @@ class ServerSettings:
             )
         if not self.status_rate >= 0:
             raise ConfigError(f"status_rate must be >= 0 (0: no limit), got {self.status_rate}")
+        if not self.offer_rate >= 0:
+            raise ConfigError(f"offer_rate must be >= 0 (0: no limit), got {self.offer_rate}")
         if self.jitter_depth is not None and not 0 <= self.jitter_depth <= 8:
             raise ConfigError(f"jitter_depth must be in 0..8 or None, got {self.jitter_depth}")
         if self.workers < 0:
@@ -137,6 +140,7 @@ class ServerOptions(TypedDict, total=False):
     token: str | None
     admin_token: str | None
     status_rate: float
+    offer_rate: float
     header_timeout: float
     body_timeout: float
     idle_timeout: float

@@ -74,6 +74,8 @@ class Signaling:
         self.service = service
         rate = settings.status_rate
         self.status_limit = RateLimit(rate, rate * STATUS_BURST_S) if rate > 0 else None
+        rate = settings.offer_rate
+        self.offer_limit = RateLimit(rate, rate * STATUS_BURST_S) if rate > 0 else None
         self.rejected: dict[int, int] = {}
         self.deadlines = ConnectionDeadline(settings.header_timeout)
         self.port = settings.port  # the one bound, after listen()
@@ -145,19 +147,26 @@ class Signaling:
     def _unauthorized(self) -> web.Response:
         return self._reject(401, "missing or wrong bearer token", **{"WWW-Authenticate": "Bearer"})
 
+    def _limited(self, request: web.Request, limit: RateLimit | None) -> web.Response | None:
+        """429 with ``Retry-After`` when the client is past ``limit``; None otherwise."""
+        if limit is None:
+            return None
+        wait = limit.wait(request.remote or "?")
+        if wait <= 0:
+            return None
+        return self._reject(
+            429,
+            f"too many requests: at most {limit.rate_per_s:g} a second per client "
+            f"(bursts of {limit.burst:g})",
+            **{"Retry-After": str(max(1, math.ceil(wait)))},
+        )
+
     def _admin_refusal(self, request: web.Request) -> web.Response | None:
         """429 past the rate limit (counted before the token, so guessing it is limited too),
         401 without the admin token; None when the request may go on."""
-        if self.status_limit is not None:
-            wait = self.status_limit.wait(request.remote or "?")
-            if wait > 0:
-                limit = self.status_limit
-                return self._reject(
-                    429,
-                    f"too many requests: at most {limit.rate_per_s:g} a second per client "
-                    f"(bursts of {limit.burst:g})",
-                    **{"Retry-After": str(max(1, math.ceil(wait)))},
-                )
+        limited = self._limited(request, self.status_limit)
+        if limited is not None:
+            return limited
         if not self._authorized(request, admin=True):
             return self._unauthorized()
         return None
@@ -183,6 +192,9 @@ class Signaling:
         return web.json_response(worker.describe())
 
     async def _offer(self, request: web.Request) -> web.Response:
+        limited = self._limited(request, self.offer_limit)  # before the token, as for /status
+        if limited is not None:
+            return limited
         if not self._authorized(request):
             return self._unauthorized()
         if self.service.stopping:

@@ -476,6 +476,29 @@ def test_status_is_rate_limited_per_client(serve: Callable[..., LoopServer]) -> 
     assert request(server.port, "POST", "/workers/0/drain")[0] in (404, 429)
 
 
+def test_offers_are_rate_limited_per_client_when_asked(serve: Callable[..., LoopServer]) -> None:
+    rate = 1.0
+    server = serve(offer_rate=rate, token="s3cret")
+    burst = int(server.peek(lambda: server.server.signaling.offer_limit.burst))  # type: ignore[union-attr]
+    assert burst == 4  # 4 s worth
+    codes: list[int] = []
+    started = time.monotonic()
+    for _ in range(12):  # a wrong token: 401 while under the limit, 429 past it
+        status, headers, body = request(
+            server.port, "POST", "/offer", b"{}", {"Authorization": "Bearer guess"}
+        )
+        codes.append(status)
+        if status == 429:
+            assert "at most 1 a second per client" in body["error"]
+            assert int(headers["Retry-After"]) >= 1
+    elapsed = time.monotonic() - started
+    assert set(codes) == {401, 429}, codes
+    assert burst <= codes.count(401) <= burst + rate * elapsed + 1, (codes, elapsed)
+    # /status has its own bucket: offers spent none of it
+    admin = {"Authorization": "Bearer s3cret"}
+    assert request(server.port, "GET", "/status", headers=admin)[0] == 200
+
+
 def test_admin_token_guards_status_and_drain_but_not_offers(
     serve: Callable[..., LoopServer],
 ) -> None:
