@@ -4,8 +4,9 @@
 # virtual ALSA devices (tests/devices/conftest.py), so no sound card is needed. Idempotent, quiet.
 set -euo pipefail
 PYTHON=${PYTHON:-python3}
-# libspeexdsp1: the echo canceller both EchoCancel kernels load at run time.
-PACKAGES=(libportaudio2 libasound2 libasound2-data libspeexdsp1)
+# libspeexdsp1: Speex's echo canceller (EchoCancel(algorithm="speex")) loads it at run time;
+# espeak-ng: real speech for the echo benchmark's espeak rows (benchmarks/echo_quality.py).
+PACKAGES=(libportaudio2 libasound2 libasound2-data libspeexdsp1 espeak-ng)
 installed=$(dpkg-query -W -f='${db:Status-Status}\n' "${PACKAGES[@]}" 2>/dev/null | grep -c '^installed$' || true)
 if [ "$installed" != "${#PACKAGES[@]}" ]; then
     export DEBIAN_FRONTEND=noninteractive

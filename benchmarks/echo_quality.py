@@ -10,6 +10,14 @@ speech-like near-end in double talk, -60 dBFS noise).
 3. Double talk after convergence, the near-end at three levels against the echo: its attenuation,
    its SNR against what is left of the echo in and out, ERLE during and after.
 4. The kernel's cost per 20 ms frame on each backend.
+5. Every system through the ``EchoCancel`` node, at 16 and 48 kHz, one table row per scene: the
+   speech-like scene with the near-end in double talk at three levels, real-ish speech both ways
+   (fixed sentences spoken by ``espeak-ng``, resampled by PyAV; rows skipped when it is not
+   installed), a room change mid-stream, and the echo 0, 150 and 450 ms late with
+   ``delay_ms="auto"``. Per row: the first 1 s window at 20 dB, the mean once converged, and in
+   double talk the near-end's level change and the echo under it. ``--plot`` draws echo
+   reduction over time per system (16 kHz) to docs/echo-erle.png (matplotlib: the dev extras
+   bring it, through pyrnnoise).
 
 Systems side by side: ``speex`` (``EchoCancel(algorithm="speex")``'s kernel; both backends give
 the same samples, so one row), ``aec3-rust`` (the default's Rust kernel, ``sonora``) and
@@ -26,13 +34,18 @@ output (least squares), its SNR is against everything else in the output.
 
     python benchmarks/echo_quality.py           # full: 3 seeds, 16 kHz
     python benchmarks/echo_quality.py --smoke   # short scenes, 1 seed: proves it runs
+    python benchmarks/echo_quality.py --plot    # and writes docs/echo-erle.png
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import shutil
+import subprocess
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -40,7 +53,7 @@ import numpy as np
 from media_nodes.audio.aec3_kernel import Aec3Kernel as PythonAec3
 from media_nodes.audio.echo_cancel import EchoCancel
 from media_nodes.audio.echo_cancel_kernel import EchoCancelKernel as PythonEchoCancel
-from media_nodes.audio.echo_scene import echo_scene
+from media_nodes.audio.echo_scene import echo_scene, room_response
 from stream import Event, engine_available
 from stream.frames import AudioFrame
 from stream.testing import run_node, split_frames
@@ -61,7 +74,8 @@ def cancel(kernel: Any, mic: Any, far: Any, rate: int) -> tuple[Any, float]:
 
 
 def db(a: Any, b: Any) -> float:
-    return float(10 * np.log10(np.sum(np.square(a)) / max(float(np.sum(np.square(b))), 1e-30)))
+    with np.errstate(divide="ignore"):  # no echo at all in a window: -inf dB, not a warning
+        return float(10 * np.log10(np.sum(np.square(a)) / max(float(np.sum(np.square(b))), 1e-30)))
 
 
 def rows(s: dict[str, Any]) -> tuple[Any, Any]:
@@ -268,10 +282,208 @@ def section_cost(kernels: dict[str, Any], rate: int, smoke: bool) -> None:
         print(f"kernel cost per 20 ms frame at {r} Hz (µs, best of 3): {shown}")
 
 
+# Fixed sentences for the espeak-ng scenes: the far-end talker (the loudspeaker) and, in double
+# talk, the near-end talker in another voice.
+FAR_SENTENCES = (
+    "The quick brown fox jumps over the lazy dog.",
+    "Please call me back when you have a moment to talk about the schedule.",
+    "We will meet at the station at half past nine tomorrow morning.",
+    "It is going to rain this afternoon, so take an umbrella with you.",
+)
+NEAR_SENTENCES = (
+    "Sorry, could you say that again? I did not hear the last part.",
+    "Yes, that works for me, I will bring the documents.",
+)
+DOCS_PLOT = Path(__file__).resolve().parents[1] / "docs" / "echo-erle.png"
+
+
+def espeak(sentences: tuple[str, ...], voice: str, rate: int, seconds: float) -> Any:
+    """The sentences spoken by ``espeak-ng -v voice`` (0.4 s apart, repeated to ``seconds``),
+    resampled to ``rate`` by PyAV and scaled to the RMS of ``speech_like`` (float64)."""
+    import av
+
+    from stream.testing import speech_like
+
+    parts = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, text in enumerate(sentences):
+            wav = Path(tmp) / f"{i}.wav"
+            subprocess.run(["espeak-ng", "-v", voice, "-w", str(wav), text], check=True)
+            resampler = av.AudioResampler(format="flt", layout="mono", rate=rate)
+            chunks = []
+            with av.open(str(wav)) as container:
+                for frame in container.decode(audio=0):
+                    chunks += [f.to_ndarray()[0] for f in resampler.resample(frame)]
+            chunks += [f.to_ndarray()[0] for f in resampler.resample(None)]
+            parts += [np.concatenate(chunks).astype(np.float64), np.zeros(int(0.4 * rate))]
+    one = np.concatenate(parts)
+    n = int(seconds * rate)
+    x = np.tile(one, n // len(one) + 1)[:n]
+    target = np.sqrt(np.mean(np.square(speech_like(seconds, seed=1, rate=rate))))
+    return x * (target / np.sqrt(np.mean(np.square(x))))
+
+
+def espeak_scene(
+    seconds: float, rate: int, double_talk: tuple[float, float], near_gain: float = 0.7
+) -> dict[str, Any]:
+    """``echo_scene``'s layout (seed 0's room and noise) with espeak-ng speech both ways."""
+    base = echo_scene(seconds, rate=rate, double_talk=None, seed=0)
+    far = espeak(FAR_SENTENCES, "en-us", rate, seconds)
+    n = len(far)
+    echo = np.convolve(far, room_response(rate, np.random.default_rng(0)))[:n]
+    near = near_gain * espeak(NEAR_SENTENCES, "en-us+f3", rate, seconds)
+    a, b = (int(t * rate) for t in double_talk)
+    near[:a] = 0.0
+    near[b:] = 0.0
+    noise = base["noise"]
+    return {**base, "far": far, "echo": echo, "near": near, "mic": echo + near + noise}
+
+
+def scene_rows(
+    rate: int, smoke: bool, have_espeak: bool
+) -> list[tuple[str, str, dict[str, Any], float | str, float]]:
+    """(label, key of its near-end, scene, delay_ms, from when "first" and the mean count)."""
+    seconds, dt, change = (10.0, (7.0, 9.0), 4.0) if smoke else (20.0, (14.0, 17.0), 7.0)
+    out: list[tuple[str, str, dict[str, Any], float | str, float]] = []
+
+    def synth(gain: float, **kw: Any) -> dict[str, Any]:
+        return echo_scene(seconds, rate=rate, double_talk=dt, seed=0, near_gain=gain, **kw)
+
+    gains = (0.7,) if smoke else (0.35, 0.7, 1.4)
+    out += [(f"speech-like, dt near x{g}", f"synth{g}", synth(g), 0.0, 0.0) for g in gains]
+    if have_espeak:
+        out.append(("espeak-ng, dt near x0.7", "espeak", espeak_scene(seconds, rate, dt), 0.0, 0.0))
+    if not smoke:
+        out.append(
+            (
+                f"room change at {change:.0f} s",
+                "synth0.7",
+                synth(0.7, path_change_s=change),
+                0.0,
+                change,
+            )
+        )
+    for ms in (150,) if smoke else (0, 150, 450):
+        out.append(
+            (f'delay {ms} ms, "auto"', "synth0.7", delayed(synth(0.7), ms / 1000), "auto", 0.0)
+        )
+    return out
+
+
+def section_scenes(nodes: dict[str, Any], rates: list[int], smoke: bool, plot: Path | None) -> None:
+    """Every system through the EchoCancel node on each scene, one row per scene, rate, system."""
+    have_espeak = shutil.which("espeak-ng") is not None
+    seconds, dt = (10.0, (7.0, 9.0)) if smoke else (20.0, (14.0, 17.0))
+    conv_from = 4.0 if smoke else 7.0
+    print(
+        f"\n## Through the node, {seconds:.0f} s scenes, double talk (dt) {dt[0]:.0f}-{dt[1]:.0f} s"
+        " after far-end only"
+    )
+    if not have_espeak:
+        print("espeak-ng is not installed (apt-get install espeak-ng): no espeak-ng rows")
+    print(
+        "first: the first 1 s window at >= 20 dB ERLE (its end, from the start or the room "
+        f"change); mean: the mean of the 1 s windows' ERLE from {conv_from:.0f} s (3 s after the "
+        "room change) to dt; in dt: the near-end over the echo in the microphone, the near-end's "
+        "level in the output (g: least squares against it as the node passes it with no echo), "
+        "the echo's reduction and the near-end over what is left of the echo (both: what is "
+        "left = the output minus g times that near-end)"
+    )
+    print(
+        "| scene | rate | system | first >= 20 dB | mean converged | dt near/echo in | "
+        "dt near level | dt echo down | dt near/echo out |"
+    )
+    print("|---|---:|---|---:|---:|---:|---:|---:|---:|")
+    tracks: dict[str, list[tuple[str, Any, Any]]] = {}
+    for rate in rates:
+        for label, near_key, s, delay_ms, start in scene_rows(rate, smoke, have_espeak):
+            r = s["rate"]
+            a, b = int(dt[0] * r), int(dt[1] * r)
+            for name, (algorithm, backend) in nodes.items():
+                y, _ = asyncio.run(cancel_node(s, delay_ms, algorithm, backend))
+                key = (name, r, near_key)
+                if key not in _PASSED:
+                    alone = {**s, "mic": s["near"] + s["noise"], "far": np.zeros_like(s["far"])}
+                    _PASSED[key] = asyncio.run(cancel_node(alone, 0.0, algorithm, backend))[0]
+                through = _PASSED[key]
+                t1, e1 = erle_track({**s, "near": through, "noise": 0.0}, y, 1.0)
+                ok = (t1 - 1.0 >= start) & (t1 <= dt[0]) & (e1 >= 20.0)
+                first = t1[ok][0] - start if ok.any() else np.nan
+                conv = (t1 - 1.0 >= max(conv_from, start + 3.0)) & (t1 <= dt[0])
+                near, echo = through[a:b], s["echo"][a:b]
+                g = float(np.dot(y[a:b], near) / np.dot(near, near))
+                left = y[a:b] - g * near  # the echo left, the near-end's level change apart
+                print(
+                    f"| {label} | {r // 1000} kHz | {name} | {fmt(first)} | "
+                    f"{float(np.mean(e1[conv])):.1f} dB | {db(s['near'][a:b], echo):+.1f} dB | "
+                    f"{20 * np.log10(abs(g)):+.2f} dB | {db(echo, left):.1f} dB | "
+                    f"{db(g * near, left):+.1f} dB |"
+                )
+                if plot is not None and r == rates[0]:
+                    t, e = erle_track({**s, "near": through, "noise": 0.0}, y, 0.5)
+                    # Windows where the echo is under the -60 dBFS noise (pauses of the far-end
+                    # talker) have no echo to reduce: left out of the curve.
+                    power = np.array(
+                        [np.mean(np.square(s["echo"][int((x - 0.5) * r) : int(x * r)])) for x in t]
+                    )
+                    e = np.where(power > 1e-6, e, np.nan)
+                    tracks.setdefault(label, []).append((name, t, e))
+    if plot is not None:
+        save_plot(tracks, dt, plot, rates[0])
+
+
+_PASSED: dict[tuple[str, int, str], Any] = {}
+
+
+def save_plot(
+    tracks: dict[str, list[tuple[str, Any, Any]]], dt: tuple[float, float], path: Path, rate: int
+) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shown = [k for k in tracks if "x0.35" not in k and "x1.4" not in k and "delay 0 " not in k]
+    cols = 2
+    rows_n = (len(shown) + cols - 1) // cols
+    fig, axes = plt.subplots(rows_n, cols, figsize=(11, 3.0 * rows_n), sharey=True, squeeze=False)
+    for ax, label in zip(axes.flat, shown, strict=False):
+        for name, t, e in tracks[label]:
+            ax.plot(t - 0.25, e, label=name, linewidth=1.2)
+        ax.axvspan(*dt, color="0.85", label="double talk")
+        ax.axhline(20.0, color="0.5", linestyle=":", linewidth=1)
+        if label.startswith("room change"):
+            ax.axvline(float(label.split()[3]), color="0.3", linestyle="--", linewidth=1)
+        ax.set_title(label, fontsize=10)
+        ax.set_ylim(-5, 55)
+        ax.grid(alpha=0.3)
+    for ax in axes.flat[len(shown) :]:
+        ax.axis("off")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("ERLE, dB (0.5 s windows)")
+    for ax in axes[-1, :]:
+        ax.set_xlabel("time, s")
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=9)
+    fig.suptitle(f"Echo reduction over time through EchoCancel, {rate // 1000} kHz")
+    fig.tight_layout(rect=(0.0, 0.04, 1.0, 1.0))
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    print(f"plot written to {path}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--smoke", action="store_true")
     ap.add_argument("--rate", type=int, default=16000)
+    ap.add_argument(
+        "--plot",
+        nargs="?",
+        const=DOCS_PLOT,
+        type=Path,
+        default=None,
+        help=f"write the ERLE-over-time plot (default path {DOCS_PLOT})",
+    )
     args = ap.parse_args()
     seeds = [0] if args.smoke else [0, 1, 2]
     # Every kernel, for the cost; the quality systems: Speex once (both backends give the same
@@ -302,6 +514,7 @@ def main() -> None:
     section_auto(nodes, seeds, args.rate, args.smoke)
     section_double_talk(systems, seeds, args.rate, args.smoke)
     section_cost(kernels, args.rate, args.smoke)
+    section_scenes(nodes, [16000] if args.smoke else [16000, 48000], args.smoke, args.plot)
 
 
 if __name__ == "__main__":
