@@ -87,3 +87,72 @@ pub trait PairStage {
     /// End of stream: what is held, then the stream state is dropped.
     fn flush_pair(&mut self) -> Result<Option<super::Block>>;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fussy(rate: u32) -> Option<String> {
+        (rate != 16000).then(|| format!("runs at 16000 Hz, got {rate} Hz"))
+    }
+
+    fn check(
+        near: (usize, usize),
+        far: (usize, usize),
+        rate: i64,
+        started: Option<PairFormat>,
+    ) -> std::result::Result<u32, String> {
+        let a = vec![0.0f32; near.0 * near.1];
+        let b = vec![0.0f32; far.0 * far.1];
+        check_pair(
+            BlockRef::new(near.0, near.1, &a),
+            BlockRef::new(far.0, far.1, &b),
+            rate,
+            fussy,
+            started,
+        )
+        .map_err(|e| e.message)
+    }
+
+    #[test]
+    fn inputs_are_checked_in_order() {
+        let e = check((2, 160), (1, 160), 16000, None).unwrap_err();
+        assert!(e.starts_with("near: echo cancellation takes mono"), "{e}");
+        // the rate reads as the near end's, before the far end's problems
+        assert_eq!(
+            check((1, 320), (2, 160), 0, None).unwrap_err(),
+            "near: invalid sample rate 0"
+        );
+        assert_eq!(
+            check((1, 320), (1, 160), 16000, None).unwrap_err(),
+            "far: 160 samples, expected 320 (one far-end block per near-end block)"
+        );
+        assert_eq!(
+            check((1, 320), (1, 320), 8000, None).unwrap_err(),
+            "runs at 16000 Hz, got 8000 Hz"
+        );
+        assert_eq!(check((1, 320), (2, 320), 16000, None), Ok(16000));
+        let started = Some(PairFormat {
+            rate: 16000,
+            far_channels: 1,
+        });
+        assert_eq!(
+            check((1, 320), (2, 320), 16000, started).unwrap_err(),
+            "far: channel count changed mid-stream from 1 to 2"
+        );
+        let started = Some(PairFormat {
+            rate: 8000,
+            far_channels: 1,
+        });
+        let e = check((1, 320), (1, 320), 16000, started).unwrap_err();
+        assert_eq!(e, "sample rate changed mid-stream from 8000 to 16000 Hz");
+    }
+
+    #[test]
+    fn the_far_end_is_averaged_in_channel_order() {
+        let far = [1.0f32, 2.0, 3.0, 5.0, 7.0, 9.0];
+        let block = BlockRef::new(3, 2, &far);
+        assert_eq!(far_mono(block, 0), (1.0f32 + 3.0 + 7.0) * (1.0 / 3.0));
+        assert_eq!(far_mono(BlockRef::new(1, 2, &far[..2]), 1), 2.0);
+    }
+}
