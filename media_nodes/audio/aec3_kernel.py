@@ -21,7 +21,7 @@ import numpy as np
 from stream.errors import BackendUnavailable
 from stream.kernel import Block
 
-from .echo_pair import PairKernel, far_mono
+from .echo_pair import Int16Frames, PairKernel, far_mono
 from .echo_settings import AEC3_FRAME_MS, AEC3_SETTINGS, AEC3_SUB_FRAME_MS
 
 #: The sample rates the module runs natively.
@@ -36,13 +36,6 @@ LATENCY_SAMPLES = {8000: 88, 16000: 128, 32000: 260, 48000: 430}
 SETTINGS = AEC3_SETTINGS
 
 
-def _to_i16(x: Block) -> np.ndarray[Any, np.dtype[np.int16]]:
-    q: np.ndarray[Any, np.dtype[np.int16]] = np.clip(
-        np.rint(x * np.float32(32768.0)), -32768, 32767
-    ).astype(np.int16)
-    return q
-
-
 class _Apm:
     """One livekit audio processing module and the sub-frame being filled."""
 
@@ -53,17 +46,15 @@ class _Apm:
         self.apm = rtc.AudioProcessingModule(echo_cancellation=True, high_pass_filter=True)
         self.rate, self.far_channels, self.frame = rate, far_channels, frame
         self.sub = rate * SUB_FRAME_MS // 1000
-        self.near = np.zeros(self.sub, np.int16)
-        self.far = np.zeros(self.sub, np.int16)
-        self.fill = 0
+        self.frames = Int16Frames(self.sub)
         self.done: list[Block] = []
 
     def run(self) -> None:
         """One 10 ms sub-frame: render (the far end) then capture (the near end)."""
         rtc, sub = self.rtc, self.sub
-        far = rtc.AudioFrame(bytearray(self.far.tobytes()), self.rate, 1, sub)
+        far = rtc.AudioFrame(bytearray(self.frames.far.tobytes()), self.rate, 1, sub)
         self.apm.process_reverse_stream(far)
-        near = rtc.AudioFrame(bytearray(self.near.tobytes()), self.rate, 1, sub)
+        near = rtc.AudioFrame(bytearray(self.frames.near.tobytes()), self.rate, 1, sub)
         self.apm.process_stream(near)
         out = np.frombuffer(near.data, dtype=np.int16, count=sub)
         self.done.append(out.astype(np.float32) / np.float32(32768.0))
@@ -101,7 +92,7 @@ class Aec3Kernel(PairKernel):
 
     @property
     def pending_samples(self) -> int:
-        return 0 if self._st is None else self._st.fill + self._st.done_samples
+        return 0 if self._st is None else self._st.frames.fill + self._st.done_samples
 
     @property
     def latency_samples(self) -> int:
@@ -116,34 +107,22 @@ class Aec3Kernel(PairKernel):
         st = self._st
         started = None if st is None else (st.rate, st.far_channels)
         x, f, rate = self.check_pair(near, far, sample_rate, started)
-        n = x.shape[1]
         if st is None:
             sub = rate * SUB_FRAME_MS // 1000
             st = self._st = _Apm(rate, f.shape[0], sub * int(self.frame_ms) // SUB_FRAME_MS)
-        xi, fi = _to_i16(x[0]), _to_i16(far_mono(f))
         out: list[Block] = []
-        pos = 0
-        while pos < n:
-            take = min(st.sub - st.fill, n - pos)
-            st.near[st.fill : st.fill + take] = xi[pos : pos + take]
-            st.far[st.fill : st.fill + take] = fi[pos : pos + take]
-            st.fill += take
-            pos += take
-            if st.fill == st.sub:
-                st.run()
-                st.fill = 0
-                if st.done_samples == st.frame:
-                    out += st.done
-                    st.done = []
+        for _ in st.frames.feed(x[0], far_mono(f)):
+            st.run()
+            if st.done_samples == st.frame:
+                out += st.done
+                st.done = []
         return [np.concatenate(out)[None, :]] if out else []
 
     def flush(self) -> list[Block]:
         st, out = self._st, []
         if st is not None:
-            held = st.fill
-            if held:
-                st.near[held:] = 0
-                st.far[held:] = 0
+            if st.frames.fill:
+                held = st.frames.pad()
                 st.run()
                 st.done[-1] = st.done[-1][:held]
             if st.done:

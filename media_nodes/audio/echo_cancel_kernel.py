@@ -20,7 +20,7 @@ import numpy as np
 from stream.errors import BackendUnavailable, EngineError
 from stream.kernel import Block
 
-from .echo_pair import PairKernel, far_mono
+from .echo_pair import Int16Frames, PairKernel, far_mono
 from .echo_settings import SETTINGS
 
 LIBRARY = "libspeexdsp.so.1"
@@ -58,13 +58,6 @@ def _samples(ms: float, rate: int) -> int:
     return max(1, round(ms * rate / 1000))
 
 
-def _to_i16(x: Block) -> np.ndarray[Any, np.dtype[np.int16]]:
-    q: np.ndarray[Any, np.dtype[np.int16]] = np.clip(
-        np.rint(x * np.float32(32768.0)), -32768, 32767
-    ).astype(np.int16)
-    return q
-
-
 class _Speex:
     """One Speex echo canceller state and the partial frame being filled."""
 
@@ -77,16 +70,14 @@ class _Speex:
             raise EngineError("speex_echo_state_init failed", stage=stage)
         r = ctypes.c_int(rate)
         lib.speex_echo_ctl(self.ptr, _SET_SAMPLING_RATE, ctypes.byref(r))
-        self.near = np.zeros(frame, np.int16)
-        self.far = np.zeros(frame, np.int16)
+        self.frames = Int16Frames(frame)
         self.out = np.zeros(frame, np.int16)
-        self.fill = 0
 
     def run(self) -> Block:
         self.lib.speex_echo_cancellation(
             self.ptr,
-            self.near.ctypes.data_as(_I16P),
-            self.far.ctypes.data_as(_I16P),
+            self.frames.near.ctypes.data_as(_I16P),
+            self.frames.far.ctypes.data_as(_I16P),
             self.out.ctypes.data_as(_I16P),
         )
         return self.out.astype(np.float32) / np.float32(32768.0)
@@ -128,7 +119,7 @@ class EchoCancelKernel(PairKernel):
 
     @property
     def pending_samples(self) -> int:
-        return 0 if self._st is None else self._st.fill
+        return 0 if self._st is None else self._st.frames.fill
 
     def rate_problem(self, rate: int) -> str | None:
         if MIN_RATE <= rate <= MAX_RATE:
@@ -142,7 +133,6 @@ class EchoCancelKernel(PairKernel):
         st = self._st
         started = None if st is None else (st.rate, st.far_channels)
         x, f, rate = self.check_pair(near, far, sample_rate, started)
-        n = x.shape[1]
         if st is None:
             st = self._st = _Speex(
                 self.stage,
@@ -152,26 +142,14 @@ class EchoCancelKernel(PairKernel):
                 _samples(self.frame_ms, rate),
                 _samples(self.filter_ms, rate),
             )
-        xi, fi = _to_i16(x[0]), _to_i16(far_mono(f))
-        out: list[Block] = []
-        pos = 0
-        while pos < n:
-            take = min(st.frame - st.fill, n - pos)
-            st.near[st.fill : st.fill + take] = xi[pos : pos + take]
-            st.far[st.fill : st.fill + take] = fi[pos : pos + take]
-            st.fill += take
-            pos += take
-            if st.fill == st.frame:
-                out.append(st.run())
-                st.fill = 0
+        out = [st.run() for _ in st.frames.feed(x[0], far_mono(f))]
         return [np.concatenate(out)[None, :]] if out else []
 
     def flush(self) -> list[Block]:
         st, out = self._st, []
-        if st is not None and st.fill:
-            st.near[st.fill :] = 0
-            st.far[st.fill :] = 0
-            out = [st.run()[: st.fill][None, :].copy()]
+        if st is not None and st.frames.fill:
+            held = st.frames.pad()
+            out = [st.run()[:held][None, :].copy()]
         self.reset()
         return out
 

@@ -5,9 +5,11 @@ The Rust kernels share the same in ``rust_engine/src/dsp/reference.rs``.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from stream.errors import FormatError
 from stream.kernel import Block, KernelChecks
@@ -84,4 +86,49 @@ def far_mono(f: Block) -> Block:
     return mono
 
 
-__all__ = ["PairKernel", "far_mono"]
+def to_i16(x: Block) -> npt.NDArray[np.int16]:
+    """float32 to int16 as FormatConvert does it: ``clip(rint(x * 32768), -32768, 32767)``."""
+    q: npt.NDArray[np.int16] = np.clip(np.rint(x * np.float32(32768.0)), -32768, 32767).astype(
+        np.int16
+    )
+    return q
+
+
+class Int16Frames:
+    """The near and far frame being filled for a canceller that takes ``size`` int16 samples of
+    each at a time (Speex's frame, AEC3's 10 ms sub-frame)."""
+
+    __slots__ = ("far", "fill", "near", "size")
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.near = np.zeros(size, np.int16)
+        self.far = np.zeros(size, np.int16)
+        self.fill = 0
+
+    def feed(self, near: Block, far: Block) -> Iterator[None]:
+        """Take ``near`` and ``far`` (mono float32, one length), quantized; yields each time the
+        frame is full (the caller runs the canceller on ``near``/``far`` then), and starts the
+        next one after it."""
+        xi, fi = to_i16(near), to_i16(far)
+        n, pos = len(xi), 0
+        while pos < n:
+            take = min(self.size - self.fill, n - pos)
+            self.near[self.fill : self.fill + take] = xi[pos : pos + take]
+            self.far[self.fill : self.fill + take] = fi[pos : pos + take]
+            self.fill += take
+            pos += take
+            if self.fill == self.size:
+                yield
+                self.fill = 0
+
+    def pad(self) -> int:
+        """End of stream: zero the rest of a partial frame; returns how many samples it held."""
+        held = self.fill
+        self.near[held:] = 0
+        self.far[held:] = 0
+        self.fill = 0
+        return held
+
+
+__all__ = ["Int16Frames", "PairKernel", "far_mono", "to_i16"]
