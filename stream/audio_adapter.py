@@ -18,7 +18,6 @@ the stream's first pts (``SampleClock``); one that does not keeps each frame's p
 from __future__ import annotations
 
 import math
-from fractions import Fraction
 from typing import Any
 
 import numpy as np
@@ -26,7 +25,7 @@ import numpy.typing as npt
 
 from .engine import engine_available, make_chain, resolve_mode, select_kernel
 from .errors import BackendUnavailable, ConfigError, FormatError
-from .frames import SAMPLE_FORMATS, AudioFrame
+from .frames import SAMPLE_FORMATS, AudioFrame, audio_frame_unchecked
 from .kernel import Block
 from .kernel_node import SampleClock, check_audio
 from .kernels.channel_mix import SETTINGS as MIX_SETTINGS
@@ -66,23 +65,6 @@ def from_fltp(block: Block, format: str) -> npt.NDArray[Any]:
         out[...] = scaled if planar else scaled.T
         return out
     return block if planar else np.ascontiguousarray(block.T)
-
-
-def _frame(
-    samples: npt.NDArray[Any],
-    rate: int,
-    pts: int | None,
-    time_base: Fraction | None,
-    planar: bool,
-) -> AudioFrame:
-    """An AudioFrame from samples the adapter made (shape, dtype and timing already good)."""
-    frame = object.__new__(AudioFrame)
-    frame.samples = samples
-    frame.sample_rate = rate
-    frame.pts = pts
-    frame.time_base = time_base
-    frame.planar = planar
-    return frame
 
 
 class TwinChain:
@@ -292,12 +274,17 @@ class AudioAdapter:
                 c, i = np.argwhere(~np.isfinite(block))[0]
                 raise FormatError(f"non-finite sample at channel {c}, index {i}", stage=self.name)
             out = from_fltp(block, self.format)
-            return [*tail, _frame(out, rate, audio.pts, audio.time_base, self._planar)]
+            return [
+                *tail,
+                audio_frame_unchecked(out, rate, audio.pts, audio.time_base, self._planar),
+            ]
         block = audio.samples if planar_f32 else to_fltp(audio.samples, audio.planar)
         blocks = chain.process(block, rate)
         if not self._retimes:
             return tail + [
-                _frame(from_fltp(b, self.format), rate, audio.pts, audio.time_base, self._planar)
+                audio_frame_unchecked(
+                    from_fltp(b, self.format), rate, audio.pts, audio.time_base, self._planar
+                )
                 for b in blocks
             ]
         clock = self._clock
@@ -308,7 +295,9 @@ class AudioAdapter:
     def _stamp(self, blocks: list[Block]) -> list[AudioFrame]:
         clock, rate, fmt, planar = self._clock, self._rate_out, self.format, self._planar
         return [
-            _frame(from_fltp(b, fmt), rate, clock.stamp(b.shape[1]), clock.time_base, planar)
+            audio_frame_unchecked(
+                from_fltp(b, fmt), rate, clock.stamp(b.shape[1]), clock.time_base, planar
+            )
             for b in blocks
         ]
 

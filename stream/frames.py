@@ -341,13 +341,17 @@ __all__ = [
 
 
 def audio_frame_unchecked(
-    samples: npt.NDArray[np.float32], sample_rate: int, pts: int | None, time_base: Fraction | None
+    samples: npt.NDArray[Any],
+    sample_rate: int,
+    pts: int | None,
+    time_base: Fraction | None,
+    planar: bool = True,
 ) -> AudioFrame:
-    """Build a planar AudioFrame without validation: for stages whose kernels already checked it."""
+    """Build an AudioFrame without validation: for stages whose kernels already checked it."""
     frame = object.__new__(AudioFrame)
     frame.samples = samples
     frame.sample_rate = sample_rate
     frame.pts = pts
     frame.time_base = time_base
-    frame.planar = True
+    frame.planar = planar
     return frame
