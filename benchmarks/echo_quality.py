@@ -387,7 +387,9 @@ def section_scenes(nodes: dict[str, Any], rates: list[int], smoke: bool, plot: P
     print(
         "first: the first 1 s window at >= 20 dB ERLE (its end, from the start or the room "
         f"change); mean: the mean of the 1 s windows' ERLE from {conv_from:.0f} s (3 s after the "
-        "room change) to dt; in dt, by inversion (the scene run twice, the near-end's sign "
+        "room change) to dt; echo only: the same with the noise apart (by far-end inversion: the "
+        "scene again with far end and echo negated, half the difference of the outputs is the "
+        "echo as the node leaves it); in dt, by inversion (the scene run twice, the near-end's sign "
         "flipped in the second: half the difference of the outputs is the near-end as the node "
         "passed it, half the sum the echo and noise left): the near-end over the echo in the "
         "microphone; the near-end's level in the output against the node's output for the "
@@ -395,10 +397,10 @@ def section_scenes(nodes: dict[str, Any], rates: list[int], smoke: bool, plot: P
         "near-end speaks (the suppressor's ducking); the near-end over what is left of the echo"
     )
     print(
-        "| scene | rate | system | first >= 20 dB | mean converged | dt near/echo in | "
-        "dt near level | dt near level, median 0.25 s | dt near/echo out |"
+        "| scene | rate | system | first >= 20 dB | mean converged | mean echo only | "
+        "dt near/echo in | dt near level | dt near level, median 0.25 s | dt near/echo out |"
     )
-    print("|---|---:|---|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|")
     tracks: dict[str, list[tuple[str, Any, Any]]] = {}
     for rate in rates:
         for label, near_key, s, delay_ms, start in scene_rows(rate, smoke, have_espeak):
@@ -415,13 +417,22 @@ def section_scenes(nodes: dict[str, Any], rates: list[int], smoke: bool, plot: P
                 ok = (t1 - 1.0 >= start) & (t1 <= dt[0]) & (e1 >= 20.0)
                 first = t1[ok][0] - start if ok.any() else np.nan
                 conv = (t1 - 1.0 >= max(conv_from, start + 3.0)) & (t1 <= dt[0])
+                # The echo alone as the node leaves it: far and echo negated, the same noise and
+                # near-end; half the difference of the outputs (``mean echo only``).
+                far_inv = {**s, "far": -s["far"], "mic": s["mic"] - 2 * s["echo"]}
+                y_far, _ = asyncio.run(cancel_node(far_inv, delay_ms, algorithm, backend))
+                # erle_track's residual is y - near - noise: with near = (y + y_far) / 2 it is
+                # the echo left, (y - y_far) / 2.
+                _, e2 = erle_track({**s, "near": (y + y_far) / 2, "noise": 0.0}, y, 1.0)
+                echo_only = float(np.mean(e2[conv]))
                 inverted = {**s, "mic": s["mic"] - 2 * s["near"]}
                 y_inv, _ = asyncio.run(cancel_node(inverted, delay_ms, algorithm, backend))
                 dt_in = db(s["near"][a:b], s["echo"][a:b])
                 level, median, out = double_talk(y, y_inv, through, a, b, r)
                 print(
                     f"| {label} | {r // 1000} kHz | {name} | {fmt(first)} | "
-                    f"{float(np.mean(e1[conv])):.1f} dB | {dt_in:+.1f} dB | {level:+.2f} dB | "
+                    f"{float(np.mean(e1[conv])):.1f} dB | {echo_only:.1f} dB | {dt_in:+.1f} dB | "
+                    f"{level:+.2f} dB | "
                     f"{median:+.2f} dB | {out:+.1f} dB |"
                 )
                 if plot is not None and r == rates[0]:
