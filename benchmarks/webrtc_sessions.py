@@ -245,10 +245,95 @@ def cpu_seconds(pid: int) -> float:
         return 0.0
 
 
+# Where a sampled frame's time goes, by the first matching marker in its file or function name
+# (checked innermost frame first): the areas issue 13 names.
+AREAS = (
+    ("opus codec", ("codecs/opus", "opus_encode", "opus_decode", "libopus")),
+    ("srtp", ("srtp", "pylibsrtp")),
+    ("pyav frames/resampler", ("av/", "libav", "swr_", "libswresample")),
+    ("jitter buffer", ("jitterbuffer", "jitter_buffer", "_jitter")),
+    ("rtp/rtcp parse+build", ("aiortc/rtp.py", "rtcrtpreceiver", "rtcrtpsender")),
+    ("ice/udp", ("aioice", "selector_events", "socket")),
+    ("dtls", ("rtcdtlstransport", "ssl")),
+    ("pipeline + engine", ("stream/pipeline", "stream/node", "_engine", "media_nodes", "kernel")),
+    ("tracks + adapter", ("stream/transport/tracks", "audio_adapter")),
+    ("asyncio loop", ("asyncio/",)),
+    ("thread pool", ("concurrent/futures", "threading.py")),
+)
+
+
+# Leaf frames of a thread that waits (py-spy --nonblocking samples them as running): the event
+# loop's poll, the thread pool's idle workers, condition waits.
+IDLE = (
+    "(idle)",
+    "select (selectors.py",
+    "_worker (concurrent/futures/thread.py",
+    "Condition.wait (threading.py",
+    "Event.wait (threading.py",
+    "Thread.join",
+)
+
+
+def profile_server(pid: int, seconds: float, out: Path) -> subprocess.Popen[bytes] | None:
+    """py-spy sampling ``pid`` (and its worker processes) for ``seconds``, raw output to ``out``;
+    None when py-spy is not installed (``pip install py-spy``)."""
+    import shutil
+
+    spy = shutil.which("py-spy")
+    if spy is None:
+        print("py-spy is not installed (pip install py-spy): no profile", file=sys.stderr)
+        return None
+    argv = [spy, "record", "--pid", str(pid), "--duration", str(int(seconds)), "--rate", "200"]
+    argv += ["--format", "raw", "--output", str(out), "--subprocesses", "--nonblocking"]
+    return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def summarize_profile(path: Path, top: int = 12) -> list[str]:
+    """Self time per function and per area (``AREAS``) from py-spy's raw (collapsed) stacks."""
+    by_function: dict[str, int] = {}
+    by_area: dict[str, int] = {}
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        frames = stack.split(";")
+        if any(mark in frames[-1] for mark in IDLE):
+            continue
+        total += count
+        by_function[frames[-1]] = by_function.get(frames[-1], 0) + count
+        area = "other"
+        for frame in reversed(frames):
+            low = frame.lower()
+            hit = next((name for name, keys in AREAS if any(k in low for k in keys)), None)
+            if hit is not None:
+                area = hit
+                break
+        by_area[area] = by_area.get(area, 0) + count
+    if not total:
+        return ["(no samples)"]
+    lines = [
+        f"  {count / total:6.1%}  {name}"
+        for name, count in sorted(by_area.items(), key=lambda x: -x[1])
+    ]
+    lines.append("  top functions (self time):")
+    for name, count in sorted(by_function.items(), key=lambda x: -x[1])[:top]:
+        lines.append(f"  {count / total:6.1%}  {name[:110]}")
+    return lines
+
+
 def round_trip(
-    hosts: Any, mode: str, sessions: int, seconds: float, clients: int, manifest: Path
+    hosts: Any,
+    mode: str,
+    sessions: int,
+    seconds: float,
+    clients: int,
+    manifest: Path,
+    profile: Path | None = None,
 ) -> dict[str, Any]:
     server, url = start_server(hosts, mode, manifest)
+    spy = None
     try:
         jitter = "aiortc" if mode == "echo" else "3"
         per = [sessions // clients + (i < sessions % clients) for i in range(clients)]
@@ -276,12 +361,16 @@ def round_trip(
             for n in per
             if n
         ]
+        if profile is not None:  # the middle of the run: sessions up, not yet ending
+            spy = profile_server(server.pid, max(1.0, seconds - 4.0), profile)
         results: list[dict[str, Any]] = []
         for proc in procs:
             out, _ = proc.communicate(timeout=seconds + 120)
             results.extend(json.loads(out))
         cpu = (cpu_seconds(server.pid) - cpu0) / (time.perf_counter() - t0)
     finally:
+        if spy is not None:
+            spy.wait(seconds + 60)
         server.terminate()
         server.wait(20)
     return {"mode": mode, "sessions": sessions, "cpu": cpu, **summarize(results, seconds)}
@@ -302,6 +391,11 @@ def main() -> int:
         "--workers", type=int, default=0, help="also run chain on N worker processes (chain:wN)"
     )
     p.add_argument("--json", type=Path, help="also write the rows here")
+    p.add_argument(
+        "--profile",
+        action="store_true",
+        help="sample each server with py-spy and print where its time goes",
+    )
     a = p.parse_args()
     sys.path.insert(0, str(REPO / "tests"))  # the test hosts live with the tests
     from hosts.netns import netns_unavailable, test_hosts
@@ -338,13 +432,26 @@ def main() -> int:
         try:
             for n in counts:
                 for mode in modes:
-                    row = round_trip(hosts, mode, n, seconds, min(a.clients, n), manifest)
+                    profile = Path(f"/tmp/webrtc-bench-{os.getpid()}-{mode}-{n}.txt")
+                    row = round_trip(
+                        hosts,
+                        mode,
+                        n,
+                        seconds,
+                        min(a.clients, n),
+                        manifest,
+                        profile if a.profile else None,
+                    )
                     rows.append(row)
                     print(
                         f"{mode:<9} {n:>3} {row['realtime']:>5}/{n:<3} {row['p50_ms']:>7.1f} "
                         f"{row['p99_ms']:>7.1f} {row['cpu']:>5.2f} {row['cpu'] / n:>11.3f}",
                         flush=True,
                     )
+                    if a.profile and profile.exists():
+                        print(f"  profile of {mode} at N={n} (py-spy, share of busy samples):")
+                        print("\n".join(summarize_profile(profile)), flush=True)
+                        profile.unlink()
         finally:
             manifest.unlink(missing_ok=True)
     if a.json:
