@@ -158,9 +158,7 @@ class EchoCancel(KernelBacked, Node):
     def _reset_stream(self) -> None:
         self._incoming: deque[AudioFrame] = deque()  # read, not yet placed (rate unknown)
         self._incoming_s = 0.0
-        self._ref = np.zeros((0, 0), np.float32)  # reference audio from sample _ref_start on
-        self._ref_start: int | None = None
-        self._ref_end = 0  # the sample after the last reference sample placed
+        self._ref = _PlacedReference()  # reference audio placed, _ref_start to _ref_end
         self._ref_rate = 0
         self._ref_next: int | None = None  # the reference's own clock (at its rate)
         self._resampler: AudioAdapter | None = None
@@ -185,6 +183,16 @@ class EchoCancel(KernelBacked, Node):
         if self.auto_delay:
             self.bulk_delay_ms = 0.0
             self.delay_estimate_ms = None
+
+    @property
+    def _ref_start(self) -> int | None:
+        """The first reference sample kept (None: none placed yet in this stream)."""
+        return self._ref.start
+
+    @property
+    def _ref_end(self) -> int:
+        """The sample after the last reference sample placed."""
+        return self._ref.end
 
     @property
     def peer_reference(self) -> bool:
@@ -294,9 +302,12 @@ class EchoCancel(KernelBacked, Node):
 
     @staticmethod
     def _start(frame: AudioFrame, rate: int) -> int | None:
-        if frame.pts is None or frame.time_base is None:
+        tb = frame.time_base
+        if frame.pts is None or tb is None:
             return None
-        return round(frame.pts * frame.time_base * rate)
+        if tb.numerator == 1 and tb.denominator == rate:  # pts in samples: the usual case
+            return int(frame.pts)
+        return round(frame.pts * tb * rate)
 
     def _drain(self) -> None:
         """Place the queued reference frames on the near-end's clock (its rate is known)."""
@@ -346,18 +357,14 @@ class EchoCancel(KernelBacked, Node):
         limit = round(MAX_GAP_S * self._rate)
         if self._ref_start is None or abs(start - self._ref_end) > limit:
             # The first audio, or a jump of over MAX_GAP_S: the reference restarts here.
-            self._ref_start = self._ref_end = start
-            self._ref = np.zeros((x.shape[0], 0), np.float32)
-        if x.shape[0] != self._ref.shape[0]:
+            self._ref.restart(start, x.shape[0])
+        if x.shape[0] != self._ref.channels:
             raise self._error("reference: channel count changed mid-stream")
         if start > self._ref_end:  # a gap: silence
-            gap = np.zeros((x.shape[0], start - self._ref_end), np.float32)
-            self._ref = np.concatenate([self._ref, gap], axis=1)
-            self._ref_end = start
+            self._ref.append(None, start - self._ref_end)
         skip = self._ref_end - start  # overlap with audio already placed keeps the earlier
         if skip < x.shape[1]:
-            self._ref = np.concatenate([self._ref, x[:, skip:]], axis=1)
-            self._ref_end = start + x.shape[1]
+            self._ref.append(x[:, skip:], x.shape[1] - skip)
 
     def _keep(self) -> int:
         """Reference samples kept behind the near-end: the bulk delay, or with "auto" the
@@ -368,12 +375,7 @@ class EchoCancel(KernelBacked, Node):
 
     def _trim(self, upto: int) -> None:
         """Drop reference audio before ``upto``: no frame needs it any more."""
-        if self._ref_start is None:
-            return
-        drop = min(max(0, upto - self._ref_start), self._ref.shape[1])
-        if drop:
-            self._ref = self._ref[:, drop:]
-            self._ref_start += drop
+        if self._ref.drop(upto):
             self._room.set()
 
     def _far_for(self, start: int, n: int, channels: int) -> tuple[Block, bool]:
@@ -384,7 +386,7 @@ class EchoCancel(KernelBacked, Node):
             return far, False
         a, b = max(start, self._ref_start), min(start + n, self._ref_end)
         if b > a:
-            far[:, a - start : b - start] = self._ref[:, a - self._ref_start : b - self._ref_start]
+            self._ref.read_into(far[:, a - start : b - start], a)
         return far, a == start and b == start + n
 
     async def process(self, item: Any) -> AsyncIterator[Any]:
@@ -444,7 +446,7 @@ class EchoCancel(KernelBacked, Node):
                 raise self._ref_error  # our own check of a reference frame, already named
             err = self._error(f"reference failed: {self._ref_error}")
             raise err from self._ref_error
-        channels = max(self._ref.shape[0], 1) if self._ref_start is not None else 1
+        channels = max(self._ref.channels, 1) if self._ref_start is not None else 1
         outs: list[Any] = []
         complete = True
         pos, x = start, item.samples
@@ -488,7 +490,7 @@ class EchoCancel(KernelBacked, Node):
         end = at - estimator.lag
         self._far_copied = max(self._far_copied, end - estimator.size)
         if end > self._far_copied:
-            channels = max(self._ref.shape[0], 1) if self._ref_start is not None else 1
+            channels = max(self._ref.channels, 1) if self._ref_start is not None else 1
             far, _ = self._far_for(self._far_copied, end - self._far_copied, channels)
             estimator.add_far(self._far_copied, far)
             self._far_copied = end
@@ -571,3 +573,72 @@ class EchoCancel(KernelBacked, Node):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
             self._task = None
+
+
+class _PlacedReference:
+    """The reference audio placed on the near-end's clock: samples ``[start, end)`` in a ring
+    indexed by absolute position (``pos % capacity``), grown by doubling when it must hold more.
+    Appending copies only the samples that come, dropping none (the array this replaced was
+    concatenated whole on every reference frame: a second of audio per frame with "auto")."""
+
+    def __init__(self) -> None:
+        self.buf = np.zeros((0, 0), np.float32)
+        self.channels = 0
+        self.start: int | None = None  # None: nothing placed since the stream (re)started
+        self.end = 0
+
+    def restart(self, at: int, channels: int) -> None:
+        """Empty, from position ``at`` on, ``channels`` wide."""
+        if channels != self.channels:
+            self.buf = np.zeros((channels, self.buf.shape[1]), np.float32)
+            self.channels = channels
+        self.start = self.end = at
+
+    def drop(self, upto: int) -> bool:
+        """Forget the samples before ``upto``; whether there were any."""
+        if self.start is None or upto <= self.start:
+            return False
+        was, self.start = self.start, min(upto, self.end)
+        return self.start > was
+
+    def append(self, x: Block | None, n: int) -> None:
+        """``x`` (``(channels, n)``), or ``n`` samples of silence when None, after ``end``."""
+        assert self.start is not None, "restart() first"
+        if n <= 0:
+            return
+        cap = self.buf.shape[1]
+        if self.end + n - self.start > cap:
+            self._grow(self.end + n - self.start)
+            cap = self.buf.shape[1]
+        at = self.end % cap
+        first = min(n, cap - at)
+        if x is None:
+            self.buf[:, at : at + first] = 0.0
+            self.buf[:, : n - first] = 0.0
+        else:
+            self.buf[:, at : at + first] = x[:, :first]
+            self.buf[:, : n - first] = x[:, first:]
+        self.end += n
+
+    def read_into(self, out: Block, a: int) -> None:
+        """Fill ``out`` (``(channels, n)``) with samples ``[a, a + n)``, all within
+        ``[start, end)``."""
+        n, cap = out.shape[1], self.buf.shape[1]
+        if n <= 0:
+            return
+        at = a % cap
+        first = min(n, cap - at)
+        out[:, :first] = self.buf[:, at : at + first]
+        out[:, first:] = self.buf[:, : n - first]
+
+    def _grow(self, need: int) -> None:
+        assert self.start is not None
+        cap = max(4096, self.buf.shape[1])
+        while cap < need:
+            cap *= 2
+        kept = np.zeros((self.channels, self.end - self.start), np.float32)
+        if kept.shape[1]:
+            self.read_into(kept, self.start)
+        self.buf = np.zeros((self.channels, cap), np.float32)
+        self.end = self.start
+        self.append(kept, kept.shape[1])
