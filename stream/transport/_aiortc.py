@@ -1,6 +1,6 @@
 """The narrow seams into aiortc and aioice internals, all in one place.
 
-aiortc has no public option for four things this transport needs:
+aiortc has no public option for five things this transport needs:
 
 - *Which addresses ICE gathers host candidates from.* aioice's ``Connection.gather_candidates``
   calls the module function ``aioice.ice.get_host_addresses``; we wrap that function once, and the
@@ -15,7 +15,10 @@ aiortc has no public option for four things this transport needs:
   ``RTCSctpTransport._data_channel_receive`` once: such a message goes on as binary, which the
   application refuses with an answer (``control.handle``).
 - *No STUN server by default.* ``RTCConfiguration(iceServers=None)`` means Google's public STUN
-  server; ``rtc_configuration`` always passes an explicit list (empty unless configured).
+  server; ``rtc_configuration`` always passes an explicit list (empty unless configured), and
+  hands TURN credentials written in a URL to aiortc as ``username``/``credential``.
+- *The selected candidate pair.* aiortc reports none; ``selected_candidate_types`` reads aioice's
+  nominated pair (to show, and test, that a session runs through a TURN relay).
 """
 
 from __future__ import annotations
@@ -29,13 +32,14 @@ from typing import Any
 
 import aioice.ice
 import ifaddr
-from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection
+from aiortc import RTCConfiguration, RTCPeerConnection
 from aiortc.jitterbuffer import JitterBuffer, JitterFrame
 from aiortc.rtcsctptransport import WEBRTC_BINARY, WEBRTC_STRING, RTCSctpTransport
 from aiortc.rtp import RtpPacket
 from aiortc.utils import uint16_add, uint16_gte
 
 from ..errors import ConfigError
+from .ice import rtc_ice_servers
 
 log = logging.getLogger("stream.transport")
 
@@ -127,8 +131,34 @@ def pin_host_addresses(addresses: frozenset[str] | None) -> Iterator[None]:
 
 
 def rtc_configuration(ice_servers: Iterable[str] = ()) -> RTCConfiguration:
-    """An RTCConfiguration with exactly the given STUN/TURN URLs (none by default)."""
-    return RTCConfiguration(iceServers=[RTCIceServer(urls=url) for url in ice_servers])
+    """An RTCConfiguration with exactly the given STUN/TURN servers (none by default).
+
+    Each is a spec string (``ice.parse_ice_server``): credentials in the URL are handed to
+    aiortc as ``username``/``credential`` (aiortc's own parser refuses them in the URL), and a
+    TURN shared secret gives fresh time-limited credentials for this connection.
+    """
+    return RTCConfiguration(iceServers=rtc_ice_servers(ice_servers))
+
+
+def selected_candidate_types(pc: RTCPeerConnection) -> tuple[str, str] | None:
+    """``(local, remote)`` candidate types (``host``, ``srflx``, ``relay``) of the pair ICE
+    nominated for ``pc``'s (bundled) transport, or None before one is.
+
+    aiortc has no ``getStats()`` entry for the selected pair; aioice keeps it in
+    ``Connection._nominated`` (component -> CandidatePair).
+    """
+    for transceiver_or_sctp in [*pc.getTransceivers(), pc.sctp]:
+        if transceiver_or_sctp is None:
+            continue
+        dtls = getattr(transceiver_or_sctp, "transport", None)
+        if dtls is None and hasattr(transceiver_or_sctp, "sender"):
+            dtls = transceiver_or_sctp.sender.transport
+        ice = getattr(dtls, "transport", None)
+        connection = getattr(ice, "_connection", None)
+        nominated = getattr(connection, "_nominated", None) or {}
+        for pair in nominated.values():
+            return str(pair.local_candidate.type), str(pair.remote_candidate.type)
+    return None
 
 
 class AdaptiveAudioJitterBuffer(JitterBuffer):
@@ -226,5 +256,6 @@ __all__ = [
     "pinned_addresses",
     "resolve_host_addresses",
     "rtc_configuration",
+    "selected_candidate_types",
     "use_jitter_buffer",
 ]

@@ -2,7 +2,11 @@
 
 ``remotemedia serve --pipeline pipeline.json --host 127.0.0.1 --port 8080`` serves the pipeline
 to browsers and Python peers (``--workers N``: in N worker processes; ``--ray ADDRESS``: on the
-nodes of a Ray cluster, see docs/deploy.md); ``remotemedia connect URL --in FILE --out FILE``
+nodes of a Ray cluster, see docs/deploy.md; ``--cert FILE --key FILE``: over HTTPS, and
+``--make-cert DIR`` makes a self-signed pair for a trial). SIGTERM or Ctrl-C drains: no new
+sessions, the live ones run on for up to ``--drain-timeout`` seconds, then are closed with a
+reason to each peer; a second signal closes them at once; the exit code is 0 either way
+(docs/operations.md). ``remotemedia connect URL --in FILE --out FILE``
 sends a file (or a tone) to a server and records what comes back. Both return an exit code; a
 user's mistake prints one line on stderr (``--debug`` shows the traceback).
 ``python -m stream.transport serve|connect`` runs them without the main CLI.
@@ -25,6 +29,9 @@ from typing import Any
 from ..errors import StreamError
 from ..node import Node
 from ..pipeline import Pipeline
+from .ice import DEFAULT_TURN_TTL_S
+
+DEFAULT_DRAIN_TIMEOUT_S = 30.0  # settings.DEFAULT_DRAIN_TIMEOUT_S, without importing aiortc
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -121,12 +128,57 @@ def serve_parser(prog: str = "remotemedia serve") -> argparse.ArgumentParser:
         metavar="ADDR_OR_IFACE",
         help="offer ICE host candidates only from these addresses/interfaces (repeatable)",
     )
-    p.add_argument("--ice-server", action="append", default=[], help="STUN/TURN URL (repeatable)")
+    p.add_argument(
+        "--ice-server",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="STUN/TURN server for the server's and every peer's connections (repeatable): "
+        "stun:HOST[:PORT], turn:USER:PASS@HOST[:PORT][?transport=udp|tcp], or turn:HOST with "
+        "--turn-secret",
+    )
+    p.add_argument(
+        "--turn-secret",
+        default=os.environ.get("REMOTEMEDIA_TURN_SECRET"),
+        help="coturn's static-auth-secret: each peer gets time-limited TURN credentials for "
+        "the turn: URLs without USER:PASS (default $REMOTEMEDIA_TURN_SECRET)",
+    )
+    p.add_argument(
+        "--turn-ttl",
+        type=float,
+        default=DEFAULT_TURN_TTL_S,
+        metavar="S",
+        help=f"lifetime of those credentials ({DEFAULT_TURN_TTL_S:g} s)",
+    )
     p.add_argument(
         "--jitter",
         type=_jitter,
         default=3,
         help="audio jitter buffer: packets waited for a missing one (3), or 'aiortc' (80 ms fixed)",
+    )
+    p.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=DEFAULT_DRAIN_TIMEOUT_S,
+        metavar="S",
+        help="on SIGTERM/Ctrl-C, let live sessions run on up to S before closing them "
+        f"({DEFAULT_DRAIN_TIMEOUT_S:g}); a second signal closes them at once",
+    )
+    p.add_argument("--cert", type=Path, metavar="FILE", help="serve HTTPS: certificate (PEM)")
+    p.add_argument("--key", type=Path, metavar="FILE", help="serve HTTPS: private key (PEM)")
+    p.add_argument(
+        "--make-cert",
+        type=Path,
+        metavar="DIR",
+        help="write a self-signed DIR/cert.pem and DIR/key.pem for --host (and --cert-name), "
+        "print the SHA-256 fingerprint, and exit",
+    )
+    p.add_argument(
+        "--cert-name",
+        action="append",
+        default=[],
+        metavar="NAME_OR_IP",
+        help="with --make-cert: another name or address the certificate is for (repeatable)",
     )
     p.add_argument("--channels", type=int, default=1, help="channels the pipeline gets (1)")
     p.add_argument(
@@ -297,12 +349,29 @@ def serve_main(argv: Sequence[str] | None = None, prog: str = "remotemedia serve
     """``remotemedia serve``: run a WebRTCServer until SIGINT/SIGTERM; returns the exit code."""
     args = serve_parser(prog).parse_args(argv)
     _setup_logging(args.debug)
+    if args.make_cert is not None:
+        try:
+            return _make_cert(args)
+        except (StreamError, OSError, ImportError) as exc:
+            return _fail(args.debug, exc)
     try:
         return asyncio.run(_serve(args))
     except (StreamError, OSError, ImportError) as exc:
         return _fail(args.debug, exc)
     except KeyboardInterrupt:
         return 0
+
+
+def _make_cert(args: argparse.Namespace) -> int:
+    from .certs import make_self_signed
+
+    names = [args.host] if args.host not in ("0.0.0.0", "::", "") else []
+    names += [*args.cert_name, "localhost", "127.0.0.1"]
+    made = make_self_signed(args.make_cert, names)
+    print(f"wrote {made.cert_file} and {made.key_file} for {', '.join(made.names)}")
+    print(f"SHA-256 fingerprint: {made.sha256}")
+    print(f"serve with: --cert {made.cert_file} --key {made.key_file}")
+    return 0
 
 
 async def _serve(args: argparse.Namespace) -> int:
@@ -323,6 +392,11 @@ async def _serve(args: argparse.Namespace) -> int:
         idle_timeout=args.idle_timeout,
         ice_addresses=args.ice_address or None,
         ice_servers=args.ice_server,
+        turn_secret=args.turn_secret,
+        turn_ttl=args.turn_ttl,
+        drain_timeout=args.drain_timeout,
+        cert_file=args.cert,
+        key_file=args.key,
         jitter_depth=args.jitter,
         input_channels=args.channels,
         sink_factory=record_factory(args.record) if args.record else None,
@@ -335,9 +409,26 @@ async def _serve(args: argparse.Namespace) -> int:
     )
     await server.start()
     loop = asyncio.get_running_loop()
+    shutdown: list[asyncio.Task[None]] = []
+
+    def on_signal(name: str) -> None:
+        if not shutdown:  # the first signal drains, the next one closes at once
+            live = server.live_sessions
+            timeout = server.settings.drain_timeout
+            print(
+                f"{name}: draining {live} sessions, up to {timeout:g} s (again: stop now)",
+                flush=True,
+            )
+            shutdown.append(asyncio.create_task(server.drain(), name="drain"))
+        else:
+            print(f"{name}: stopping now", flush=True)
+            shutdown.append(
+                asyncio.create_task(server.stop(reason="server stopping now"), name="stop")
+            )
+
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, lambda: asyncio.ensure_future(server.stop()))
+            loop.add_signal_handler(sig, on_signal, sig.name)
     print(f"serving on {server.url} (Ctrl-C stops)", flush=True)
     for worker in server.workers:
         where = worker.describe()
@@ -345,6 +436,9 @@ async def _serve(args: argparse.Namespace) -> int:
         state = "running" if where["alive"] else "not started (retrying)"
         print(f"worker {where['index']}: {where['kind']}{node}, {state}", flush=True)
     await server.serve_forever()
+    for task in shutdown:  # their work is done once the server stopped; collect their outcome
+        with contextlib.suppress(Exception):
+            await task
     print("stopped", flush=True)
     return 0
 
@@ -369,6 +463,25 @@ def connect_parser(prog: str = "remotemedia connect") -> argparse.ArgumentParser
         help="change a stage setting once connected, e.g. gain1.gain_db=-6 (repeatable)",
     )
     p.add_argument("--ice-address", action="append", default=[], metavar="ADDR_OR_IFACE")
+    p.add_argument(
+        "--ice-server",
+        action="append",
+        metavar="URL",
+        help="STUN/TURN server (repeatable, as for serve); default: those the server offers",
+    )
+    p.add_argument(
+        "--cafile",
+        metavar="PEM",
+        help="CA certificates an https:// server's certificate must chain to "
+        "(default: the system's store)",
+    )
+    p.add_argument(
+        "--connect-timeout",
+        type=float,
+        default=15.0,
+        metavar="S",
+        help="fail when no media connection is up within S (15)",
+    )
     p.add_argument("--jitter", type=_jitter, default=3)
     p.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
     p.add_argument("--debug", action="store_true")
@@ -444,6 +557,9 @@ async def _connect(args: argparse.Namespace, control: list[dict[str, Any]]) -> d
         control=control,
         token=args.token,
         ice_addresses=args.ice_address or None,
+        ice_servers=args.ice_server,
+        cafile=args.cafile,
+        connect_timeout=args.connect_timeout,
         jitter_depth=args.jitter,
     )
     return {
@@ -454,6 +570,8 @@ async def _connect(args: argparse.Namespace, control: list[dict[str, Any]]) -> d
         "messages": len(result.messages),
         "seconds": round(result.seconds, 3),
         "ended_by": result.ended_by,
+        "close_reason": result.close_reason,
+        "candidates": list(result.candidates) if result.candidates else None,
     }
 
 

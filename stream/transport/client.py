@@ -7,6 +7,11 @@ A source is an iterable or async iterable of ``AudioFrame``/``VideoFrame`` (a li
 ``pipeline.process()``), or a ``Source`` node. A sink is a list (frames are appended), a callable
 (called with each frame), or a ``Node`` (a ``FileSink``: run in a pipeline of its own and
 finalized at the end).
+
+Before its offer a peer asks the server's ``GET /config`` for the STUN/TURN servers to use
+(unless given ``ice_servers``). An ``https://`` URL is checked against the system's CA store, or
+``cafile``. When the server closes the session it says why (``{"type": "close", "reason"}``):
+the peer closes its side and keeps the reason in ``PeerResult.close_reason``.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import ssl
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
@@ -32,8 +38,10 @@ from ._aiortc import (
     pin_host_addresses,
     resolve_host_addresses,
     rtc_configuration,
+    selected_candidate_types,
     use_jitter_buffer,
 )
+from .ice import from_peer_config, parse_ice_server
 from .session import SinkTap
 from .tracks import AudioOutputTrack, VideoOutputTrack, track_frames
 
@@ -52,6 +60,8 @@ class PeerResult:
     messages: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
     ended_by: str = "peer"  # or "connection closed"/"connection failed": the other side ended it
+    close_reason: str | None = None  # why the server closed the session, when it said so
+    candidates: tuple[str, str] | None = None  # (local, remote) types of the pair ICE selected
 
 
 async def _frames_of(source: Any) -> AsyncIterator[Any]:
@@ -73,7 +83,10 @@ class Peer:
     without). ``channels``: sent on the wire (2: mono is duplicated, as aiortc's own up-mix
     costs 3 dB); ``receive_channels``: of the audio handed to the sink (None: as decoded,
     stereo). ``token``: the server's bearer token. ``ice_addresses``, ``jitter_depth``: as for
-    the server. ``on_message``: called with each data-channel message (a dict).
+    the server. ``ice_servers``: STUN/TURN specs (``ice`` module); None: those the server's
+    ``/config`` gives (none from a server without it). ``cafile``: CA certificates (PEM) an
+    ``https://`` server's certificate must chain to (default: the system's store).
+    ``on_message``: called with each data-channel message (a dict).
     ``on_sent(frame, t)``: each 20 ms audio block as it is handed to the encoder, with
     ``time.perf_counter()``.
     """
@@ -91,9 +104,10 @@ class Peer:
         pixel_format: str = "rgb24",
         token: str | None = None,
         ice_addresses: Sequence[str] | None = None,
-        ice_servers: Sequence[str] = (),
+        ice_servers: Sequence[str] | None = None,
         jitter_depth: int | None = 3,
         connect_timeout: float = 15.0,
+        cafile: str | None = None,
         on_message: Callable[[dict[str, Any]], None] | None = None,
         on_sent: Callable[[AudioFrame, float], None] | None = None,
     ) -> None:
@@ -110,7 +124,9 @@ class Peer:
         self.connect_timeout = connect_timeout
         self.on_message = on_message
         self.result = PeerResult()
-        self.pc = RTCPeerConnection(rtc_configuration(ice_servers))
+        self.ice_servers = None if ice_servers is None else tuple(ice_servers)
+        self.ssl = ssl.create_default_context(cafile=cafile) if cafile else None
+        self.pc = RTCPeerConnection(rtc_configuration(self.ice_servers or ()))
         self.audio_track = (
             AudioOutputTrack(channels=channels, on_send=on_sent, trim_after_ms=None)
             if audio
@@ -129,13 +145,19 @@ class Peer:
         self._ended = asyncio.Event()
         self._closing = False
         self._failed: str | None = None
+        self._ice_problem = ""  # what went wrong gathering candidates, for the error message
         self._started = 0.0
 
     # -- set up
     async def start(self) -> None:
         """Offer, get the answer, and start sending. Raises TransportError."""
-        pc = self.pc
         self._started = time.perf_counter()
+        if self.ice_servers is None:
+            self.ice_servers = await self._fetch_ice_servers()
+            if self.ice_servers:  # the connection made before knowing them has done nothing
+                await self.pc.close()
+                self.pc = RTCPeerConnection(rtc_configuration(self.ice_servers))
+        pc = self.pc
         if isinstance(self.sink, Node):
             self._sink_tap = SinkTap(self.sink, "peer")
         pc.on("track", self._on_track)
@@ -156,6 +178,7 @@ class Peer:
             await pc.setLocalDescription(offer)
         local = pc.localDescription
         assert local is not None
+        self._check_relay(local.sdp)
         answer = await self._signal({"sdp": local.sdp, "type": local.type})
         self.result.session = answer.get("session")
         await pc.setRemoteDescription(RTCSessionDescription(answer["sdp"], answer["type"]))
@@ -165,27 +188,63 @@ class Peer:
         except TimeoutError:
             raise TransportError(
                 f"no media connection to {self.url} within {self.connect_timeout:g} s "
-                f"(ICE state {pc.iceConnectionState})"
+                f"(ICE state {pc.iceConnectionState}){self._ice_problem}"
             ) from None
         if self._failed:
-            raise TransportError(f"connection to {self.url} {self._failed}")
+            raise TransportError(f"connection to {self.url} {self._failed}{self._ice_problem}")
+        self.result.candidates = selected_candidate_types(pc)
         if self.source is not None:
             self._feeder = asyncio.create_task(self._feed(), name="peer feeder")
 
-    async def _signal(self, offer: dict[str, str]) -> dict[str, Any]:
-        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+    def _check_relay(self, sdp: str) -> None:
+        """Note (and log) a TURN server that gave no relay candidate: aioice drops a failed
+        allocation silently, and the connection then fails for want of a path."""
+        turn = [s for s in self.ice_servers or () if parse_ice_server(s).is_turn]
+        if turn and " typ relay" not in sdp:
+            url = parse_ice_server(turn[0]).url
+            self._ice_problem = (
+                f"; the TURN server {url} gave no relay candidate (wrong credentials, "
+                "or it cannot be reached)"
+            )
+            log.warning("peer: %s", self._ice_problem[2:])
+
+    def _http(self) -> aiohttp.ClientSession:
+        connector = aiohttp.TCPConnector(ssl=self.ssl) if self.ssl is not None else None
+        return aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30), connector=connector)
+
+    def _headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
+
+    async def _fetch_ice_servers(self) -> tuple[str, ...]:
+        """The STUN/TURN servers the server's ``/config`` names (none from a server without
+        one); raises TransportError when the server cannot be reached or refuses."""
         try:
             async with (
-                aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http,
-                http.post(f"{self.url}/offer", json=offer, headers=headers) as resp,
+                self._http() as http,
+                http.get(f"{self.url}/config", headers=self._headers()) as resp,
+            ):
+                if resp.status == 404:  # a server from before /config
+                    return ()
+                text = await resp.text()
+                if resp.status != 200:
+                    raise TransportError(
+                        f"{self.url}/config: HTTP {resp.status}: {_error_of(text)}"
+                    )
+                data = json.loads(text)
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            raise TransportError(f"signaling with {self.url} failed: {exc}") from exc
+        entries = data.get("iceServers") if isinstance(data, dict) else None
+        return from_peer_config(entries if isinstance(entries, list) else [])
+
+    async def _signal(self, offer: dict[str, str]) -> dict[str, Any]:
+        try:
+            async with (
+                self._http() as http,
+                http.post(f"{self.url}/offer", json=offer, headers=self._headers()) as resp,
             ):
                 text = await resp.text()
                 if resp.status != 200:
-                    try:
-                        message = json.loads(text).get("error", text)
-                    except ValueError:
-                        message = text
-                    raise TransportError(f"{self.url}/offer: HTTP {resp.status}: {message}")
+                    raise TransportError(f"{self.url}/offer: HTTP {resp.status}: {_error_of(text)}")
                 data: dict[str, Any] = json.loads(text)
                 return data
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
@@ -227,6 +286,10 @@ class Peer:
         if not isinstance(data, dict):
             return
         self.result.messages.append(data)
+        if data.get("type") == "close":
+            self.result.close_reason = str(data.get("reason", ""))
+            if not self._closing:  # the server ends the session: leave now, as it asks
+                self._tasks.append(asyncio.create_task(self.pc.close(), name="peer leaves"))
         request = data.get("request")
         key = data.get("id", request.get("id") if isinstance(request, dict) else None)
         waiter = self._waiting.pop(key, None) if isinstance(key, int | str) else None
@@ -328,6 +391,9 @@ class Peer:
                 track.stop()
         with contextlib.suppress(Exception):
             await self.pc.close()
+        for task in self._tasks:
+            with contextlib.suppress(Exception):
+                await task
         for task in [*self._receivers, *([self._feeder] if self._feeder else [])]:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -349,6 +415,15 @@ class Peer:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+
+def _error_of(text: str) -> str:
+    """The ``error`` of a JSON refusal, else the text itself."""
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return text
+    return str(data.get("error", text)) if isinstance(data, dict) else text
 
 
 async def connect(

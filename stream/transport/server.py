@@ -5,7 +5,14 @@ The server puts together what the other modules hold: ``settings`` (checked once
 event loop), and with workers ``placement`` (which worker takes a session),
 ``supervisor`` (restarts) and a worker pool (``process_workers``, or
 ``stream.ray.session_workers`` on a Ray cluster). What is left here: admitting an offer under
-``max_sessions``, the status of the whole, and the life cycle.
+``max_sessions``, the status of the whole, and the life cycle: ``ready()`` (for ``/readyz``),
+``drain()`` (SIGTERM: take no offers, let sessions run on up to ``drain_timeout``, then close
+them, telling each peer why) and ``stop()``.
+
+What a peer is told on its data channel (in-process sessions): ``{"type": "draining",
+"deadline_s"}`` when a drain starts, ``{"type": "close", "reason"}`` just before the server
+closes its session. The Python peer and the page then close their side
+(``PeerResult.close_reason``).
 
 With ``workers=N`` (N >= 1) the sessions run in N worker processes; with ``ray_address`` on
 session workers on the nodes of a Ray cluster (N per node). Signaling, limits and the page stay
@@ -42,7 +49,7 @@ from .settings import (
     ServerOptions,
     ServerSettings,
 )
-from .signaling import Signaling
+from .signaling import DRAIN_RETRY_AFTER_S, Signaling
 from .signaling import parse_offer as _parse_offer  # noqa: F401 (its old home; tests use it)
 from .supervisor import Supervisor
 from .worker_protocol import OnClosed, OnDied, WorkerArgs, WorkerHandle, WorkerPool, check_shippable
@@ -50,6 +57,10 @@ from .worker_protocol import OnClosed, OnDied, WorkerArgs, WorkerHandle, WorkerP
 log = logging.getLogger("stream.transport")
 
 WATCH_EVERY_S = 0.5  # how often silent sessions are looked for (and new capacity, when due)
+#: How long peers told to close get to do so themselves before their sessions are closed here
+#: (a peer that closes itself has surely read the reason; one that does not gets it anyway,
+#: as the notice leaves before the connection's end).
+CLOSE_NOTICE_S = 1.0
 
 
 class WebRTCServer:
@@ -118,6 +129,7 @@ class WebRTCServer:
             self.options,
             connect_timeout=settings.connect_timeout,
             sink_factory=settings.sink_factory,
+            on_closed=lambda _session_id: self._sessions_changed.set(),
         )
         self.placement = Placement(settings.worker_sessions)
         self.supervisor: Supervisor | None = None
@@ -130,6 +142,9 @@ class WebRTCServer:
         # offers being answered, counted against max_sessions until they are live sessions
         self._answering: set[str] = set()
         self._stopping = False
+        self._draining = False
+        self._drain_task: asyncio.Task[None] | None = None
+        self._sessions_changed = asyncio.Event()  # set whenever a session ends
         self._started = False
         self._watchdog: asyncio.Task[None] | None = None
         self._stopped = asyncio.Event()
@@ -147,7 +162,8 @@ class WebRTCServer:
     @property
     def url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}/"
+        scheme = "https" if self.settings.tls else "http"
+        return f"{scheme}://{host}:{self.port}/"
 
     @property
     def app(self) -> web.Application:
@@ -161,6 +177,27 @@ class WebRTCServer:
     @property
     def stopping(self) -> bool:
         return self._stopping
+
+    @property
+    def draining(self) -> bool:
+        """Offers are refused (503) while the live sessions run to their end (``drain()``)."""
+        return self._draining
+
+    def ready(self) -> tuple[bool, str]:
+        """Whether an offer would be taken now, and why not: ``(True, "ready")`` or
+        ``(False, reason)`` (draining, stopping, no worker up, at ``max_sessions``)."""
+        if self._stopping:
+            return False, "stopping"
+        if self._draining:
+            return False, "draining"
+        if not self._started:
+            return False, "starting"
+        if self.pooled and not any(w.alive and not w.draining for w in self.workers):
+            return False, "no worker is up"
+        limit = self.settings.max_sessions
+        if self._sessions_in_use() >= limit:
+            return False, f"full: {limit} sessions"
+        return True, "ready"
 
     @property
     def sessions(self) -> dict[str, Session]:
@@ -203,6 +240,10 @@ class WebRTCServer:
     async def offer(self, offer: RTCSessionDescription) -> tuple[str, str, str]:
         """Start a session for ``offer``, here or on a worker: ``(session id, sdp, type)`` of
         the answer. Raises OfferRefused (503 with ``retry_after_s`` at ``max_sessions``)."""
+        if self._draining or self._stopping:
+            raise OfferRefused(
+                503, "the server is shutting down", retry_after_s=DRAIN_RETRY_AFTER_S
+            )
         limit = self.settings.max_sessions
         # no await between the check and the reservation: concurrent offers cannot both pass
         if self._sessions_in_use() >= limit:
@@ -246,6 +287,7 @@ class WebRTCServer:
 
     def _worker_session_closed(self, worker: WorkerHandle, session_id: str) -> None:
         self.placement.closed(worker, session_id)
+        self._sessions_changed.set()
 
     def _worker_died(self, worker: WorkerHandle) -> None:
         self.placement.lost(worker)
@@ -262,6 +304,7 @@ class WebRTCServer:
             "sessions_total": self.sessions_total,
             "rejected": {str(k): v for k, v in sorted(self.rejected.items())},
             "stopping": self._stopping,
+            "draining": self._draining,
             "counts": local["counts"],
             "list": local["list"],
         }
@@ -332,14 +375,68 @@ class WebRTCServer:
         self._watchdog = asyncio.create_task(self._watch(), name="webrtc watchdog")
         log.info("serving on %s", self.url)
 
-    async def stop(self, timeout: float = 10.0) -> None:
-        """Graceful shutdown: refuse new offers, close every session (sinks finalized), stop."""
+    async def drain(
+        self, timeout: float | None = None, reason: str = "server shutting down"
+    ) -> None:
+        """Graceful shutdown: refuse new offers (503 with ``Retry-After``, ``/readyz`` 503), let
+        the live sessions run to their end for up to ``timeout`` seconds (None:
+        ``settings.drain_timeout``), then ``stop()``: each session left is closed, its peer told
+        ``reason``. Returns once stopped; a ``stop()`` meanwhile (a second signal) cuts it short.
+        """
+        if self._drain_task is None:
+            self._drain_task = asyncio.create_task(
+                self._drain(self.settings.drain_timeout if timeout is None else timeout, reason),
+                name="webrtc drain",
+            )
+        await asyncio.shield(self._drain_task)
+
+    async def _drain(self, timeout: float, reason: str) -> None:
+        self._draining = True
+        left = self._sessions_in_use()
+        log.info("draining: %d sessions may run on for up to %g s", left, timeout)
+        self._tell_peers({"type": "draining", "deadline_s": timeout})
+        try:
+            async with asyncio.timeout(timeout):
+                await self._sessions_ended(lambda: self._stopping)
+        except TimeoutError:
+            left = self._sessions_in_use()
+            log.info("drain timeout: closing %d sessions", left)
+            reason = f"{reason}: drain timeout ({timeout:g} s) reached"
+        await self.stop(reason=reason)
+
+    async def _sessions_ended(self, also: Callable[[], bool] = lambda: False) -> None:
+        """Until no session is live or being answered (or ``also()`` is true)."""
+        while self._sessions_in_use() and not also():
+            self._sessions_changed.clear()
+            await self._sessions_changed.wait()
+
+    def _tell_peers(self, message: dict[str, Any]) -> int:
+        """Send ``message`` on the data channel of every session in this process; how many.
+
+        Sessions on workers are not reached (the worker protocol has no such request): their
+        peers see the connection end.
+        """
+        sessions = list(self.local.sessions.values())
+        for session in sessions:
+            session.send(message)
+        return len(sessions)
+
+    async def stop(self, timeout: float = 10.0, reason: str = "server stopping") -> None:
+        """Refuse new offers, close every session (its peer told ``reason``, sinks finalized),
+        stop listening. A second call while one runs waits for it."""
         if self._stopping:
+            self._sessions_changed.set()  # a drain waiting for sessions: stop waiting
             await self._stopped.wait()
             return
         self._stopping = True
+        self._sessions_changed.set()
+        if self._tell_peers({"type": "close", "reason": reason}):
+            # peers that read the notice close their side; the others are closed below
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(CLOSE_NOTICE_S):
+                    await self._local_sessions_ended()
         await asyncio.gather(
-            self.local.close_all("server stopping", timeout),
+            self.local.close_all(reason, timeout),
             *([self.supervisor.stop(timeout)] if self.supervisor is not None else []),
             return_exceptions=True,
         )
@@ -351,6 +448,11 @@ class WebRTCServer:
                 await watchdog
         await self.signaling.close()
         self._stopped.set()
+
+    async def _local_sessions_ended(self) -> None:
+        while self.local.sessions:
+            self._sessions_changed.clear()
+            await self._sessions_changed.wait()
 
     async def __aenter__(self) -> WebRTCServer:
         await self.start()
@@ -387,12 +489,16 @@ def _setting(name: str) -> tuple[str, Callable[[WebRTCServer], Any]]:
     return f"settings.{name}", lambda server: getattr(server.settings, name)
 
 
+# settings added after the move: they never were attributes, so they get no deprecated alias
+_NEW_SETTINGS = ("turn_secret", "turn_ttl", "drain_timeout", "cert_file", "key_file")
+
 # attributes that moved: old name -> (where it is now, how to get it)
 _MOVED: dict[str, tuple[str, Callable[[WebRTCServer], Any]]] = {
     **{
         f.name: _setting(f.name)
         for f in fields(ServerSettings)
         if f.name not in ("host", "port", "workers", "static_dir", "ice_addresses")
+        and f.name not in _NEW_SETTINGS
     },
     "static_dir": ("settings.page_dir", lambda s: s.settings.page_dir),
     "worker_count": ("settings.workers", lambda s: s.settings.workers),
@@ -423,6 +529,7 @@ def worker_pool(
 
 
 __all__ = [
+    "CLOSE_NOTICE_S",
     "DEFAULT_BODY_TIMEOUT_S",
     "DEFAULT_HEADER_TIMEOUT_S",
     "DEFAULT_MAX_OFFER_BYTES",

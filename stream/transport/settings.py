@@ -10,13 +10,14 @@ one from its keyword arguments (``ServerOptions`` lists them for type checkers);
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypedDict
 
 from ..errors import ConfigError
 from ._aiortc import resolve_host_addresses
 from .host import SinkFactory
+from .ice import DEFAULT_TURN_TTL_S, parse_ice_server, with_secret
 from .session import SessionOptions
 
 STATIC_DIR = Path(__file__).with_name("static")
@@ -24,6 +25,7 @@ DEFAULT_MAX_OFFER_BYTES = 64 * 1024
 DEFAULT_HEADER_TIMEOUT_S = 10.0
 DEFAULT_BODY_TIMEOUT_S = 10.0
 DEFAULT_STATUS_RATE = 5.0  # admin requests a second per client address
+DEFAULT_DRAIN_TIMEOUT_S = 30.0  # SIGTERM: how long live sessions may run on before closing
 STATUS_BURST_S = 4.0  # a client may spend this many seconds' worth of them at once
 
 
@@ -49,6 +51,11 @@ class ServerSettings:
     connect_timeout: float = 20.0
     ice_addresses: Sequence[str] | None = None
     ice_servers: Sequence[str] = ()
+    turn_secret: str | None = field(default=None, repr=False)
+    turn_ttl: float = DEFAULT_TURN_TTL_S
+    drain_timeout: float = DEFAULT_DRAIN_TIMEOUT_S
+    cert_file: Path | None = None
+    key_file: Path | None = None
     jitter_depth: int | None = 3
     input_channels: int | None = 1
     input_sample_rate: int | None = None
@@ -84,6 +91,21 @@ class ServerSettings:
             raise ConfigError(f"workers must be >= 0, got {self.workers}")
         if self.worker_sessions is not None and self.worker_sessions < 1:
             raise ConfigError(f"worker_sessions must be >= 1, got {self.worker_sessions}")
+        if not self.turn_ttl > 0:
+            raise ConfigError(f"turn_ttl must be > 0 seconds, got {self.turn_ttl}")
+        if not self.drain_timeout >= 0:
+            raise ConfigError(f"drain_timeout must be >= 0 seconds, got {self.drain_timeout}")
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ConfigError("HTTPS needs both cert_file and key_file (--cert and --key)")
+        for path in (self.cert_file, self.key_file):
+            if path is not None and not Path(path).is_file():
+                raise ConfigError(f"no such file: {path}")
+        servers = [
+            parse_ice_server(s)
+            for s in with_secret(self.ice_servers, self.turn_secret or None, self.turn_ttl)
+        ]  # ConfigError for a malformed one, now
+        if self.turn_secret and not any(s.secret for s in servers):
+            raise ConfigError("turn_secret given, but no turn: URL without credentials to use it")
         if self.ray_address is not None:
             if not self.ray_address.strip():
                 raise ConfigError("ray_address is empty (give host:port, 'auto' or 'local')")
@@ -98,6 +120,11 @@ class ServerSettings:
             "ray_worker_cpus": float(self.ray_worker_cpus),
             "ice_addresses": tuple(self.ice_addresses or ()),
             "ice_servers": tuple(self.ice_servers),
+            "turn_secret": self.turn_secret or None,
+            "turn_ttl": float(self.turn_ttl),
+            "drain_timeout": float(self.drain_timeout),
+            "cert_file": Path(self.cert_file) if self.cert_file is not None else None,
+            "key_file": Path(self.key_file) if self.key_file is not None else None,
             "ray_resources": dict(self.ray_resources or {}),
         }
         for name, value in copies.items():
@@ -107,6 +134,17 @@ class ServerSettings:
     def pooled(self) -> bool:
         """Whether sessions run on workers (processes or Ray), not in the server's process."""
         return bool(self.workers) or self.ray_address is not None
+
+    @property
+    def ice_server_specs(self) -> tuple[str, ...]:
+        """The ICE servers with ``turn_secret`` attached to the TURN URLs that need it (see
+        ``ice``): what the server's own peer connections and ``GET /config`` use."""
+        return with_secret(self.ice_servers, self.turn_secret, self.turn_ttl)
+
+    @property
+    def tls(self) -> bool:
+        """Whether signaling and the page are served over HTTPS."""
+        return self.cert_file is not None
 
     @property
     def page_dir(self) -> Path:
@@ -126,7 +164,7 @@ class ServerSettings:
             idle_timeout=self.idle_timeout,
             jitter_depth=self.jitter_depth,
             ice_addresses=resolve_host_addresses(spec) if resolve_here else None,
-            ice_servers=tuple(self.ice_servers),
+            ice_servers=self.ice_server_specs,
             backend=self.backend,
         )
 
@@ -147,6 +185,11 @@ class ServerOptions(TypedDict, total=False):
     connect_timeout: float
     ice_addresses: Sequence[str] | None
     ice_servers: Sequence[str]
+    turn_secret: str | None
+    turn_ttl: float
+    drain_timeout: float
+    cert_file: Path | None
+    key_file: Path | None
     jitter_depth: int | None
     input_channels: int | None
     input_sample_rate: int | None
@@ -163,6 +206,7 @@ class ServerOptions(TypedDict, total=False):
 
 __all__ = [
     "DEFAULT_BODY_TIMEOUT_S",
+    "DEFAULT_DRAIN_TIMEOUT_S",
     "DEFAULT_HEADER_TIMEOUT_S",
     "DEFAULT_MAX_OFFER_BYTES",
     "DEFAULT_STATUS_RATE",

@@ -6,13 +6,23 @@ Routes:
 - ``POST /offer``: ``{"sdp", "type": "offer"}`` -> ``{"sdp", "type": "answer", "session"}``.
   401 without the bearer token (when one is set), 413 for an offer over ``max_offer_bytes``, 408
   for a body not received within ``body_timeout``, 400 for a malformed offer, 503 at
-  ``max_sessions`` or while shutting down.
+  ``max_sessions`` or while draining or shutting down (with ``Retry-After``).
+- ``GET /config``: what a peer needs before its offer: ``{"iceServers": [...]}`` (W3C
+  ``RTCIceServer`` dictionaries; TURN REST credentials made for this request). Needs the offer
+  token when one is set (it hands out TURN credentials).
+- ``GET /healthz``: 200 ``{"status": "alive"}`` while the process serves HTTP.
+- ``GET /readyz``: 200 ``{"status": "ready"}`` when an offer would be taken now; 503
+  ``{"status": "not ready", "reason"}`` while draining or stopping, with no worker up, or at
+  ``max_sessions``. Neither probe needs a token: they tell no more than an offer's answer would.
+- ``GET /metrics``: Prometheus exposition (``prom.metrics_response``); 501 when
+  ``prometheus_client`` is not installed.
 - ``GET /status``: sessions and leak counts (see ``WebRTCServer.gather_status``).
 - ``POST /workers/{index}/drain``: that worker takes no new sessions; the ones there run to
   their end. 404 for no such worker.
 
-``/status`` and drain are the admin endpoints: they need ``admin_token`` when one is set, else
-``token`` when that is set, and they share a rate limit per client address (429 past it).
+``/status``, ``/metrics`` and drain are the admin endpoints: they need ``admin_token`` when one
+is set, else ``token`` when that is set, and they share a rate limit per client address (429
+past it).
 Every HTTP phase has a deadline: a connection that has not delivered a complete request line and
 headers within ``header_timeout`` seconds (from its opening, or from the end of its previous
 request) is closed, so are idle keep-alive connections and clients that do not read their
@@ -28,9 +38,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import importlib
 import json
 import logging
 import math
+import ssl
 from typing import Any, Protocol
 
 from aiohttp import web
@@ -41,12 +53,14 @@ from aiortc import sdp as sdp_module
 from ..errors import TransportError
 from .host import OfferRefused
 from .http_guard import ConnectionDeadline, RateLimit, RequestLog, one_line
+from .ice import for_peer
 from .settings import STATUS_BURST_S, ServerSettings
 from .worker_protocol import WorkerHandle
 
 log = logging.getLogger("stream.transport")
 
 SWEEP_EVERY_S = 0.25  # how often connections are checked against the header deadline
+DRAIN_RETRY_AFTER_S = 5  # Retry-After on offers refused while draining or stopping
 
 
 class Service(Protocol):
@@ -54,6 +68,13 @@ class Service(Protocol):
 
     @property
     def stopping(self) -> bool: ...
+
+    @property
+    def draining(self) -> bool: ...
+
+    def ready(self) -> tuple[bool, str]:
+        """Whether an offer would be taken now, and the reason when not."""
+        ...
 
     async def offer(self, offer: RTCSessionDescription) -> tuple[str, str, str]:
         """Start a session: ``(session id, answer sdp, answer type)``; raises OfferRefused."""
@@ -86,6 +107,10 @@ class Signaling:
         )
         self.app.router.add_get("/", self._index)
         self.app.router.add_post("/offer", self._offer)
+        self.app.router.add_get("/config", self._config)
+        self.app.router.add_get("/healthz", self._healthz)
+        self.app.router.add_get("/readyz", self._readyz)
+        self.app.router.add_get("/metrics", self._metrics)
         self.app.router.add_get("/status", self._status)
         self.app.router.add_post("/workers/{index}/drain", self._drain)
         self.app.router.add_static("/static/", settings.page_dir, show_index=False)
@@ -101,8 +126,12 @@ class Signaling:
             handle_signals=False,
             logger=RequestLog(server_logger, {}),
         )
+        try:
+            context = self.ssl_context()
+        except (OSError, ssl.SSLError) as exc:
+            raise TransportError(f"cannot use the certificate and key: {exc}") from exc
         await runner.setup()
-        site = web.TCPSite(runner, host, self.settings.port)
+        site = web.TCPSite(runner, host, self.settings.port, ssl_context=context)
         try:
             await site.start()
         except OSError as exc:
@@ -116,6 +145,17 @@ class Signaling:
         self._sweeper = asyncio.create_task(
             self.deadlines.sweep(runner, SWEEP_EVERY_S), name="webrtc header deadline"
         )
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """The TLS context of ``cert_file``/``key_file`` (None: plain HTTP); raises OSError or
+        ssl.SSLError for files that cannot be read or do not match."""
+        cert, key = self.settings.cert_file, self.settings.key_file
+        if cert is None or key is None:
+            return None
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.load_cert_chain(cert, key)
+        return context
 
     async def close(self) -> None:
         """Stop listening; open connections are closed."""
@@ -175,6 +215,38 @@ class Signaling:
     async def _index(self, request: web.Request) -> web.StreamResponse:
         return web.FileResponse(self.settings.page_dir / "index.html")
 
+    async def _healthz(self, request: web.Request) -> web.Response:
+        return web.json_response({"status": "alive"})
+
+    async def _readyz(self, request: web.Request) -> web.Response:
+        ready, reason = self.service.ready()
+        if ready:
+            return web.json_response({"status": "ready"})
+        # not counted in ``rejected``: a probe's answer, not a refused request
+        return web.json_response({"status": "not ready", "reason": reason}, status=503)
+
+    async def _config(self, request: web.Request) -> web.Response:
+        limited = self._limited(request, self.offer_limit)
+        if limited is not None:
+            return limited
+        if not self._authorized(request):
+            return self._unauthorized()
+        servers = for_peer(self.settings.ice_server_specs)
+        return web.json_response({"iceServers": servers}, headers={"Cache-Control": "no-store"})
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        refused = self._admin_refusal(request)
+        if refused is not None:
+            return refused
+        try:  # loaded on the first scrape: prometheus_client is optional
+            prom = importlib.import_module(f"{__package__}.prom")
+        except ImportError as exc:
+            return self._reject(501, f"prometheus_client not installed ({one_line(exc)})")
+        body, content_type = await prom.metrics_response(self.service)
+        response = web.Response(body=body)
+        response.headers["Content-Type"] = content_type  # with its version and charset
+        return response
+
     async def _status(self, request: web.Request) -> web.Response:
         refused = self._admin_refusal(request)
         if refused is not None:
@@ -197,8 +269,10 @@ class Signaling:
             return limited
         if not self._authorized(request):
             return self._unauthorized()
-        if self.service.stopping:
-            return self._reject(503, "the server is shutting down")
+        if self.service.stopping or self.service.draining:  # before reading the body
+            return self._reject(
+                503, "the server is shutting down", **{"Retry-After": str(DRAIN_RETRY_AFTER_S)}
+            )
         size = request.content_length
         limit = self.settings.max_offer_bytes
         if size is not None and size > limit:
@@ -272,4 +346,4 @@ def parse_offer(body: bytes) -> tuple[RTCSessionDescription | None, str]:
     return RTCSessionDescription(sdp=sdp, type="offer"), ""
 
 
-__all__ = ["SWEEP_EVERY_S", "Service", "Signaling", "parse_offer"]
+__all__ = ["DRAIN_RETRY_AFTER_S", "SWEEP_EVERY_S", "Service", "Signaling", "parse_offer"]

@@ -48,7 +48,8 @@ class ServerProcess:
     def __init__(self, hosts: Any, args: list[str], env: dict[str, str] | None = None) -> None:
         self.hosts = hosts
         argv = [sys.executable, "-m", "stream.transport", "serve"]
-        argv += ["--host", hosts.server_ip, "--port", "0", *args]
+        # --drain-timeout 0: a test that stops the server means stop (test_lifecycle drains)
+        argv += ["--host", hosts.server_ip, "--port", "0", "--drain-timeout", "0", *args]
         environment = {**os.environ, "PYTHONPATH": f"{REPO / 'tests'}:{REPO}", **(env or {})}
         self.proc = hosts.popen(
             "server",

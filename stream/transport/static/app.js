@@ -13,6 +13,10 @@ const state = {
   messages: [],     // every data-channel message received, newest last (bounded)
   levels: null,     // last {input, output} levels from the server
   stats: {},        // last connection stats shown
+  iceServers: [],   // what the server's /config gave (STUN/TURN, with credentials)
+  candidates: null, // {local, remote} candidate types of the selected pair ("host", "relay"...)
+  closeReason: null,// why the server closed the session, when it said so
+  iceErrors: [],    // STUN/TURN servers that refused or did not answer (icecandidateerror)
   error: null,
 };
 window.remotemedia = state;
@@ -104,6 +108,15 @@ function onMessage(event) {
     case "error":
       log("error: " + msg.message, "error");
       break;
+    case "draining":
+      log("the server is shutting down: the session may run on for " + msg.deadline_s + " s");
+      break;
+    case "close":
+      state.closeReason = msg.reason;
+      log("the server closed the session: " + msg.reason, "error");
+      disconnect();
+      setStatus("closed by the server");
+      break;
     case "event":
       log(msg.stage + ": " + msg.kind + (msg.time !== null ? " at " + msg.time.toFixed(2) + " s" : "")
         + (Object.keys(msg.payload || {}).length ? " " + JSON.stringify(msg.payload) : ""));
@@ -129,6 +142,15 @@ async function updateStats() {
   const report = await pc.getStats();
   const rows = {};
   report.forEach((s) => {
+    if (s.type === "transport" && s.selectedCandidatePairId) {
+      const pair = report.get(s.selectedCandidatePairId);
+      const local = pair && report.get(pair.localCandidateId);
+      const remote = pair && report.get(pair.remoteCandidateId);
+      if (local && remote) {
+        state.candidates = { local: local.candidateType, remote: remote.candidateType };
+        rows["candidates"] = local.candidateType + " -> " + remote.candidateType;
+      }
+    }
     if (s.type === "candidate-pair" && s.nominated && s.state === "succeeded") {
       if (s.currentRoundTripTime !== undefined) rows["round trip"] = (s.currentRoundTripTime * 1000).toFixed(1) + " ms";
     } else if (s.type === "outbound-rtp" && s.kind === "audio") {
@@ -160,6 +182,15 @@ async function updateStats() {
   }
 }
 
+// The STUN/TURN servers the server hands out (TURN credentials made for this request).
+async function iceServers(headers) {
+  const resp = await fetch("config", { headers });
+  if (resp.status === 404) return [];  // a server without /config
+  const body = await resp.json().catch(() => ({}));
+  if (!resp.ok) throw new Error("config: HTTP " + resp.status + ": " + (body.error || resp.statusText));
+  return Array.isArray(body.iceServers) ? body.iceServers : [];
+}
+
 async function connect() {
   $("connect").disabled = true;
   state.error = null;
@@ -170,8 +201,19 @@ async function connect() {
       audio: { echoCancellation: false, noiseSuppression: false, autoGainControl: false },
       video: wantVideo,
     });
-    const pc = new RTCPeerConnection({ iceServers: [] });
+    const headers = { "Content-Type": "application/json" };
+    const token = $("token").value.trim();
+    if (token) headers.Authorization = "Bearer " + token;
+    state.closeReason = null;
+    state.iceServers = await iceServers(headers);
+    const pc = new RTCPeerConnection({ iceServers: state.iceServers });
     state.pc = pc;
+    state.iceErrors = [];
+    pc.addEventListener("icecandidateerror", (ev) => {
+      // e.g. 401 from a TURN server given wrong or expired credentials
+      state.iceErrors.push({ url: ev.url, errorCode: ev.errorCode, errorText: ev.errorText });
+      log("ICE server " + ev.url + ": " + ev.errorCode + " " + ev.errorText, "error");
+    });
     for (const track of state.stream.getTracks()) pc.addTrack(track, state.stream);
     pc.addEventListener("track", (ev) => {
       const media = new MediaStream([ev.track]);
@@ -196,9 +238,6 @@ async function connect() {
 
     await pc.setLocalDescription(await pc.createOffer());
     await gatheringComplete(pc, 3000);
-    const headers = { "Content-Type": "application/json" };
-    const token = $("token").value.trim();
-    if (token) headers.Authorization = "Bearer " + token;
     setStatus("signaling");
     const resp = await fetch("offer", {
       method: "POST",
