@@ -30,6 +30,8 @@ from ..errors import StreamError
 from ..node import Node
 from ..pipeline import Pipeline
 from .ice import DEFAULT_TURN_TTL_S
+from .logs import LogFormat
+from .logs import configure as configure_logs
 
 DEFAULT_DRAIN_TIMEOUT_S = 30.0  # settings.DEFAULT_DRAIN_TIMEOUT_S, without importing aiortc
 
@@ -215,6 +217,13 @@ def serve_parser(prog: str = "remotemedia serve") -> argparse.ArgumentParser:
         "nodes started with them (ray start --resources) get workers",
     )
     p.add_argument("--record", type=Path, help="also write each session's output to DIR/ID.wav")
+    p.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default=os.environ.get("REMOTEMEDIA_LOG_FORMAT", "text"),
+        help="log lines as text or one JSON object each, with session, stage, worker and trace "
+        "id (default text, or $REMOTEMEDIA_LOG_FORMAT); workers log the same way",
+    )
     p.add_argument("--debug", action="store_true", help="tracebacks and debug logs")
     return p
 
@@ -326,14 +335,9 @@ class _AudioOnly(Node):
         return self.sink.cleanup()
 
 
-def _setup_logging(debug: bool) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if debug else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    if not debug:  # aiortc and aioice log every ICE check at INFO
-        for name in ("aioice", "aiortc", "aiohttp.access"):
-            logging.getLogger(name).setLevel(logging.WARNING)
+def _setup_logging(debug: bool, fmt: LogFormat = "text") -> None:
+    configure_logs(fmt, logging.DEBUG if debug else logging.INFO)
+    os.environ["REMOTEMEDIA_LOG_FORMAT"] = fmt  # worker processes inherit it
 
 
 def _fail(debug: bool, exc: BaseException) -> int:
@@ -348,7 +352,7 @@ def _fail(debug: bool, exc: BaseException) -> int:
 def serve_main(argv: Sequence[str] | None = None, prog: str = "remotemedia serve") -> int:
     """``remotemedia serve``: run a WebRTCServer until SIGINT/SIGTERM; returns the exit code."""
     args = serve_parser(prog).parse_args(argv)
-    _setup_logging(args.debug)
+    _setup_logging(args.debug, args.log_format)
     if args.make_cert is not None:
         try:
             return _make_cert(args)

@@ -95,10 +95,10 @@ class JsonFormatter(logging.Formatter):
 
 
 class TextFormatter(logging.Formatter):
-    """``LEVEL logger: message`` with ``[session ...]`` when the line belongs to one."""
+    """``time LEVEL logger: message`` with ``[session=...]`` when the line belongs to one."""
 
     def __init__(self) -> None:
-        super().__init__("%(levelname)s %(name)s: %(message)s")
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     def format(self, record: logging.LogRecord) -> str:
         text = super().format(record)
@@ -118,6 +118,9 @@ def configure(fmt: LogFormat = "text", level: int = logging.INFO) -> None:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
+    if level > logging.DEBUG:  # aiortc and aioice log every ICE check at INFO
+        for name in ("aioice", "aiortc", "aiohttp.access"):
+            logging.getLogger(name).setLevel(logging.WARNING)
 
 
 __all__ = ["FORMATS", "LogFormat", "bind", "bound", "configure", "set_worker"]
