@@ -103,6 +103,43 @@ async def queue_chain_baseline(stages: int, items: list[Any]) -> float:
     return best / len(items) * 1e6
 
 
+class Hand(Node):
+    """A stage that does nothing but hand its item on: all of its cost is the runtime's."""
+
+    def process(self, item: Any) -> Any:
+        return item
+
+
+async def stats_cost(count: int, stages: int = 20) -> list[tuple[str, float, float, int]]:
+    """Per frame, us: ``(case, stats on, stats off, stages)``, on and off interleaved in one run
+    (best of REPEATS each), so load that comes and goes hits both alike."""
+    cases: list[tuple[str, Callable[[], list[Node]], list[Any], str, int]] = [
+        (
+            f"{stages} Python hand-on stages",
+            lambda: [Hand() for _ in range(stages)],
+            list(range(count)),
+            "python",
+            stages,
+        ),
+        ("real chain, python", real_chain, frames(2, count), "python", 5),
+        ("real chain, rust fused", real_chain, frames(2, count), "rust", 5),
+    ]
+    out = []
+    for name, make, items, backend, n_stages in cases:
+        os.environ["REMOTEMEDIA_RUNTIME"] = backend
+        best = {True: float("inf"), False: float("inf")}
+        for _ in range(REPEATS):
+            for keep in (True, False):
+                pipeline = Pipeline(make(), stats=keep)
+                async with pipeline:
+                    t0 = time.perf_counter()
+                    async for _ in pipeline.process(live(items)):
+                        pass
+                    best[keep] = min(best[keep], time.perf_counter() - t0)
+        out.append((name, best[True] / len(items) * 1e6, best[False] / len(items) * 1e6, n_stages))
+    return out
+
+
 def gains(n: int) -> Callable[[], list[Node]]:
     return lambda: [Gain(-0.1) for _ in range(n)]
 
@@ -244,6 +281,16 @@ async def main(smoke: bool) -> None:
         print(
             f"quality {backend}: SNR 1 kHz {s1:.1f} dB, SNR 5 kHz {s5:.1f} dB, 13 kHz rejected {rej:.1f} dB"
         )
+
+    print("\n## Cost of Pipeline.stats(): stats=True against stats=False, us per frame")
+    print(f"{'case':<28} {'on':>8} {'off':>8} {'added ns':>9} {'stages':>7} {'ns/stage':>9}")
+    for name, on, off, stages in await stats_cost(count * 4):
+        added = (on - off) * 1000
+        print(f"{name:<28} {on:>8.2f} {off:>8.2f} {added:>9.0f} {stages:>7} {added / stages:>9.0f}")
+    print(
+        "added ns: per frame, histograms and latency kept; a fused segment is one native call,"
+        " timed once for all its stages; latency costs once per frame, whatever the stage count."
+    )
 
     print("\n## Seed case: 3 PassThrough stages, 5 items, whole run(), us (median of 200)")
     seed = await seed_case()

@@ -147,8 +147,13 @@ async def cmd_process(args: argparse.Namespace) -> str:
         raise
     return (
         f"{args.input} -> {args.output}: {probe.media_seconds:.2f} s of media, "
-        f"{probe.speed:.1f}x real time\n{pipeline.describe()}"
+        f"{probe.speed:.1f}x real time\n{pipeline.describe()}{_stats(args, pipeline)}"
     )
+
+
+def _stats(args: argparse.Namespace, pipeline: Pipeline) -> str:
+    """The per-stage table of ``--stats`` (p50/p99/max, queue high-water, drops), or ''."""
+    return f"\n{pipeline.stats().table()}" if getattr(args, "stats", False) else ""
 
 
 def _left_behind(sink: FileSink, output: str) -> str:
@@ -199,10 +204,11 @@ async def cmd_live(args: argparse.Namespace) -> str:
         except asyncio.CancelledError:  # Ctrl-C: the recording ends here, as it should
             if isinstance(sink, FileSink):
                 sink.flush()
+            args.stats_table = _stats(args, pipeline)  # main() prints it on its way out
             raise
         if isinstance(sink, FileSink):  # a stop is the end of a live stream: the file is whole
             sink.flush()
-    return f"\n{levels.line()}\n{pipeline.describe()}"
+    return f"\n{levels.line()}\n{pipeline.describe()}{_stats(args, pipeline)}"
 
 
 async def cmd_run(args: argparse.Namespace) -> str:
@@ -252,6 +258,12 @@ def _parser() -> argparse.ArgumentParser:
     stages.add_argument("--chain", help=f"stages, comma-separated: {describe_chain_syntax()}")
     stages.add_argument("--pipeline", type=Path, help="a pipeline file (JSON/YAML) of stages")
     stages.add_argument("--backend", choices=["auto", "rust", "python"], default=None)
+    stats = argparse.ArgumentParser(add_help=False)
+    stats.add_argument(
+        "--stats",
+        action="store_true",
+        help="print each stage's time (p50/p99/max), queue high-water and drops at the end",
+    )
 
     parser = argparse.ArgumentParser(
         prog="remotemedia", description="RemoteMedia: real-time audio and video pipelines"
@@ -262,12 +274,14 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--seconds", type=float, default=10.0, help="length of the test signal")
     demo.add_argument("--backend", choices=["auto", "rust", "python"], default=None)
 
-    proc = sub.add_parser("process", parents=[common, stages], help="file -> stages -> file")
+    proc = sub.add_parser("process", parents=[common, stages, stats], help="file -> stages -> file")
     proc.add_argument("input", help="any file or URL ffmpeg reads")
     proc.add_argument("output", help="output file; container and codec from the extension")
     proc.add_argument("--realtime", action="store_true", help="pace input at its timestamps")
 
-    live = sub.add_parser("live", parents=[common, stages], help="microphone -> stages -> speaker")
+    live = sub.add_parser(
+        "live", parents=[common, stages, stats], help="microphone -> stages -> speaker"
+    )
     live.add_argument("--input-device", help="input device index or name substring")
     live.add_argument("--output-device", help="output device index or name substring")
     live.add_argument("--out", help="write to this file instead of the speaker")
@@ -321,6 +335,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             out = cmd_devices(args)
     except KeyboardInterrupt:
+        if getattr(args, "stats_table", ""):  # live --stats: the table of the run so far
+            print(args.stats_table.lstrip("\n"))
         left = getattr(args, "left_behind", None)  # process: the output is not whole
         print(f"remotemedia: stopped{'; ' + left if left else ''}", file=sys.stderr)
         return 130

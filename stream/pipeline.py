@@ -7,6 +7,11 @@ asynchronous or streaming stage gets its own task, joined to the next by a bound
 overlap with the rest while a slow consumer holds memory to a bounded number of items.
 Consecutive native stages are fused into one engine call per frame (``FusedSegment``).
 
+Figures: ``stats()`` gives each stage's items in and out, a histogram of its time in
+``process()``, the depth and high-water mark of the queue it feeds, and the end-to-end latency
+(``stream.metrics``). Keeping them costs one ``perf_counter_ns`` pair per scheduled step (a fused
+segment is one step) and a bucket count; ``Pipeline(stats=False)`` keeps only the counters.
+
 A stage that raises ends the stream with ``NodeError`` (stage name, frame index, chained from the
 cause); every stage is then cleaned up and every task cancelled.
 """
@@ -14,6 +19,7 @@ cause); every stage is then cleaned up and every task cancelled.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import logging
 import os
@@ -34,12 +40,16 @@ from .engine import engine_version
 from .errors import ConfigError, NodeError, StreamError
 from .events import Event
 from .kernel_node import FusedSegment, KernelNode
+from .metrics import BOUNDS_NS, N_BUCKETS, Histogram, PipelineStats, StageStats
 from .node import Node, StreamingNode, call_kind, maybe_await
 
 log = logging.getLogger("stream.pipeline")
 
 DEFAULT_QUEUE_SIZE = 8
 _EOS = object()  # end of stream, as it travels through queues
+_LATENCY_PENDING_MAX = 4096  # entered items waiting for an output, timed at most
+_perf_ns = time.perf_counter_ns
+_bucket = bisect.bisect_left
 
 
 class _Failure:
@@ -52,13 +62,30 @@ class _Failure:
 class _Step:
     """One scheduled unit: a node, or a fused segment of native nodes, with its counters."""
 
-    __slots__ = ("call", "emitted", "events_around", "index", "kind", "node", "ns")
+    __slots__ = (
+        "call",
+        "emitted",
+        "events_around",
+        "hist",
+        "hwm",
+        "index",
+        "kind",
+        "max_ns",
+        "node",
+        "ns",
+        "queue",
+    )
 
-    def __init__(self, node: Node) -> None:
+    def __init__(self, node: Node, keep_stats: bool = True) -> None:
         self.node = node
         self.index = 0  # items taken in
         self.emitted = 0
         self.ns = 0  # time spent in process(), nanoseconds
+        # per-bucket counts of process() times (stream.metrics.BOUNDS_NS); None: not kept
+        self.hist: list[int] | None = [0] * N_BUCKETS if keep_stats else None
+        self.max_ns = 0
+        self.queue: asyncio.Queue[Any] | None = None  # the queue this step's task feeds
+        self.hwm = 0  # the most items that queue held
         self.events_around = not node.accepts_events
         if isinstance(node, StreamingNode):
             self.kind = "stream"
@@ -85,6 +112,18 @@ class _Step:
     def inline(self) -> bool:
         return self.kind in ("list", "sync", "gen")
 
+    def observe(self, ns: int) -> None:
+        """Count one call of ``ns`` nanoseconds (the inline path does the same, inlined)."""
+        self.ns += ns
+        hist = self.hist
+        if hist is not None:
+            hist[_bucket(BOUNDS_NS, ns)] += 1
+            if ns > self.max_ns:
+                self.max_ns = ns
+
+    def histogram(self) -> Histogram:
+        return Histogram(tuple(self.hist), self.ns, self.max_ns) if self.hist else Histogram()
+
     def fail(self, exc: Exception, index: int | None) -> NodeError:
         stage = self.node.name
         if isinstance(self.node, FusedSegment):  # name the member that raised, not the segment
@@ -110,18 +149,24 @@ def _run_inline(steps: list[_Step], start: int, items: list[Any]) -> list[Any]:
     for i in range(start, len(steps)):
         step = steps[i]
         call = step.call
+        hist = step.hist
         out: list[Any] = []
         for item in items:
             if type(item) is Event and step.events_around:
                 out.append(item)
                 continue
             step.index += 1
-            t0 = time.perf_counter_ns()
+            t0 = _perf_ns()
             try:
                 out.extend(call(item))
             except Exception as exc:
                 raise step.fail(exc, step.index - 1) from exc
-            step.ns += time.perf_counter_ns() - t0
+            ns = _perf_ns() - t0
+            step.ns += ns
+            if hist is not None:  # Step.observe(), inlined: this is the per-frame path
+                hist[_bucket(BOUNDS_NS, ns)] += 1
+                if ns > step.max_ns:
+                    step.max_ns = ns
         step.emitted += len(out)
         items = out
         if not items:
@@ -139,25 +184,83 @@ async def _flush_inline(steps: list[_Step]) -> list[Any]:
     return out
 
 
-async def _as_aiter(stream: Any) -> AsyncIterator[Any]:
+class _Latency:
+    """End-to-end latency: each item that enters is timed until the last stage has finished
+    with an item after it (taken it in and returned: a sink has then written it), or an item
+    left the pipeline, whichever comes first."""
+
+    __slots__ = ("hist", "items_in", "items_out", "max_ns", "pending", "sum_ns")
+
+    def __init__(self, keep_stats: bool) -> None:
+        self.items_in = 0
+        self.items_out = 0
+        self.pending: list[int] = []  # entry times of items no output has followed yet
+        self.hist: list[int] | None = [0] * N_BUCKETS if keep_stats else None
+        self.sum_ns = 0
+        self.max_ns = 0
+
+    def enter(self, item: Any) -> None:
+        if type(item) is Event:
+            return
+        self.items_in += 1
+        if self.hist is not None and len(self.pending) < _LATENCY_PENDING_MAX:
+            self.pending.append(_perf_ns())
+
+    def leave(self) -> None:
+        self.items_out += 1
+        self.done()
+
+    def done(self) -> None:
+        pending = self.pending
+        hist = self.hist
+        if not pending or hist is None:
+            return
+        now = _perf_ns()
+        for t in pending:
+            ns = now - t
+            hist[_bucket(BOUNDS_NS, ns)] += 1
+            self.sum_ns += ns
+            if ns > self.max_ns:
+                self.max_ns = ns
+        pending.clear()
+
+    def histogram(self) -> Histogram:
+        return Histogram(tuple(self.hist), self.sum_ns, self.max_ns) if self.hist else Histogram()
+
+
+async def _as_aiter(stream: Any, latency: _Latency) -> AsyncIterator[Any]:
+    enter = latency.enter
     if isinstance(stream, AsyncIterable):
         async for item in stream:
+            enter(item)
             yield item
     else:
         for item in stream:
+            enter(item)
             yield item
 
 
-async def _inline_stage(upstream: AsyncIterator[Any], steps: list[_Step]) -> AsyncIterator[Any]:
+async def _inline_stage(
+    upstream: AsyncIterator[Any], steps: list[_Step], latency: _Latency | None
+) -> AsyncIterator[Any]:
+    """Steps run inline; ``latency`` when the last of them is the pipeline's last stage."""
+    last = steps[-1]
     async with _closing(upstream):
         async for item in upstream:
-            for out in _run_inline(steps, 0, [item]):
+            taken = last.index
+            outs = _run_inline(steps, 0, [item])
+            if latency is not None and last.index != taken:
+                latency.done()
+            for out in outs:
                 yield out
     for out in await _flush_inline(steps):
         yield out
 
 
-async def _async_stage(upstream: AsyncIterator[Any], step: _Step) -> AsyncIterator[Any]:
+async def _async_stage(
+    upstream: AsyncIterator[Any], step: _Step, latency: _Latency | None
+) -> AsyncIterator[Any]:
+    """An async step; ``latency`` when it is the pipeline's last stage."""
     fn = step.node.process
     async with _closing(upstream):
         async for item in upstream:
@@ -165,7 +268,7 @@ async def _async_stage(upstream: AsyncIterator[Any], step: _Step) -> AsyncIterat
                 yield item
                 continue
             step.index += 1
-            t0 = time.perf_counter_ns()
+            t0 = _perf_ns()
             try:
                 if step.kind == "agen":
                     outs = [x async for x in fn(item)]
@@ -174,7 +277,9 @@ async def _async_stage(upstream: AsyncIterator[Any], step: _Step) -> AsyncIterat
                     outs = [] if out is None else [out]
             except Exception as exc:
                 raise step.fail(exc, step.index - 1) from exc
-            step.ns += time.perf_counter_ns() - t0
+            step.observe(_perf_ns() - t0)  # wall time: includes the awaits
+            if latency is not None:
+                latency.done()
             step.emitted += len(outs)
             for out in outs:
                 yield out
@@ -183,7 +288,11 @@ async def _async_stage(upstream: AsyncIterator[Any], step: _Step) -> AsyncIterat
         yield out
 
 
-async def _streaming_stage(upstream: AsyncIterator[Any] | None, step: _Step) -> AsyncIterator[Any]:
+async def _streaming_stage(
+    upstream: AsyncIterator[Any] | None, step: _Step, latency: _Latency
+) -> AsyncIterator[Any]:
+    """A stage that streams (a source when ``upstream`` is None: its items enter the pipeline).
+    Its items are counted, not timed: it decides when each one comes."""
     node = step.node
     assert isinstance(node, StreamingNode)
 
@@ -197,6 +306,8 @@ async def _streaming_stage(upstream: AsyncIterator[Any] | None, step: _Step) -> 
         async with _closing(source), _closing(upstream):
             async for out in source:
                 step.emitted += 1
+                if upstream is None:
+                    latency.enter(out)
                 yield out
     except NodeError:
         raise  # an upstream stage failed; it is already named
@@ -215,11 +326,14 @@ async def _closing(gen: AsyncIterator[Any] | None) -> AsyncIterator[None]:
             await aclose()
 
 
-async def _pump(source: AsyncIterator[Any], queue: asyncio.Queue[Any]) -> None:
+async def _pump(source: AsyncIterator[Any], queue: asyncio.Queue[Any], step: _Step) -> None:
     try:
         async with _closing(source):
             async for item in source:
                 await queue.put(item)
+                depth = queue.qsize()
+                if depth > step.hwm:
+                    step.hwm = depth
         await queue.put(_EOS)
     except asyncio.CancelledError:
         raise
@@ -276,9 +390,11 @@ class _Run:
 class Pipeline:
     """An ordered chain of stages.
 
-    ``Pipeline(nodes=None, name=None, queue_size=8, fuse=True)``; ``add_node()`` chains;
-    ``fuse=False`` runs native stages one engine call each (for comparison). Use ``async with``
-    (initialize/cleanup) and ``async for out in pipeline.process(stream)``, or ``await run(...)``.
+    ``Pipeline(nodes=None, name=None, queue_size=8, fuse=True, stats=True)``; ``add_node()``
+    chains; ``fuse=False`` runs native stages one engine call each (for comparison);
+    ``stats=False`` keeps no time histograms or latency (``stats()`` then has counts only). Use
+    ``async with`` (initialize/cleanup) and ``async for out in pipeline.process(stream)``, or
+    ``await run(...)``.
     """
 
     def __init__(
@@ -288,6 +404,7 @@ class Pipeline:
         *,
         queue_size: int = DEFAULT_QUEUE_SIZE,
         fuse: bool = True,
+        stats: bool = True,
     ) -> None:
         if queue_size < 1:
             raise ConfigError(f"queue_size must be >= 1, got {queue_size}")
@@ -295,7 +412,10 @@ class Pipeline:
         self.nodes: list[Node] = []
         self.queue_size = queue_size
         self.fuse = fuse
+        self.keep_stats = stats
         self._steps: list[_Step] = []
+        self._latency = _Latency(stats)
+        self._drops: dict[str, int] = {}
         self._initialized = False
         self._runs: set[_Run] = set()  # process() calls under way
         self._subscribers: list[tuple[str | None, Callable[[Event], Any]]] = []
@@ -335,6 +455,7 @@ class Pipeline:
             await self._cleanup_nodes(done)
             raise
         self._steps = self._schedule()
+        self._latency = _Latency(self.keep_stats)
         self._initialized = True
 
     def _schedule(self) -> list[_Step]:
@@ -343,9 +464,9 @@ class Pipeline:
 
         def close_run() -> None:
             if len(run) > 1:
-                steps.append(_Step(FusedSegment(list(run))))
+                steps.append(_Step(FusedSegment(list(run)), self.keep_stats))
             elif run:
-                steps.append(_Step(run[0]))
+                steps.append(_Step(run[0], self.keep_stats))
             run.clear()
 
         for node in self.nodes:
@@ -358,7 +479,7 @@ class Pipeline:
                 run.append(node)
                 continue
             close_run()
-            steps.append(_Step(node))
+            steps.append(_Step(node, self.keep_stats))
         close_run()
         return steps
 
@@ -428,6 +549,7 @@ class Pipeline:
         try:
             upstream = self._build(stream, run.tasks)
             subscribers = self._subscribers
+            leave = self._latency.leave
             async with _closing(upstream):
                 async for item in upstream:
                     if type(item) is Event:
@@ -436,6 +558,8 @@ class Pipeline:
                                 callback(item)
                         if not events:
                             continue
+                    else:
+                        leave()
                     yield item
         finally:
             self._runs.discard(run)
@@ -445,6 +569,8 @@ class Pipeline:
 
     def _build(self, stream: Any, tasks: list[asyncio.Task[None]]) -> AsyncIterator[Any]:
         steps = self._steps
+        latency = self._latency
+        latency.pending.clear()  # items an earlier run held and never gave out are not timed
         upstream: AsyncIterator[Any] | None
         if stream is None:
             if not steps or steps[0].kind != "stream":
@@ -453,7 +579,7 @@ class Pipeline:
                 )
             upstream = None
         else:
-            upstream = _as_aiter(stream)
+            upstream = _as_aiter(stream, latency)
         i = 0
         while i < len(steps):
             step = steps[i]
@@ -463,15 +589,16 @@ class Pipeline:
                     i += 1
                     group.append(steps[i])
                 assert upstream is not None
-                upstream = _inline_stage(upstream, group)
+                upstream = _inline_stage(upstream, group, latency if i == len(steps) - 1 else None)
             else:
                 if step.kind == "stream":
-                    stage = _streaming_stage(upstream, step)
+                    stage = _streaming_stage(upstream, step, latency)
                 else:
                     assert upstream is not None
-                    stage = _async_stage(upstream, step)
+                    stage = _async_stage(upstream, step, latency if i == len(steps) - 1 else None)
                 queue: asyncio.Queue[Any] = asyncio.Queue(self.queue_size)
-                tasks.append(asyncio.create_task(_pump(stage, queue), name=step.node.name))
+                step.queue = queue
+                tasks.append(asyncio.create_task(_pump(stage, queue, step), name=step.node.name))
                 upstream = _drain(queue)
             i += 1
         assert upstream is not None
@@ -543,6 +670,48 @@ class Pipeline:
                     }
                 )
         return rows
+
+    def count_drop(self, reason: str, n: int = 1) -> None:
+        """Count ``n`` items dropped for ``reason`` (by whoever drives the pipeline: a session
+        drops input while paused, output its peer cannot take); shown in ``stats().drops``."""
+        self._drops[reason] = self._drops.get(reason, 0) + n
+
+    def stats(self) -> PipelineStats:
+        """The figures so far (``stream.metrics.PipelineStats``): per stage items in and out,
+        time histogram, queue depth and high-water mark; end-to-end latency; drops by reason.
+        Plain data: ``.to_dict()`` is JSON-ready. Cheap enough to call every second."""
+        rows: list[StageStats] = []
+        for step in self._steps or [_Step(n, False) for n in self.nodes]:
+            fused = isinstance(step.node, FusedSegment)
+            members = step.node.nodes if isinstance(step.node, FusedSegment) else [step.node]
+            queue = step.queue
+            hist = step.histogram()
+            for node in members:
+                rows.append(
+                    StageStats(
+                        name=node.name,
+                        type=type(node).__name__,
+                        backend=node.backend,
+                        segment=step.node.name,
+                        fused=fused,
+                        items_in=step.index,
+                        items_out=step.emitted,
+                        time=hist,
+                        queue_size=None if queue is None else self.queue_size,
+                        queue_depth=None if queue is None else queue.qsize(),
+                        queue_hwm=None if queue is None else step.hwm,
+                    )
+                )
+        lat = self._latency
+        return PipelineStats(
+            name=self.name,
+            enabled=self.keep_stats,
+            items_in=lat.items_in,
+            items_out=lat.items_out,
+            latency=lat.histogram(),
+            stages=tuple(rows),
+            drops=dict(self._drops),
+        )
 
     def describe(self) -> str:
         """A table of the stages: backend each ran on and why, frames and time per frame."""

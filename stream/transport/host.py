@@ -12,12 +12,14 @@ import gc
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any
 
 from aiortc import RTCSessionDescription
 
 from ..errors import OfferRefused
+from ..metrics import PipelineStats
 from ..node import Node
 from ..pipeline import Pipeline
 from .session import Session, SessionOptions, live_peer_connections, live_pipelines
@@ -30,6 +32,20 @@ SinkFactory = Callable[[str], Node | None]
 
 ANSWER_TIMEOUT_S = 15.0  # applying an offer and gathering candidates; past it, 503
 COLLECT_EVERY_S = 1.0  # at most one garbage collection this often, for status counts
+
+
+def reason_kind(reason: str | None) -> str:
+    """A close reason without its particulars (``"server stopping: drain timeout (5 s)
+    reached"`` -> ``"server stopping"``), for counting sessions ended by reason."""
+    return (reason or "unknown").split(":", 1)[0].strip() or "unknown"
+
+
+async def loop_lag() -> float:
+    """Seconds a callback scheduled now waits for the event loop (what else is ready runs
+    first): the loop's lag, measured once."""
+    t0 = time.perf_counter()
+    await asyncio.sleep(0)
+    return time.perf_counter() - t0
 
 
 class SessionHost:
@@ -54,6 +70,12 @@ class SessionHost:
         self.sessions: dict[str, Session] = {}
         self._on_closed = on_closed
         self._collected_at = -COLLECT_EVERY_S
+        # figures of the sessions that ended here, so totals stay monotonic as sessions go;
+        # ``instance`` tells a reader when a restarted worker's host started them from zero
+        self.instance = uuid.uuid4().hex[:12]
+        self.started = 0
+        self.ended_by_reason: dict[str, int] = {}
+        self.ended_stats: PipelineStats | None = None
 
     async def answer(self, session_id: str, offer: RTCSessionDescription) -> RTCSessionDescription:
         """Start a session for ``offer``; raises OfferRefused (400 bad offer, 503 not answered
@@ -66,6 +88,7 @@ class SessionHost:
         sink = self.sink_factory(session_id) if self.sink_factory else None
         session = Session(session_id, pipeline, self.options, sink=sink, on_closed=self._closed)
         self.sessions[session_id] = session
+        self.started += 1
         try:
             async with asyncio.timeout(ANSWER_TIMEOUT_S):
                 return await session.accept(offer)
@@ -85,6 +108,15 @@ class SessionHost:
 
     def _closed(self, session: Session) -> None:
         self.sessions.pop(session.id, None)
+        kind = reason_kind(session.close_reason)
+        self.ended_by_reason[kind] = self.ended_by_reason.get(kind, 0) + 1
+        try:
+            stats = session.pipeline_stats()
+        except Exception:  # figures must not stop the close; log and go on without them
+            log.exception("session %s: cannot read its pipeline figures", session.id)
+        else:
+            ended = self.ended_stats
+            self.ended_stats = stats if ended is None else ended.merge(stats)
         if self._on_closed is not None:
             self._on_closed(session.id)
 
@@ -130,7 +162,20 @@ class SessionHost:
         return {
             "sessions": len(self.sessions),
             "counts": process_counts(),
-            "list": [s.stats() for s in self.sessions.values()],
+            "list": [s.status() for s in self.sessions.values()],
+            "metrics": self.metrics(),
+        }
+
+    def metrics(self) -> dict[str, Any]:
+        """Totals over the sessions that ended here (JSON-ready): ``instance`` (new for each
+        host: totals start from zero), ``started``, ``ended`` by reason (``reason_kind``), and
+        ``ended_stats`` (their ``PipelineStats`` added up, or None)."""
+        ended = self.ended_stats
+        return {
+            "instance": self.instance,
+            "started": self.started,
+            "ended": dict(self.ended_by_reason),
+            "ended_stats": None if ended is None else ended.to_dict(),
         }
 
 
@@ -159,5 +204,7 @@ __all__ = [
     "PipelineFactory",
     "SessionHost",
     "SinkFactory",
+    "loop_lag",
     "process_counts",
+    "reason_kind",
 ]

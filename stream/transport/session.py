@@ -19,7 +19,7 @@ import math
 import time
 import weakref
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -29,6 +29,7 @@ from ..audio_adapter import AudioAdapter
 from ..errors import StreamError
 from ..events import Event
 from ..frames import AudioFrame, VideoFrame
+from ..metrics import PipelineStats
 from ..node import Node, StreamingNode
 from ..pipeline import Pipeline
 from . import control
@@ -41,6 +42,18 @@ log = logging.getLogger("stream.transport")
 #: Every pipeline and peer connection a session made and has not released, for leak counts.
 live_pipelines: weakref.WeakSet[Pipeline] = weakref.WeakSet()
 live_peer_connections: weakref.WeakSet[RTCPeerConnection] = weakref.WeakSet()
+
+#: Why a session drops items (``Session.pipeline_stats().drops``), each counted from 0:
+#: input that arrived while paused; outputs its sink tap was too far behind for; audio past the
+#: outgoing track's buffer bound, or trimmed because it only added delay; video past the outgoing
+#: track's queue. The pipeline between them never drops: its queues hold the stage before.
+DROP_REASONS = (
+    "paused",
+    "sink_behind",
+    "audio_out_overflow",
+    "audio_out_trimmed",
+    "video_out_overflow",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,6 +204,7 @@ class Session:
         self._out_meter = _Meter()
         self._next_level = 0.0
         self._next_stats = 0.0
+        self._track_drops: dict[str, int] = {}  # of the output tracks, kept when they go
 
     # -- the protocol control.handle() needs
     @property
@@ -220,6 +234,31 @@ class Session:
                 for r in self.pipeline.stages()
             ],
         }
+
+    def pipeline_stats(self) -> PipelineStats:
+        """The pipeline's figures (``Pipeline.stats()``) with this session's drops by reason
+        (``DROP_REASONS``, every one present)."""
+        stats = self.pipeline.stats()
+        drops = dict.fromkeys(DROP_REASONS, 0)
+        drops.update(stats.drops)
+        for reason, n in (self._track_drops or self._output_drops()).items():
+            drops[reason] += n
+        if self._sink is not None:
+            drops["sink_behind"] += self._sink.dropped
+        return replace(stats, drops=drops)
+
+    def _output_drops(self) -> dict[str, int]:
+        audio, video = self._audio_out, self._video_out
+        return {
+            "audio_out_overflow": audio.dropped if audio else 0,
+            "audio_out_trimmed": audio.trimmed if audio else 0,
+            "video_out_overflow": video.dropped if video else 0,
+        }
+
+    def status(self) -> dict[str, Any]:
+        """``stats()`` and the pipeline's figures (``pipeline``: ``PipelineStats.to_dict()``),
+        what ``/status`` and the metrics show of a session."""
+        return {**self.stats(), "pipeline": self.pipeline_stats().to_dict()}
 
     # -- signaling
     async def accept(self, offer: RTCSessionDescription) -> RTCSessionDescription:
@@ -330,6 +369,8 @@ class Session:
             async for frame in sources[0]:
                 if not self.paused:
                     yield frame
+                else:
+                    self.pipeline.count_drop("paused")
             return
         queue: asyncio.Queue[Any] = asyncio.Queue(16)
         done = object()
@@ -350,6 +391,8 @@ class Session:
                     remaining -= 1
                 elif not self.paused:
                     yield item
+                else:
+                    self.pipeline.count_drop("paused")
         finally:
             for task in pumps:
                 task.cancel()
@@ -463,8 +506,12 @@ class Session:
             await self.pc.close()
         except Exception as exc:  # aiortc may fail closing a half-open transport; we are done
             log.warning("session %s: closing the peer connection: %s", self.id, exc)
-        if self._sink is not None:
-            await self._sink.close()
+        self._track_drops = self._output_drops()  # the tracks go below; their counts stay
+        sink = self._sink
+        if sink is not None:
+            await sink.close()
+            self.pipeline.count_drop("sink_behind", sink.dropped)  # no await: counted once
+            self._sink = None
         with contextlib.suppress(StreamError):  # the run task normally cleaned it up already
             await self.pipeline.cleanup()
         self._inbound.clear()
@@ -477,4 +524,11 @@ class Session:
             self._on_closed(self)
 
 
-__all__ = ["Session", "SessionOptions", "SinkTap", "live_peer_connections", "live_pipelines"]
+__all__ = [
+    "DROP_REASONS",
+    "Session",
+    "SessionOptions",
+    "SinkTap",
+    "live_peer_connections",
+    "live_pipelines",
+]

@@ -3,6 +3,8 @@
 The messages, pickled dicts over a ``multiprocessing`` pipe:
 front -> worker ``{"op": "offer"|"close"|"status"|"drain", "id": N, ...}``;
 worker -> front ``{"id": N, "ok": bool, ...}`` answers, and ``{"event": "ready"|"closed"}``.
+A status answer is the host's ``SessionHost.status()`` (its ``metrics`` included) and the
+worker's event-loop lag, ``loop_lag_s``.
 A worker whose front is gone (the pipe ended) tells each peer so on the data channel (an
 ``error`` message with ``GONE_NOTICE``), closes its sessions and exits. The front's side is
 ``process_workers.Worker``.
@@ -23,7 +25,7 @@ from typing import Any
 from aiortc import RTCSessionDescription
 
 from . import control
-from .host import OfferRefused, PipelineFactory, SessionHost, SinkFactory
+from .host import OfferRefused, PipelineFactory, SessionHost, SinkFactory, loop_lag
 from .session import SessionOptions
 from .worker_protocol import GONE_NOTICE, WorkerArgs
 
@@ -127,7 +129,8 @@ async def _serve(conn: Connection, args: WorkerArgs) -> None:
             elif op == "close":
                 host.close_soon(message["session"], message.get("reason", "closed"))
             elif op == "status":
-                send({"id": request_id, "ok": True, **host.status()})
+                lag = await loop_lag()
+                send({"id": request_id, "ok": True, **host.status(), "loop_lag_s": lag})
             elif op == "drain":
                 if answering:
                     await asyncio.wait(answering, timeout=10)

@@ -89,6 +89,10 @@ class WorkerHandle(ABC):
         # a session's end can be reported before its offer's answer (Ray's events overtake it)
         self._placing: set[str] = set()
         self._closed_early: set[str] = set()
+        # from the last status reply: the host's totals (SessionHost.metrics()) and loop lag,
+        # for the metrics exporter (``prom``), which reads them after ``gather_status``
+        self.metrics: dict[str, Any] | None = None
+        self.loop_lag_s: float | None = None
 
     @property
     def load(self) -> int:
@@ -149,6 +153,9 @@ class WorkerHandle(ABC):
         if not reply.pop("ok", True):
             raise TransportError(f"worker {self.index}: {reply.get('error')}")
         reply.pop("id", None)
+        self.metrics = reply.get("metrics")
+        lag = reply.get("loop_lag_s")
+        self.loop_lag_s = None if lag is None else float(lag)
         return reply
 
     def drain(self) -> None:
