@@ -1,18 +1,22 @@
 """RemoteMedia's built-in stages: audio and video processors, sources and sinks, live devices."""
 
 from .audio import (
+    AutoGain,
     ChannelMix,
     Denoise,
     EchoCancel,
     EnergyVAD,
     FormatConvert,
     Gain,
+    HighPass,
     LevelMeter,
     Mixer,
+    NoiseSuppress,
     PassThrough,
     Rebuffer,
     Resample,
     SileroVAD,
+    VoiceProcessor,
 )
 from .devices import MicrophoneSource, SpeakerSink, list_devices
 from .sinks import FileSink
@@ -20,6 +24,7 @@ from .sources import FileSource, NoiseSource, SilenceSource, ToneSource
 from .video import ColorConvert, FrameRate, Grayscale, Resize
 
 __all__ = [
+    "AutoGain",
     "ChannelMix",
     "ColorConvert",
     "Denoise",
@@ -31,10 +36,12 @@ __all__ = [
     "FrameRate",
     "Gain",
     "Grayscale",
+    "HighPass",
     "LevelMeter",
     "MicrophoneSource",
     "Mixer",
     "NoiseSource",
+    "NoiseSuppress",
     "PassThrough",
     "Rebuffer",
     "Resample",
@@ -43,5 +50,6 @@ __all__ = [
     "SileroVAD",
     "SpeakerSink",
     "ToneSource",
+    "VoiceProcessor",
     "list_devices",
 ]

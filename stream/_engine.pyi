@@ -17,6 +17,7 @@ from typing_extensions import disjoint_base
 __version__: Final[str]
 __all__ = [
     "Aec3Kernel",
+    "AutoGainKernel",
     "Chain",
     "ChannelMixKernel",
     "ColorConvertKernel",
@@ -27,9 +28,11 @@ __all__ = [
     "FrameRateKernel",
     "GainKernel",
     "GrayscaleKernel",
+    "HighPassKernel",
     "Kernel",
     "LevelMeterKernel",
     "MixKernel",
+    "NoiseSuppressKernel",
     "PassThroughKernel",
     "RebufferKernel",
     "ResampleKernel",
@@ -113,6 +116,66 @@ class ResampleKernel(Kernel):
     @property
     def latency_seconds(self) -> float:
         """The filter delay in seconds."""
+
+@final
+class HighPassKernel(Kernel):
+    """WebRTC's high-pass filter (sonora), full band.
+
+    8, 16, 32 or 48 kHz, one module per channel; whole 10 ms sub-frames out.
+    """
+
+    def __new__(cls, *, stage: str = "high_pass") -> Self: ...
+    @property
+    def latency_samples(self) -> int:
+        """Delay of the output in samples at the stream's rate (0 before the first block)."""
+
+    @property
+    def frame_samples(self) -> int | None:
+        """Samples per 10 ms sub-frame of the stream (None before its first block)."""
+
+    @property
+    def pending_samples(self) -> int:
+        """Samples per channel buffered towards the next sub-frame."""
+
+@final
+class NoiseSuppressKernel(Kernel):
+    """WebRTC's noise suppressor (sonora), default (moderate) level.
+
+    8, 16, 32 or 48 kHz, one module per channel; whole 10 ms sub-frames out.
+    """
+
+    def __new__(cls, *, stage: str = "noise_suppress") -> Self: ...
+    @property
+    def latency_samples(self) -> int:
+        """Delay of the output in samples at the stream's rate (0 before the first block)."""
+
+    @property
+    def frame_samples(self) -> int | None:
+        """Samples per 10 ms sub-frame of the stream (None before its first block)."""
+
+    @property
+    def pending_samples(self) -> int:
+        """Samples per channel buffered towards the next sub-frame."""
+
+@final
+class AutoGainKernel(Kernel):
+    """WebRTC's AGC2 (sonora): adaptive digital gain and limiter.
+
+    8, 16, 32 or 48 kHz, one module per channel; whole 10 ms sub-frames out.
+    """
+
+    def __new__(cls, *, stage: str = "auto_gain") -> Self: ...
+    @property
+    def latency_samples(self) -> int:
+        """Delay of the output in samples at the stream's rate (0 before the first block)."""
+
+    @property
+    def frame_samples(self) -> int | None:
+        """Samples per 10 ms sub-frame of the stream (None before its first block)."""
+
+    @property
+    def pending_samples(self) -> int:
+        """Samples per channel buffered towards the next sub-frame."""
 
 @final
 class DenoiseKernel(Kernel):

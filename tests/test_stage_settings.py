@@ -22,6 +22,7 @@ import pytest
 
 from media_nodes.audio import (
     aec3_kernel,
+    auto_gain,
     channel_mix,
     denoise,
     echo_cancel_kernel,
@@ -29,8 +30,10 @@ from media_nodes.audio import (
     energy_vad,
     format_convert,
     gain,
+    high_pass,
     level_meter,
     mixer,
+    noise_suppress,
     passthrough,
     rebuffer,
     resample,
@@ -120,6 +123,14 @@ STAGES = [
     Stage(energy_vad.EnergyVAD, energy_vad.SETTINGS, energy_vad.EnergyVADKernel, "EnergyVADKernel"),
     Stage(silero_vad.SileroVAD, silero_vad.SETTINGS, silero_vad.SileroVADKernel, "SileroVADKernel"),
     Stage(denoise.Denoise, denoise.SETTINGS, denoise.DenoiseKernel, "DenoiseKernel"),
+    Stage(high_pass.HighPass, high_pass.SETTINGS, high_pass.HighPassKernel, "HighPassKernel"),
+    Stage(
+        noise_suppress.NoiseSuppress,
+        noise_suppress.SETTINGS,
+        noise_suppress.NoiseSuppressKernel,
+        "NoiseSuppressKernel",
+    ),
+    Stage(auto_gain.AutoGain, auto_gain.SETTINGS, auto_gain.AutoGainKernel, "AutoGainKernel"),
     Stage(
         mixer.Mixer,
         mixer.SETTINGS,

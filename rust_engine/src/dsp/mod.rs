@@ -36,6 +36,7 @@ pub mod resample;
 #[cfg(feature = "silero")]
 pub mod silero_vad;
 pub mod video;
+pub mod voice;
 
 pub use block::{Block, BlockRef, Output};
 pub use channel_mix::ChannelMix;
@@ -52,3 +53,4 @@ pub(crate) use pynum::round_half_even;
 pub use rebuffer::Rebuffer;
 pub use resample::Resample;
 pub use stage::{NamedStage, PassThrough, Stage, StageKind, StageVariant};
+pub use voice::{AutoGain, HighPass, NoiseSuppress};

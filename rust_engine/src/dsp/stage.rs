@@ -2,8 +2,8 @@
 //! and a stage with the name its errors carry ([`NamedStage`]).
 
 use super::{
-    check_block, check_rate, guarded, BlockRef, ChannelMix, Denoise, Gain, Output, Rebuffer,
-    Resample, Result,
+    check_block, check_rate, guarded, AutoGain, BlockRef, ChannelMix, Denoise, Gain, HighPass,
+    NoiseSuppress, Output, Rebuffer, Resample, Result,
 };
 
 /// A streaming kernel. `process` is called with blocks that passed [`check_block`].
@@ -108,7 +108,17 @@ macro_rules! stage_kinds {
     };
 }
 
-stage_kinds!(PassThrough, Gain, ChannelMix, Resample, Rebuffer, Denoise);
+stage_kinds!(
+    PassThrough,
+    Gain,
+    ChannelMix,
+    Resample,
+    Rebuffer,
+    Denoise,
+    HighPass,
+    NoiseSuppress,
+    AutoGain,
+);
 
 impl StageKind {
     pub fn is_pass_through(&self) -> bool {

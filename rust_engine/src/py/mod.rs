@@ -23,6 +23,7 @@ mod resample;
 #[cfg(feature = "silero")]
 mod silero_vad;
 mod video;
+mod voice;
 
 use pyo3::prelude::*;
 
@@ -55,6 +56,9 @@ fn _engine(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<denoise::DenoiseKernel>()?;
     m.add_class::<echo_cancel::EchoCancelKernel>()?;
     m.add_class::<aec3::Aec3Kernel>()?;
+    m.add_class::<voice::HighPassKernel>()?;
+    m.add_class::<voice::NoiseSuppressKernel>()?;
+    m.add_class::<voice::AutoGainKernel>()?;
     // Only with the cargo feature `silero` (tract is slow to build); the Python side falls back
     // to the twin, saying so, when the class is absent.
     #[cfg(feature = "silero")]
