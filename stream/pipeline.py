@@ -49,6 +49,8 @@ DEFAULT_QUEUE_SIZE = 8
 _EOS = object()  # end of stream, as it travels through queues
 _LATENCY_PENDING_MAX = 4096  # entered items waiting for an output, timed at most
 _perf_ns = time.perf_counter_ns
+#: ``Pipeline.sample_stages()``'s callback: (node or fused segment, start ns, end ns)
+StageSampler = Callable[[Node, int, int], None]
 _bucket = bisect.bisect_left
 
 
@@ -74,6 +76,8 @@ class _Step:
         "node",
         "ns",
         "queue",
+        "sample",
+        "sample_every",
     )
 
     def __init__(self, node: Node, keep_stats: bool = True) -> None:
@@ -87,6 +91,10 @@ class _Step:
         self.queue: asyncio.Queue[Any] | None = None  # the queue this step's task feeds
         self.hwm = 0  # the most items that queue held
         self.events_around = not node.accepts_events
+        # Pipeline.sample_stages(): every ``sample_every``-th call reported to ``sample`` (the
+        # session's trace turns them into stage spans); checked only where times are kept
+        self.sample: StageSampler | None = None
+        self.sample_every = 0
         if isinstance(node, StreamingNode):
             self.kind = "stream"
         elif getattr(node, "returns_list", False):
@@ -112,14 +120,17 @@ class _Step:
     def inline(self) -> bool:
         return self.kind in ("list", "sync", "gen")
 
-    def observe(self, ns: int) -> None:
-        """Count one call of ``ns`` nanoseconds (the inline path does the same, inlined)."""
+    def observe(self, ns: int, end_ns: int) -> None:
+        """Count one call of ``ns`` nanoseconds that ended at ``end_ns`` (the inline path does the
+        same, inlined)."""
         self.ns += ns
         hist = self.hist
         if hist is not None:
             hist[_bucket(BOUNDS_NS, ns)] += 1
             if ns > self.max_ns:
                 self.max_ns = ns
+            if self.sample is not None and self.index % self.sample_every == 0:
+                self.sample(self.node, end_ns - ns, end_ns)
 
     def histogram(self) -> Histogram:
         return Histogram(tuple(self.hist), self.ns, self.max_ns) if self.hist else Histogram()
@@ -167,6 +178,8 @@ def _run_inline(steps: list[_Step], start: int, items: list[Any]) -> list[Any]:
                 hist[_bucket(BOUNDS_NS, ns)] += 1
                 if ns > step.max_ns:
                     step.max_ns = ns
+                if step.sample is not None and step.index % step.sample_every == 0:
+                    step.sample(step.node, t0, t0 + ns)
         step.emitted += len(out)
         items = out
         if not items:
@@ -277,7 +290,8 @@ async def _async_stage(
                     outs = [] if out is None else [out]
             except Exception as exc:
                 raise step.fail(exc, step.index - 1) from exc
-            step.observe(_perf_ns() - t0)  # wall time: includes the awaits
+            t1 = _perf_ns()
+            step.observe(t1 - t0, t1)  # wall time: includes the awaits
             if latency is not None:
                 latency.done()
             step.emitted += len(outs)
@@ -416,6 +430,7 @@ class Pipeline:
         self._steps: list[_Step] = []
         self._latency = _Latency(stats)
         self._drops: dict[str, int] = {}
+        self._sampler: tuple[StageSampler, int] | None = None
         self._initialized = False
         self._runs: set[_Run] = set()  # process() calls under way
         self._subscribers: list[tuple[str | None, Callable[[Event], Any]]] = []
@@ -481,7 +496,18 @@ class Pipeline:
             close_run()
             steps.append(_Step(node, self.keep_stats))
         close_run()
+        if self._sampler is not None:
+            sample, every = self._sampler
+            for step in steps:
+                step.sample, step.sample_every = sample, every
         return steps
+
+    def sample_stages(self, sample: StageSampler | None, every: int = 50) -> None:
+        """Report one call in ``every`` of each scheduled step (a node, or a fused segment) to
+        ``sample(node, start_ns, end_ns)`` (``time.perf_counter_ns`` readings): how a session's
+        trace gets its stage spans. Needs ``stats=True``; takes effect at ``initialize()``;
+        None or ``every`` < 1 turns it off. ``sample`` runs on the frame's path: keep it short."""
+        self._sampler = (sample, every) if sample is not None and every >= 1 else None
 
     async def cleanup(self) -> None:
         """End any unfinished ``process()`` (its stage tasks ended), then release every stage's

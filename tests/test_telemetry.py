@@ -10,66 +10,12 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from hosts.otlp import OtlpReceiver
 
 from stream.transport import logs, telemetry
 
 pytest.importorskip("opentelemetry.sdk")
 pytest.importorskip("opentelemetry.exporter.otlp.proto.http")
-
-
-class OtlpReceiver:
-    """An OTLP/HTTP trace receiver: decodes each ExportTraceServiceRequest into span dicts."""
-
-    def __init__(self) -> None:
-        self.spans: list[dict[str, Any]] = []
-        self.arrived = asyncio.Event()
-
-    async def start(self) -> str:
-        from aiohttp import web
-
-        app = web.Application()
-        app.router.add_post("/v1/traces", self._traces)
-        self.runner = web.AppRunner(app)
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
-        await site.start()
-        port = self.runner.addresses[0][1]
-        return f"http://127.0.0.1:{port}"
-
-    async def _traces(self, request: Any) -> Any:
-        from aiohttp import web
-        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
-            ExportTraceServiceRequest,
-        )
-
-        message = ExportTraceServiceRequest()
-        message.ParseFromString(await request.read())
-        for resource in message.resource_spans:
-            service = {a.key: a.value.string_value for a in resource.resource.attributes}
-            for scope in resource.scope_spans:
-                for span in scope.spans:
-                    self.spans.append(
-                        {
-                            "name": span.name,
-                            "id": span.span_id.hex(),
-                            "parent": span.parent_span_id.hex(),
-                            "trace": span.trace_id.hex(),
-                            "start": span.start_time_unix_nano,
-                            "end": span.end_time_unix_nano,
-                            "attributes": {a.key: _value(a.value) for a in span.attributes},
-                            "service": service.get("service.name"),
-                        }
-                    )
-        self.arrived.set()
-        return web.Response(status=200)
-
-    async def stop(self) -> None:
-        await self.runner.cleanup()
-
-
-def _value(v: Any) -> Any:
-    kind = v.WhichOneof("value")
-    return getattr(v, kind) if kind else None
 
 
 @pytest.fixture

@@ -35,6 +35,11 @@ def set_worker(name: str) -> None:
     _worker_name = name
 
 
+def worker_name() -> str:
+    """This process's worker name ("" in the front or a plain process)."""
+    return _worker_name
+
+
 def bind(**values: str) -> None:
     """Set context fields (``session=``, ``stage=``) for this task and the tasks it creates."""
     for name, value in values.items():
@@ -103,7 +108,7 @@ class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         text = super().format(record)
         tags = [f"{name}={getattr(record, name)}" for name in FIELDS if getattr(record, name, "")]
-        return f"{text} [{' '.join(tags)}]" if tags and record.name.startswith("stream") else text
+        return f"{text} [{' '.join(tags)}]" if tags else text
 
 
 def configure(fmt: LogFormat = "text", level: int = logging.INFO) -> None:
@@ -123,4 +128,4 @@ def configure(fmt: LogFormat = "text", level: int = logging.INFO) -> None:
             logging.getLogger(name).setLevel(logging.WARNING)
 
 
-__all__ = ["FORMATS", "LogFormat", "bind", "bound", "configure", "set_worker"]
+__all__ = ["FORMATS", "LogFormat", "bind", "bound", "configure", "set_worker", "worker_name"]

@@ -257,7 +257,12 @@ class WebRTCServer:
             else:
                 answer = await self.local.answer(session_id, offer)
                 sdp, kind = answer.sdp, answer.type
-            log.info("session %s: answered (%d live)", session_id, self.live_sessions)
+            log.info(
+                "session %s: answered (%d live)",
+                session_id,
+                self.live_sessions,
+                extra={"session": session_id},
+            )
         finally:
             self._answering.discard(session_id)
         return session_id, sdp, kind

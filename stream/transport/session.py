@@ -32,9 +32,10 @@ from ..frames import AudioFrame, VideoFrame
 from ..metrics import PipelineStats
 from ..node import Node, StreamingNode
 from ..pipeline import Pipeline
-from . import control
+from . import control, logs
 from ._aiortc import pin_host_addresses, rtc_configuration, use_jitter_buffer
 from .echo_reference import PeerReference, peer_reference_nodes
+from .telemetry import SessionTrace
 from .tracks import AudioOutputTrack, VideoOutputTrack, track_frames
 
 log = logging.getLogger("stream.transport")
@@ -205,6 +206,15 @@ class Session:
         self._next_level = 0.0
         self._next_stats = 0.0
         self._track_drops: dict[str, int] = {}  # of the output tracks, kept when they go
+        # OpenTelemetry: the session's span and its phases, stage spans sampled by the pipeline
+        # (no-ops when tracing is off: stream/transport/telemetry.py)
+        self.trace = SessionTrace(session_id, worker=logs.worker_name() or None)
+        # this session's log lines name it (and its trace) whichever task logs them
+        self._log = logging.LoggerAdapter(
+            log, {"session": session_id, "trace_id": self.trace.trace_id}
+        )
+        if self.trace.frame_every:
+            pipeline.sample_stages(self._stage_sample, self.trace.frame_every)
 
     # -- the protocol control.handle() needs
     @property
@@ -264,16 +274,21 @@ class Session:
     async def accept(self, offer: RTCSessionDescription) -> RTCSessionDescription:
         """Answer the peer's offer and start the pipeline. Raises ValueError for a bad offer."""
         pc = self.pc
+        self.trace.phase("offer")
         pc.on("track", self._on_track)
         pc.on("datachannel", self._on_datachannel)
         pc.on("connectionstatechange", self._on_connection_state)
+        pc.on("iceconnectionstatechange", self._on_ice_state)
         await pc.setRemoteDescription(offer)
         use_jitter_buffer(pc, self.options.jitter_depth)
         answer = await pc.createAnswer()
         with pin_host_addresses(self.options.ice_addresses):
             await pc.setLocalDescription(answer)
         self.state = "connecting"
-        self._run_task = asyncio.create_task(self._run(), name=f"session {self.id}")
+        self.trace.phase("ice")
+        # the run task and what it starts log with this session's id and trace id
+        with logs.bound(session=self.id, trace_id=self.trace.trace_id):
+            self._run_task = asyncio.create_task(self._run(), name=f"session {self.id}")
         local = pc.localDescription
         assert local is not None
         return local
@@ -314,15 +329,23 @@ class Session:
         try:
             answers = control.handle(message, self)
         except Exception:
-            log.exception("session %s: control message handler failed", self.id)
+            self._log.exception("session %s: control message handler failed", self.id)
             answers = [control.error("internal error, logged by the server")]
         for answer in answers:
             self.send(answer)
+
+    def _on_ice_state(self) -> None:
+        if self.pc.iceConnectionState in ("connected", "completed"):
+            self.trace.phase("dtls")  # ICE found a pair; DTLS handshakes over it next
+
+    def _stage_sample(self, node: Node, start_ns: int, end_ns: int) -> None:
+        self.trace.stage(node.name, type(node).__name__, node.backend, start_ns, end_ns)
 
     def _on_connection_state(self) -> None:
         state = self.pc.connectionState
         if state == "connected" and self.state == "connecting":
             self.state = "connected"
+            self.trace.phase("pipeline")  # DTLS done: media flows through the pipeline
         elif state in ("failed", "closed"):
             self.close_soon(f"peer connection {state}")
 
@@ -334,9 +357,9 @@ class Session:
         try:
             channel.send(json.dumps(message, default=repr, allow_nan=False))
         except (ValueError, TypeError) as exc:
-            log.warning("session %s: cannot send %s: %s", self.id, message.get("type"), exc)
+            self._log.warning("session %s: cannot send %s: %s", self.id, message.get("type"), exc)
         except Exception as exc:  # the channel closed under us (aiortc raises its own errors)
-            log.debug("session %s: data channel send failed: %s", self.id, exc)
+            self._log.debug("session %s: data channel send failed: %s", self.id, exc)
 
     # -- media
     def _on_input(self, frame: Any) -> None:
@@ -423,12 +446,12 @@ class Session:
         except StreamError as exc:
             reason = "pipeline failed"
             self.error = str(exc)
-            log.error("session %s: %s", self.id, exc)
+            self._log.error("session %s: %s", self.id, exc)
             self.send(control.error(f"pipeline failed: {exc}"))
         except Exception as exc:  # a bug in a user stage that escaped NodeError: keep serving
             reason = "pipeline failed"
             self.error = f"{type(exc).__name__}: {exc}"
-            log.exception("session %s: pipeline crashed", self.id)
+            self._log.exception("session %s: pipeline crashed", self.id)
             self.send(control.error(f"pipeline failed: {self.error}"))
         self.close_soon(reason)
 
@@ -491,7 +514,7 @@ class Session:
     async def _close(self, reason: str) -> None:
         self.close_reason = reason
         self.state = "closing"
-        log.info("session %s: closing (%s)", self.id, reason)
+        self._log.info("session %s: closing (%s)", self.id, reason)
         task = self._run_task
         if task is not None and task is not asyncio.current_task() and not task.done():
             task.cancel()
@@ -505,7 +528,7 @@ class Session:
         try:
             await self.pc.close()
         except Exception as exc:  # aiortc may fail closing a half-open transport; we are done
-            log.warning("session %s: closing the peer connection: %s", self.id, exc)
+            self._log.warning("session %s: closing the peer connection: %s", self.id, exc)
         self._track_drops = self._output_drops()  # the tracks go below; their counts stay
         sink = self._sink
         if sink is not None:
@@ -520,6 +543,7 @@ class Session:
         self._sink = None
         self.pc.remove_all_listeners()
         self.state = "closed"
+        self.trace.close(reason)
         if self._on_closed is not None:
             self._on_closed(self)
 

@@ -24,7 +24,7 @@ from typing import Any
 
 from aiortc import RTCSessionDescription
 
-from . import control
+from . import control, logs, telemetry
 from .host import OfferRefused, PipelineFactory, SessionHost, SinkFactory, loop_lag
 from .session import SessionOptions
 from .worker_protocol import GONE_NOTICE, WorkerArgs
@@ -46,13 +46,17 @@ def worker_main(
     """Entry point of a worker process: serve sessions until drained or the front is gone."""
     # Ctrl-C reaches the whole process group; the front decides when workers stop
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    logging.basicConfig(
-        level=log_level, format=f"%(asctime)s %(levelname)s worker {index}: %(name)s: %(message)s"
-    )
+    # the front's --log-format (inherited); every line names this worker
+    fmt = os.environ.get("REMOTEMEDIA_LOG_FORMAT", "text")
+    logs.set_worker(f"worker {index}")
+    logs.configure("json" if fmt == "json" else "text", log_level)
     for name in ("aioice", "aiortc"):
         logging.getLogger(name).setLevel(max(log_level, logging.WARNING))
     args = WorkerArgs(pipeline_factory, sink_factory, options, connect_timeout, log_level)
-    asyncio.run(_serve(conn, args))
+    try:
+        asyncio.run(_serve(conn, args))
+    finally:
+        telemetry.shutdown()  # export the spans still buffered
 
 
 def detached_main() -> None:
