@@ -10,8 +10,10 @@ From the peer (each may carry an ``id`` that the answer echoes)::
 
 To the peer: ``hello`` (session id and stages), ``ack``, ``error`` (``message``, the request's
 ``id`` when one could be read, and the ``request`` when it could be read and fits), ``state``,
-``pong``, ``event`` (``Event.to_json()``), ``level`` (dBFS of the session's input and output) and
-``stats``.
+``pong``, ``event`` (``Event.to_json()``), ``level`` (dBFS of the session's input and output),
+``stats``, and from the server's life cycle ``draining`` (``deadline_s``: the server stops taking
+sessions; this one may run that long) and ``close`` (``reason``: the server closes the session
+now; the Python peer and the page close their side and keep the reason).
 
 Every message from the peer gets exactly one answer: its normal answer (``pause``/``resume`` are
 followed by a ``state``) or one ``error``; nothing a peer sends ends its session. A message is

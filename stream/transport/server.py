@@ -9,10 +9,10 @@ event loop), and with workers ``placement`` (which worker takes a session),
 ``drain()`` (SIGTERM: take no offers, let sessions run on up to ``drain_timeout``, then close
 them, telling each peer why) and ``stop()``.
 
-What a peer is told on its data channel (in-process sessions): ``{"type": "draining",
-"deadline_s"}`` when a drain starts, ``{"type": "close", "reason"}`` just before the server
-closes its session. The Python peer and the page then close their side
-(``PeerResult.close_reason``).
+What a peer is told on its data channel: ``{"type": "draining", "deadline_s"}`` when a drain
+starts (sessions in this process), ``{"type": "close", "reason"}`` just before the server closes
+its session (here, or on the worker that runs it). The Python peer and the page then close
+their side (``PeerResult.close_reason``).
 
 With ``workers=N`` (N >= 1) the sessions run in N worker processes; with ``ray_address`` on
 session workers on the nodes of a Ray cluster (N per node). Signaling, limits and the page stay
@@ -40,6 +40,7 @@ from .placement import Placement
 from .process_workers import ProcessWorkerPool
 from .session import Session
 from .settings import (
+    CLOSE_NOTICE_S,
     DEFAULT_BODY_TIMEOUT_S,
     DEFAULT_HEADER_TIMEOUT_S,
     DEFAULT_MAX_OFFER_BYTES,
@@ -57,10 +58,6 @@ from .worker_protocol import OnClosed, OnDied, WorkerArgs, WorkerHandle, WorkerP
 log = logging.getLogger("stream.transport")
 
 WATCH_EVERY_S = 0.5  # how often silent sessions are looked for (and new capacity, when due)
-#: How long peers told to close get to do so themselves before their sessions are closed here
-#: (a peer that closes itself has surely read the reason; one that does not gets it anyway,
-#: as the notice leaves before the connection's end).
-CLOSE_NOTICE_S = 1.0
 
 
 class WebRTCServer:
@@ -418,8 +415,8 @@ class WebRTCServer:
     def _tell_peers(self, message: dict[str, Any]) -> int:
         """Send ``message`` on the data channel of every session in this process; how many.
 
-        Sessions on workers are not reached (the worker protocol has no such request): their
-        peers see the connection end.
+        Sessions on workers are not reached (the worker protocol has no such request); their
+        workers send the ``close`` notice themselves when stopped.
         """
         sessions = list(self.local.sessions.values())
         for session in sessions:
@@ -442,7 +439,7 @@ class WebRTCServer:
                     await self._local_sessions_ended()
         await asyncio.gather(
             self.local.close_all(reason, timeout),
-            *([self.supervisor.stop(timeout)] if self.supervisor is not None else []),
+            *([self.supervisor.stop(timeout, reason)] if self.supervisor is not None else []),
             return_exceptions=True,
         )
         self.placement.placed.clear()

@@ -153,12 +153,15 @@ class Supervisor:
                 log.error("%s", exc)
                 self._schedule_restart(worker)
 
-    async def stop(self, timeout: float = 15.0) -> None:
-        """Stop every worker (their sessions closed, sinks finalized) and close the pool."""
+    async def stop(self, timeout: float = 15.0, reason: str = "server stopping") -> None:
+        """Stop every worker (their sessions closed, each peer told ``reason``, sinks finalized)
+        and close the pool."""
         self._stopping = True
         for task in list(self.restarting):
             task.cancel()
-        await asyncio.gather(*(w.stop(timeout) for w in self.workers), return_exceptions=True)
+        await asyncio.gather(
+            *(w.stop(timeout, reason) for w in self.workers), return_exceptions=True
+        )
         if self.pool is not None:
             await self.pool.close()
 

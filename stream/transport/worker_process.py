@@ -27,6 +27,7 @@ from aiortc import RTCSessionDescription
 from . import control, logs, telemetry
 from .host import OfferRefused, PipelineFactory, SessionHost, SinkFactory, loop_lag
 from .session import SessionOptions
+from .settings import CLOSE_NOTICE_S
 from .worker_protocol import GONE_NOTICE, WorkerArgs
 
 log = logging.getLogger("stream.transport")
@@ -135,10 +136,11 @@ async def _serve(conn: Connection, args: WorkerArgs) -> None:
             elif op == "status":
                 lag = await loop_lag()
                 send({"id": request_id, "ok": True, **host.status(), "loop_lag_s": lag})
-            elif op == "drain":
+            elif op == "drain":  # the front stops: close everything here, peers told why
                 if answering:
                     await asyncio.wait(answering, timeout=10)
-                await host.close_all(message.get("reason", "server stopping"))
+                reason = message.get("reason", "server stopping")
+                await _close_with_notice(host, reason)
                 send({"id": request_id, "ok": True})
                 return
             else:
@@ -150,3 +152,17 @@ async def _serve(conn: Connection, args: WorkerArgs) -> None:
 
 
 __all__ = ["detached_main", "worker_main"]
+
+
+async def _close_with_notice(host: SessionHost, reason: str) -> None:
+    """Tell every peer here ``{"type": "close", "reason"}`` (as the front tells its own), give
+    the peers up to ``CLOSE_NOTICE_S`` to leave, then close what is left."""
+    sessions = list(host.sessions.values())
+    for session in sessions:
+        session.send({"type": "close", "reason": reason})
+    if sessions:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(CLOSE_NOTICE_S):
+                while host.sessions:
+                    await asyncio.sleep(0.05)
+    await host.close_all(reason)

@@ -248,8 +248,8 @@ def test_deploy_manifests_parse_and_agree() -> None:
 @pytest.mark.webrtc
 def test_sigterm_drains_worker_sessions(hosts: Any, start_server: Any, tmp_path: Path) -> None:
     """With a worker process: /readyz is ready once the worker is up, 503 while draining; the
-    session runs on to the drain timeout, then ends, and the process exits 0. (A worker's peer
-    is not told the reason: the worker protocol has no request for it.)"""
+    session runs on to the drain timeout, then ends with the reason told to its peer (by the
+    worker), and the process exits 0."""
     from media_nodes.sources import ToneSource
 
     server = start_server("--workers", "1", "--drain-timeout", f"{DRAIN_S:g}")
@@ -287,6 +287,7 @@ def test_sigterm_drains_worker_sessions(hosts: Any, start_server: Any, tmp_path:
     assert returncode == 0, server.log()
     assert "error" not in outcome, outcome.get("error")
     result = outcome["result"]
-    assert result.ended_by == "connection closed"
+    reason = f"server shutting down: drain timeout ({DRAIN_S:g} s) reached"
+    assert result.close_reason == reason, (result.close_reason, result.messages[-3:])
     assert result.audio_seconds_received > DRAIN_S / 2  # it ran on while draining
     assert DRAIN_S <= took < DRAIN_S + 30
