@@ -14,7 +14,10 @@ server. Servers, side by side in the same run:
 - ``chain``: the RemoteMedia server with a realistic speech front end (mono, resample to
   16 kHz, gain; the output track resamples back to 48 kHz), adaptive jitter buffers;
 - ``chain:wN`` (with ``--workers N``, or named in ``--modes``): ``chain`` with its sessions on
-  N worker processes (``serve --workers N``); ``cpu`` then counts the front and its workers.
+  N worker processes (``serve --workers N``); ``cpu`` then counts the front and its workers;
+- ``pass-aiortc-codec``, ``chain-aiortc-codec`` (named in ``--modes``): those servers with
+  ``--audio-codec aiortc`` (audio decoded on aiortc's decoder thread and encoded on its thread
+  pool, as before the inline codec path).
 
 The peers run in ``--clients`` processes on the same 2-core machine as the server, so past a few
 sessions the whole machine (peers included) is what saturates; ``cpu`` shows the server's share.
@@ -218,6 +221,9 @@ def start_server(hosts: Any, mode: str, manifest: Path) -> tuple[subprocess.Pope
         argv = [sys.executable, "-m", "stream.transport", "serve", "--host", hosts.server_ip]
         argv += ["--port", "8090", "--max-sessions", "256", "--idle-timeout", "20"]
         base, _, workers = mode.partition(":w")
+        if base.endswith("-aiortc-codec"):  # aiortc's decoder thread and encoder pool
+            base = base.removesuffix("-aiortc-codec")
+            argv += ["--audio-codec", "aiortc"]
         if base == "chain":
             argv += ["--pipeline", str(manifest)]
         if workers:

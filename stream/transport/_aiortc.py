@@ -23,16 +23,20 @@ aiortc has no public option for five things this transport needs:
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import contextvars
 import ipaddress
 import logging
+import threading
 from collections.abc import Iterable, Iterator
 from typing import Any
 
 import aioice.ice
+import av
 import ifaddr
 from aiortc import RTCConfiguration, RTCPeerConnection
+from aiortc.codecs import get_decoder
 from aiortc.jitterbuffer import JitterBuffer, JitterFrame
 from aiortc.rtcsctptransport import WEBRTC_BINARY, WEBRTC_STRING, RTCSctpTransport
 from aiortc.rtp import RtpPacket
@@ -250,8 +254,91 @@ def use_jitter_buffer(pc: RTCPeerConnection, depth: int | None) -> None:
         setattr(receiver, attr, AdaptiveAudioJitterBuffer(depth))
 
 
+class InlineAudioDecoder:
+    """Stands in for the decoder queue of an aiortc audio receiver: decodes each encoded frame
+    where it is put (in the receiver's RTP handler, on the event loop) and hands the frames
+    straight to the track's queue.
+
+    aiortc decodes every frame on a thread of the receiver's own: a hand-off there and one back
+    (``run_coroutine_threadsafe``, which wakes the loop) per 20 ms per session, which costs more
+    than an Opus decode. The thread aiortc still starts waits in ``get()`` until the receiver
+    stops, then ends the track as it always does. Decode errors are logged and flagged as
+    aiortc does (the frame is lost, the decoder kept).
+    """
+
+    def __init__(self, output: Any, error: threading.Event) -> None:
+        self._output = output  # the remote track's asyncio.Queue
+        self._error = error
+        self._decoder: Any = None
+        self._codec_name: str | None = None
+        self._stopped = threading.Event()
+
+    def put(self, item: Any) -> None:
+        if item is None:  # the receiver stops: let the waiting thread end the track
+            self._stopped.set()
+            return
+        codec, encoded_frame = item
+        if codec.name != self._codec_name:
+            self._decoder = get_decoder(codec)
+            self._codec_name = codec.name
+        try:
+            frames = self._decoder.decode(encoded_frame)
+        except av.FFmpegError as exc:
+            log.warning("audio receiver: failed to decode a %s frame: %s", codec.name, exc)
+            self._error.set()
+            return
+        for frame in frames:
+            self._output.put_nowait(frame)
+
+    def get(self) -> None:
+        """What aiortc's decoder thread waits on: nothing until the receiver stops."""
+        self._stopped.wait()
+
+
+def decode_inline(pc: RTCPeerConnection) -> bool:
+    """Give every audio receiver of ``pc`` an ``InlineAudioDecoder``. Call it after
+    setRemoteDescription, before setLocalDescription starts the receivers. Returns False (and
+    logs) when aiortc's internals moved: its own decoder thread is kept then."""
+    for transceiver in pc.getTransceivers():
+        if transceiver.kind != "audio":
+            continue
+        receiver: Any = transceiver.receiver
+        queue_attr, error_attr = "_RTCRtpReceiver__decoder_queue", "_RTCRtpReceiver__decoder_error"
+        error = getattr(receiver, error_attr, None)
+        track: Any = getattr(receiver, "_track", None)
+        if (
+            getattr(receiver, "_RTCRtpReceiver__started", True)
+            or getattr(receiver, queue_attr, None) is None
+            or not isinstance(error, threading.Event)
+            or not isinstance(getattr(track, "_queue", None), asyncio.Queue)
+        ):
+            log.warning("aiortc's audio receiver changed; keeping its decoder thread")
+            return False
+        setattr(receiver, queue_attr, InlineAudioDecoder(track._queue, error))
+    return True
+
+
+def first_audio_codec(sdp: str) -> str | None:
+    """The codec an answer's first audio section lists first (what aiortc's sender encodes
+    with), as ``name/rate[/channels]`` in lower case (``opus/48000/2``); None without audio."""
+    payload: str | None = None
+    for line in sdp.splitlines():
+        if line.startswith("m="):
+            if payload is not None:
+                return None  # the audio section had no rtpmap for its first payload type
+            parts = line.split()
+            if parts[0] == "m=audio" and len(parts) > 3 and parts[1] != "0":
+                payload = parts[3]
+        elif payload is not None and line.startswith(f"a=rtpmap:{payload} "):
+            return line.split(" ", 1)[1].strip().lower()
+    return None
+
+
 __all__ = [
     "AdaptiveAudioJitterBuffer",
+    "InlineAudioDecoder",
+    "decode_inline",
+    "first_audio_codec",
     "pin_host_addresses",
     "pinned_addresses",
     "resolve_host_addresses",

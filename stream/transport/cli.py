@@ -159,6 +159,13 @@ def serve_parser(prog: str = "remotemedia serve") -> argparse.ArgumentParser:
         help="audio jitter buffer: packets waited for a missing one (3), or 'aiortc' (80 ms fixed)",
     )
     p.add_argument(
+        "--audio-codec",
+        choices=("inline", "aiortc"),
+        default="inline",
+        help="where audio is decoded and Opus-encoded: inline on the session's loop (default), "
+        "or by aiortc on its decoder thread and thread pool (thread hops per 20 ms frame)",
+    )
+    p.add_argument(
         "--drain-timeout",
         type=float,
         default=DEFAULT_DRAIN_TIMEOUT_S,
@@ -402,6 +409,7 @@ async def _serve(args: argparse.Namespace) -> int:
         cert_file=args.cert,
         key_file=args.key,
         jitter_depth=args.jitter,
+        opus_inline=args.audio_codec == "inline",
         input_channels=args.channels,
         sink_factory=record_factory(args.record) if args.record else None,
         backend=args.backend,

@@ -33,7 +33,13 @@ from ..metrics import PipelineStats
 from ..node import Node, StreamingNode
 from ..pipeline import Pipeline
 from . import control, logs
-from ._aiortc import pin_host_addresses, rtc_configuration, use_jitter_buffer
+from ._aiortc import (
+    decode_inline,
+    first_audio_codec,
+    pin_host_addresses,
+    rtc_configuration,
+    use_jitter_buffer,
+)
 from .echo_reference import PeerReference, peer_reference_nodes
 from .telemetry import SessionTrace
 from .tracks import AudioOutputTrack, VideoOutputTrack, track_frames
@@ -62,10 +68,12 @@ class SessionOptions:
     """Per-session settings, validated once by the server.
 
     ``input_channels``/``input_sample_rate``: what the pipeline receives (None: as decoded, 48 kHz
-    stereo from Opus); ``pixel_format``
-    of video given to the pipeline; ``jitter_depth``: packets the audio jitter buffer may wait
-    for a missing one (None keeps aiortc's fixed 80 ms buffer); ``level_ms``/``stats_ms``: how
-    often levels and stats go to the data channel.
+    stereo from Opus); ``pixel_format`` of video given to the pipeline; ``jitter_depth``: packets
+    the audio jitter buffer may wait for a missing one (None keeps aiortc's fixed 80 ms buffer);
+    ``opus_inline``: audio is decoded on the session's loop, and Opus-encoded there when the
+    peer took Opus (else by aiortc, on a decoder thread and its thread pool:
+    ``_aiortc.decode_inline``, ``tracks.OpusPacketizer``); ``level_ms``/``stats_ms``: how often
+    levels and stats go to the data channel.
     """
 
     input_channels: int | None = 1
@@ -73,6 +81,7 @@ class SessionOptions:
     pixel_format: str = "rgb24"
     idle_timeout: float = 10.0
     jitter_depth: int | None = 3
+    opus_inline: bool = True
     ice_addresses: frozenset[str] | None = None
     ice_servers: tuple[str, ...] = ()
     level_ms: float = 100.0
@@ -206,6 +215,9 @@ class Session:
         self._next_level = 0.0
         self._next_stats = 0.0
         self._track_drops: dict[str, int] = {}  # of the output tracks, kept when they go
+        # where audio is decoded / encoded: "aiortc" (its threads), "inline" (decoded on this
+        # loop), "inline+opus" (and Opus-encoded here too)
+        self._codec_path = "aiortc"
         # OpenTelemetry: the session's span and its phases, stage spans sampled by the pipeline
         # (no-ops when tracing is off: stream/transport/telemetry.py)
         self.trace = SessionTrace(session_id, worker=logs.worker_name() or None)
@@ -238,6 +250,7 @@ class Session:
             "audio_buffered_ms": audio.buffered_ms if audio else 0.0,
             "audio_queue_ms": round(audio.queue_ms, 2) if audio else 0.0,
             "audio_trimmed": audio.trimmed if audio else 0,
+            "audio_codec": self._codec_path,
             "echo_reference": self._reference.stats if self._reference else None,
             "stages": [
                 {k: r[k] for k in ("name", "backend", "frames_in", "frames_out", "us_per_frame")}
@@ -281,9 +294,16 @@ class Session:
         pc.on("iceconnectionstatechange", self._on_ice_state)
         await pc.setRemoteDescription(offer)
         use_jitter_buffer(pc, self.options.jitter_depth)
+        if self.options.opus_inline and decode_inline(pc):
+            self._codec_path = "inline"  # incoming audio decoded on this loop, no thread hops
         answer = await pc.createAnswer()
         with pin_host_addresses(self.options.ice_addresses):
             await pc.setLocalDescription(answer)
+        local_sdp = pc.localDescription.sdp if pc.localDescription else ""
+        opus = first_audio_codec(local_sdp) == "opus/48000/2"
+        if self._audio_out is not None and opus and self.options.opus_inline:
+            self._audio_out.encode_opus()  # no thread hop per frame (tracks.OpusPacketizer)
+            self._codec_path += "+opus"
         self.state = "connecting"
         self.trace.phase("ice")
         # the run task and what it starts log with this session's id and trace id

@@ -61,6 +61,7 @@ class ServerSettings:
     cert_file: Path | None = None
     key_file: Path | None = None
     jitter_depth: int | None = 3
+    opus_inline: bool = True
     input_channels: int | None = 1
     input_sample_rate: int | None = None
     pixel_format: str = "rgb24"
@@ -167,6 +168,7 @@ class ServerSettings:
             pixel_format=self.pixel_format,
             idle_timeout=self.idle_timeout,
             jitter_depth=self.jitter_depth,
+            opus_inline=self.opus_inline,
             ice_addresses=resolve_host_addresses(spec) if resolve_here else None,
             ice_servers=self.ice_server_specs,
             backend=self.backend,
@@ -195,6 +197,7 @@ class ServerOptions(TypedDict, total=False):
     cert_file: Path | None
     key_file: Path | None
     jitter_depth: int | None
+    opus_inline: bool
     input_channels: int | None
     input_sample_rate: int | None
     pixel_format: str

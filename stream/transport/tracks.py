@@ -121,6 +121,39 @@ class _Chunker:
         return out
 
 
+class OpusPacketizer:
+    """Opus packets of 20 ms s16 frames, encoded inline: libopus through PyAV, set up as aiortc's
+    own encoder is (48 kHz stereo, 96 kb/s, the ``voip`` application).
+
+    aiortc encodes every frame a track gives it on the event loop's default thread pool: one
+    hand-off to a thread and one back per 20 ms per session, which costs more than the encode
+    itself (docs/webrtc.md, "Where a session's CPU goes"). A track that returns ``av.Packet``s
+    instead is only packed. Packet timestamps count samples from the first packet (libopus'
+    first pts is minus its look-ahead, as aiortc also corrects). What this path does not give:
+    the RTP audio-level header extension, which aiortc computes only for frames it encodes.
+    """
+
+    def __init__(self, channels: int = 2) -> None:
+        codec: Any = av.CodecContext.create("libopus", "w")
+        codec.bit_rate = 96000
+        codec.format = "s16"
+        codec.layout = "stereo" if channels == 2 else "mono"
+        codec.options = {"application": "voip"}
+        codec.sample_rate = RTC_SAMPLE_RATE
+        codec.time_base = Fraction(1, RTC_SAMPLE_RATE)
+        self._codec = codec
+        self._first_pts: int | None = None
+
+    def encode(self, frame: av.AudioFrame) -> list[Any]:
+        """The ``av.Packet``s of one frame (one, in practice)."""
+        packets: list[Any] = list(self._codec.encode(frame))
+        for packet in packets:
+            if self._first_pts is None:
+                self._first_pts = int(packet.pts)
+            packet.pts = int(packet.pts) - self._first_pts
+        return packets
+
+
 class AudioOutputTrack(MediaStreamTrack):
     """An aiortc audio track fed with ``put(frame)``: 20 ms s16 frames at 48 kHz, paced.
 
@@ -135,7 +168,8 @@ class AudioOutputTrack(MediaStreamTrack):
     (``channels=2``, the default): aiortc's encoder would up-mix it itself at -3 dB.
     ``on_send(block, perf_counter)``: each block of audio as it goes out; ``on_frame(frame)``:
     every frame handed to aiortc, silence included, pts on the track's sample clock (what the
-    peer plays: an echo reference).
+    peer plays: an echo reference). ``encode_opus()`` (once the session knows the peer took
+    Opus): ``recv()`` returns Opus packets encoded here instead of frames (``OpusPacketizer``).
     """
 
     kind = "audio"
@@ -183,7 +217,14 @@ class AudioOutputTrack(MediaStreamTrack):
         self.underruns = 0  # silence sent while audio had started and was expected
         self.dropped = 0  # 20 ms blocks dropped to bound the buffer
         self._audio_started = False
+        self._opus: OpusPacketizer | None = None
         live_tracks.add(self)
+
+    def encode_opus(self) -> None:
+        """Encode here from now on: ``recv()`` returns Opus packets (the negotiated codec must be
+        Opus at 48 kHz; call before the first ``recv()``)."""
+        if self._opus is None:
+            self._opus = OpusPacketizer(self.channels)
 
     def put(self, frame: AudioFrame) -> None:
         """Queue pipeline output (any rate, channels, sample format). Raises FormatError."""
@@ -235,7 +276,17 @@ class AudioOutputTrack(MediaStreamTrack):
     def buffered_ms(self) -> float:
         return len(self._blocks) * self._period * 1000
 
-    async def recv(self) -> av.AudioFrame:
+    async def recv(self) -> Any:  # av.AudioFrame, or av.Packet after encode_opus()
+        if self._opus is None:
+            return await self._next_frame()
+        while True:  # libopus gives one packet per 20 ms frame (none: take the next frame)
+            packets = self._opus.encode(await self._next_frame())
+            if len(packets) == 1:
+                return packets[0]
+            if packets:  # Opus packets cannot be joined into one RTP payload
+                raise FormatError(f"the Opus encoder gave {len(packets)} packets for 20 ms")
+
+    async def _next_frame(self) -> av.AudioFrame:
         if self.readyState != "live":
             raise MediaStreamError
         loop = asyncio.get_running_loop()
