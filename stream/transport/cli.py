@@ -173,6 +173,24 @@ def serve_parser(prog: str = "remotemedia serve") -> argparse.ArgumentParser:
         help="on SIGTERM/Ctrl-C, let live sessions run on up to S before closing them "
         f"({DEFAULT_DRAIN_TIMEOUT_S:g}); a second signal closes them at once",
     )
+    p.add_argument(
+        "--calls",
+        action="store_true",
+        help="also serve phone calls and WebSocket media: /twilio (Twilio Media Streams), "
+        "/telnyx and /ws (plain PCM; --token applies), each call with its own pipeline",
+    )
+    p.add_argument(
+        "--max-calls", type=int, default=16, help="concurrent calls (16; with sessions <= max)"
+    )
+    p.add_argument(
+        "--twilio-auth-token",
+        default=os.environ.get("TWILIO_AUTH_TOKEN"),
+        help="check X-Twilio-Signature on /twilio with this token (default $TWILIO_AUTH_TOKEN)",
+    )
+    p.add_argument(
+        "--public-url",
+        help="the wss://host Twilio is given, for its signature (default: the request's Host)",
+    )
     p.add_argument("--cert", type=Path, metavar="FILE", help="serve HTTPS: certificate (PEM)")
     p.add_argument("--key", type=Path, metavar="FILE", help="serve HTTPS: private key (PEM)")
     p.add_argument(
@@ -342,6 +360,18 @@ class _AudioOnly(Node):
         return self.sink.cleanup()
 
 
+def _telephony(args: argparse.Namespace) -> Any:
+    from .telephony.settings import TelephonySettings
+
+    return TelephonySettings(
+        max_calls=args.max_calls,
+        twilio_auth_token=args.twilio_auth_token,
+        public_url=args.public_url,
+        token=args.token,
+        backend=args.backend,
+    )
+
+
 def _setup_logging(debug: bool, fmt: LogFormat = "text") -> None:
     configure_logs(fmt, logging.DEBUG if debug else logging.INFO)
     os.environ["REMOTEMEDIA_LOG_FORMAT"] = fmt  # worker processes inherit it
@@ -418,6 +448,7 @@ async def _serve(args: argparse.Namespace) -> int:
         ray_worker_cpus=args.ray_cpus,
         ray_resources=args.ray_resources,
         worker_sessions=args.worker_sessions,
+        telephony=_telephony(args) if args.calls else None,
     )
     await server.start()
     loop = asyncio.get_running_loop()

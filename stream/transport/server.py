@@ -53,6 +53,8 @@ from .settings import (
 from .signaling import DRAIN_RETRY_AFTER_S, Signaling
 from .signaling import parse_offer as _parse_offer  # noqa: F401 (its old home; tests use it)
 from .supervisor import Supervisor
+from .telephony.routes import CALLS_KEY, calls_status
+from .telephony.routes import add_routes as add_telephony_routes
 from .worker_protocol import OnClosed, OnDied, WorkerArgs, WorkerHandle, WorkerPool, check_shippable
 
 log = logging.getLogger("stream.transport")
@@ -136,6 +138,8 @@ class WebRTCServer:
                 self._make_pool, all_must_start=settings.ray_address is None
             )
         self.signaling = Signaling(settings, self)
+        if settings.telephony is not None:  # phone calls and plain WebSocket media
+            add_telephony_routes(self.signaling.app, self, settings.telephony)
         self.sessions_total = 0
         # offers being answered, counted against max_sessions until they are live sessions
         self._answering: set[str] = set()
@@ -232,7 +236,9 @@ class WebRTCServer:
         an offer is counted by id, not added to the live count.
         """
         live = self.placed if self.pooled else self.local.sessions
-        return len(live) + sum(1 for sid in self._answering if sid not in live)
+        calls = self.app.get(CALLS_KEY)  # telephony calls share max_sessions
+        in_calls = len(calls.calls) if calls is not None else 0
+        return len(live) + sum(1 for sid in self._answering if sid not in live) + in_calls
 
     # -- sessions
     async def offer(self, offer: RTCSessionDescription) -> tuple[str, str, str]:
@@ -310,6 +316,7 @@ class WebRTCServer:
             "draining": self._draining,
             "counts": local["counts"],
             "list": local["list"],
+            **({"calls": calls} if (calls := calls_status(self.app)) is not None else {}),
         }
 
     async def gather_status(self) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from ._aiortc import resolve_host_addresses
 from .host import SinkFactory
 from .ice import DEFAULT_TURN_TTL_S, parse_ice_server, with_secret
 from .session import SessionOptions
+from .telephony.settings import TelephonySettings
 
 STATIC_DIR = Path(__file__).with_name("static")
 DEFAULT_MAX_OFFER_BYTES = 64 * 1024
@@ -73,6 +74,7 @@ class ServerSettings:
     ray_worker_cpus: float = 1.0
     ray_resources: Mapping[str, float] | None = None
     worker_sessions: int | None = None
+    telephony: TelephonySettings | None = None
 
     def __post_init__(self) -> None:
         if self.max_sessions < 1:
@@ -209,6 +211,7 @@ class ServerOptions(TypedDict, total=False):
     ray_worker_cpus: float
     ray_resources: Mapping[str, float] | None
     worker_sessions: int | None
+    telephony: TelephonySettings | None
 
 
 __all__ = [
