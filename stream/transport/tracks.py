@@ -128,29 +128,30 @@ class OpusPacketizer:
     aiortc encodes every frame a track gives it on the event loop's default thread pool: one
     hand-off to a thread and one back per 20 ms per session, which costs more than the encode
     itself (docs/webrtc.md, "Where a session's CPU goes"). A track that returns ``av.Packet``s
-    instead is only packed. Packet timestamps count samples from the first packet (libopus'
-    first pts is minus its look-ahead, as aiortc also corrects). What this path does not give:
-    the RTP audio-level header extension, which aiortc computes only for frames it encodes.
+    instead is only packed. A packet's timestamp is its frame's pts (samples on the track's
+    clock: libopus' own pts would lead by its look-ahead and restart with a new encoder). Mono
+    frames make mono Opus packets, which every Opus decoder plays on both channels of the
+    ``opus/48000/2`` that WebRTC always negotiates (RFC 7587), at half the encoding cost of
+    stereo. What this path does not give: the RTP audio-level header extension, which aiortc
+    computes only for frames it encodes.
     """
 
     def __init__(self, channels: int = 2) -> None:
         codec: Any = av.CodecContext.create("libopus", "w")
-        codec.bit_rate = 96000
+        codec.bit_rate = 96000 if channels == 2 else 64000
         codec.format = "s16"
         codec.layout = "stereo" if channels == 2 else "mono"
         codec.options = {"application": "voip"}
         codec.sample_rate = RTC_SAMPLE_RATE
         codec.time_base = Fraction(1, RTC_SAMPLE_RATE)
         self._codec = codec
-        self._first_pts: int | None = None
+        self.channels = channels
 
     def encode(self, frame: av.AudioFrame) -> list[Any]:
-        """The ``av.Packet``s of one frame (one, in practice)."""
+        """The ``av.Packet``s of one frame (one, in practice), stamped with the frame's pts."""
         packets: list[Any] = list(self._codec.encode(frame))
         for packet in packets:
-            if self._first_pts is None:
-                self._first_pts = int(packet.pts)
-            packet.pts = int(packet.pts) - self._first_pts
+            packet.pts = frame.pts
         return packets
 
 
@@ -165,7 +166,8 @@ class AudioOutputTrack(MediaStreamTrack):
     too, so latency cannot build up (None: keep all, for sources faster than real time that are
     paced by their writer). ``end()``: the
     track ends once the buffered audio has been sent. Mono is sent as two equal channels
-    (``channels=2``, the default): aiortc's encoder would up-mix it itself at -3 dB.
+    (``channels=2``, the default): aiortc's encoder would up-mix it itself at -3 dB; with
+    ``encode_opus()`` mono output is sent as mono Opus instead.
     ``on_send(block, perf_counter)``: each block of audio as it goes out; ``on_frame(frame)``:
     every frame handed to aiortc, silence included, pts on the track's sample clock (what the
     peer plays: an echo reference). ``encode_opus()`` (once the session knows the peer took
@@ -218,18 +220,34 @@ class AudioOutputTrack(MediaStreamTrack):
         self.dropped = 0  # 20 ms blocks dropped to bound the buffer
         self._audio_started = False
         self._opus: OpusPacketizer | None = None
+        self._configured = False  # the first put() may make an Opus track mono
+        self._backend = backend
         live_tracks.add(self)
 
     def encode_opus(self) -> None:
         """Encode here from now on: ``recv()`` returns Opus packets (the negotiated codec must be
-        Opus at 48 kHz; call before the first ``recv()``)."""
+        Opus at 48 kHz; call before the first ``put()``). A first frame that is mono makes the
+        track mono (mono Opus: ``OpusPacketizer``)."""
         if self._opus is None:
             self._opus = OpusPacketizer(self.channels)
+
+    def _first_put(self, frame: AudioFrame) -> None:
+        self._configured = True
+        if self._opus is not None and frame.channels == 1 and self.channels == 2:
+            self.channels = 1
+            self._converter.close()
+            self._converter = AudioAdapter(
+                "s16", RTC_SAMPLE_RATE, 1, backend=self._backend, name="out.audio"
+            )
+            self._chunker = _Chunker(self.frame_samples, 1)
+            self._opus = OpusPacketizer(1)
 
     def put(self, frame: AudioFrame) -> None:
         """Queue pipeline output (any rate, channels, sample format). Raises FormatError."""
         if self._ended:
             return
+        if not self._configured:
+            self._first_put(frame)
         for converted in self._converter.convert(frame):
             for block in self._chunker.push(converted):
                 self._append(block)
@@ -280,7 +298,8 @@ class AudioOutputTrack(MediaStreamTrack):
         if self._opus is None:
             return await self._next_frame()
         while True:  # libopus gives one packet per 20 ms frame (none: take the next frame)
-            packets = self._opus.encode(await self._next_frame())
+            frame = await self._next_frame()  # first: the first put() may change the encoder
+            packets = self._opus.encode(frame)
             if len(packets) == 1:
                 return packets[0]
             if packets:  # Opus packets cannot be joined into one RTP payload

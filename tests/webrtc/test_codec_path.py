@@ -67,3 +67,36 @@ def test_first_audio_codec_reads_the_answer() -> None:
     assert first_audio_codec(sdp.replace("SAVPF 0 111", "SAVPF 111 0")) == "opus/48000/2"
     assert first_audio_codec(sdp.replace("m=audio 9", "m=audio 0")) is None  # rejected
     assert first_audio_codec("v=0\r\nm=video 9 RTP 96\r\n") is None
+
+
+async def test_opus_track_sends_mono_output_as_mono_opus() -> None:
+    """A mono pipeline output makes mono Opus packets, stamped on the track's clock, which a
+    stereo decoder (what WebRTC negotiates) plays on both channels at the output's level."""
+    from fractions import Fraction
+
+    import av
+
+    from stream.frames import AudioFrame
+    from stream.testing import split_frames, tone
+    from stream.transport.tracks import AudioOutputTrack
+
+    track = AudioOutputTrack(lead_ms=1000.0, max_buffer_ms=2000.0, trim_after_ms=None)
+    track.encode_opus()
+    first = await track.recv()  # silence before any output: stereo, as the track began
+    for frame in split_frames(tone(1000, 1.0, 48000, amplitude=0.5), 48000, 960):
+        assert isinstance(frame, AudioFrame) and frame.channels == 1
+        track.put(frame)
+    packets = [first] + [await track.recv() for _ in range(50)]
+    assert [p.pts for p in packets] == [960 * i for i in range(51)]
+    assert track.channels == 1
+    decoder: Any = av.CodecContext.create("libopus", "r")
+    decoder.format, decoder.layout, decoder.sample_rate = "s16", "stereo", 48000
+    out = []
+    for packet in packets:
+        packet.time_base = Fraction(1, 48000)
+        for frame in decoder.decode(packet):
+            out.append(frame.to_ndarray().reshape(-1, 2))
+    pcm = np.concatenate(out)[-24000:].astype(np.float64) / 32768
+    assert np.array_equal(pcm[:, 0], pcm[:, 1])
+    assert 20 * np.log10(np.sqrt(np.mean(pcm[:, 0] ** 2))) == pytest.approx(TONE_DB, abs=0.5)
+    track.stop()
