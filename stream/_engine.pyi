@@ -26,6 +26,7 @@ __all__ = [
     "EnergyVADKernel",
     "FormatConvertKernel",
     "FrameRateKernel",
+    "G711Kernel",
     "GainKernel",
     "GrayscaleKernel",
     "HighPassKernel",
@@ -291,6 +292,31 @@ class FormatConvertKernel:
     @property
     def format(self) -> str:
         """The output sample format."""
+
+    @property
+    def stage(self) -> str:
+        """The stage name errors carry."""
+
+@final
+class G711Kernel:
+    """ITU-T G.711 ``law`` (mu-law or A-law): float32 blocks to uint8 codes and back."""
+
+    def __new__(cls, law: str = "mulaw", *, stage: str = "g711") -> Self: ...
+    def encode(self, samples: _Block, sample_rate: int) -> npt.NDArray[np.uint8]:
+        """The codes of ``samples`` (``(channels, samples)``, same shape)."""
+
+    def decode(self, codes: npt.NDArray[np.uint8]) -> _Block:
+        """float32 samples (``int16 / 32768``) of uint8 ``codes`` ``(channels, samples)``."""
+
+    def reset(self) -> None:
+        """Nothing to drop: the codec keeps no state."""
+
+    def flush(self) -> list[_Block]:
+        """Nothing to emit: the codec keeps no state."""
+
+    @property
+    def law(self) -> str:
+        """The companding law, ``"mulaw"`` or ``"alaw"``."""
 
     @property
     def stage(self) -> str:

@@ -8,6 +8,7 @@ from .echo_cancel import EchoCancel
 from .echo_cancel_kernel import EchoCancelKernel
 from .energy_vad import EnergyVAD, EnergyVADKernel
 from .format_convert import FormatConvert, FormatConvertKernel
+from .g711 import G711Decode, G711Encode, G711Frame, G711Kernel
 from .gain import Gain, GainKernel
 from .high_pass import HighPass, HighPassKernel
 from .level_meter import LevelMeter, LevelMeterKernel
@@ -33,6 +34,10 @@ __all__ = [
     "EnergyVADKernel",
     "FormatConvert",
     "FormatConvertKernel",
+    "G711Decode",
+    "G711Encode",
+    "G711Frame",
+    "G711Kernel",
     "Gain",
     "GainKernel",
     "HighPass",

@@ -2,10 +2,9 @@
 
 ``G711Encode(law)`` turns float32 planar AudioFrames into ``G711Frame``s (one uint8 code per
 sample, ``(channels, samples)``, with the frame's rate and timing); ``G711Decode(law)`` turns them
-back. The codec's Python twin and its settings are core (``stream.kernels.g711``: the telephony
-transport encodes with it too); the engine's ``G711Kernel`` is to come, and until then both
-stages run the twin (``backend="rust"`` is ``BackendUnavailable``, as for any stage without its
-native kernel).
+back. Both run the engine's ``G711Kernel`` (``rust_engine/src/dsp/g711.rs``) when it is built,
+else its Python twin, bit-exact alike; the twin and the settings are core
+(``stream.kernels.g711``: the telephony transport encodes with the same kernels).
 """
 
 from __future__ import annotations
@@ -22,6 +21,7 @@ from stream.frames import MAX_CHANNELS, AudioFrame, rate_problem, timing_problem
 from stream.kernel_node import KernelBacked, check_audio
 from stream.kernels.g711 import LAWS, SETTINGS, Codes, G711Kernel
 from stream.node import Node
+from stream.stage_settings import Settings
 
 
 @dataclass(slots=True, eq=False)
@@ -90,6 +90,11 @@ class G711Frame:
         return cls(np.ascontiguousarray(codes), law, sample_rate, **timing)
 
 
+#: Each stage's settings: the codec's (``SETTINGS``), under the stage's own name (errors say it).
+ENCODE_SETTINGS = Settings("G711Encode", *SETTINGS)
+DECODE_SETTINGS = Settings("G711Decode", *SETTINGS)
+
+
 class _G711Stage(KernelBacked, Node):
     native_kernel = "G711Kernel"
     python_kernel = G711Kernel
@@ -118,6 +123,8 @@ class _G711Stage(KernelBacked, Node):
 class G711Encode(_G711Stage):
     """float32 planar AudioFrames -> ``G711Frame``s in ``law``; video and events pass."""
 
+    settings = ENCODE_SETTINGS
+
     def process(self, item: Any) -> list[Any]:
         audio = check_audio(self.name, item)
         if audio is None:
@@ -129,13 +136,27 @@ class G711Encode(_G711Stage):
 class G711Decode(_G711Stage):
     """``G711Frame``s in ``law`` -> float32 planar AudioFrames; anything else passes."""
 
+    settings = DECODE_SETTINGS
+
     def process(self, item: Any) -> list[Any]:
         if not isinstance(item, G711Frame):
             return [item]
         if item.law != self.law:
             raise FormatError(f"expected {self.law} audio, got {item.law}", stage=self.name)
         block = self._kernel.decode(item.codes)
+        # a frame changed after construction meets the AudioFrame contract here, naming the stage
+        problem = rate_problem(item.sample_rate) or timing_problem(item.pts, item.time_base)
+        if problem is not None:
+            raise FormatError(problem, stage=self.name)
         return [AudioFrame(block, item.sample_rate, item.pts, item.time_base)]
 
 
-__all__ = ["SETTINGS", "G711Decode", "G711Encode", "G711Frame", "G711Kernel"]
+__all__ = [
+    "DECODE_SETTINGS",
+    "ENCODE_SETTINGS",
+    "SETTINGS",
+    "G711Decode",
+    "G711Encode",
+    "G711Frame",
+    "G711Kernel",
+]

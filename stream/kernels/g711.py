@@ -18,16 +18,20 @@ reference code takes it, so the quantizer is symmetric about -1/2 LSB. Decoding 
 interval's reconstruction value (its midpoint, G.711 Tables 1a/2a), with the sign.
 
 Float audio is first made int16 as FormatConvert does (``clip(rint(x * 32768))``) and decoded
-back to float as ``x / 32768``.
+back to float as ``x / 32768``. The engine's ``G711Kernel`` (``rust_engine/src/dsp/g711.rs``)
+does the same arithmetic, bit for bit; ``g711_kernel()`` picks one of the two as every stage
+picks its kernel (``stream.engine``), for code outside a pipeline such as the telephony
+transport.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
 
+from ..engine import select_kernel
 from ..errors import FormatError
 from ..frames import MAX_CHANNELS
 from ..kernel import Block, KernelChecks
@@ -110,9 +114,16 @@ def decode_int16(codes: Codes, law: str = "mulaw") -> npt.NDArray[np.int16]:
     return _TABLES[law][1][codes]
 
 
+#: The largest float that is not past int16's full scale (exact in float32).
+_TOP = np.float32(32767.0 / 32768.0)
+
+
 def _to_int16(block: Block) -> npt.NDArray[np.int16]:
-    scaled = np.rint(block * np.float32(32768.0))
-    np.clip(scaled, -32768.0, 32767.0, out=scaled)
+    # clip(rint(x * 32768)) with the clip first, where it gives the same values (the scale is a
+    # power of two, so exact) and a value near float32's maximum cannot overflow the multiply.
+    scaled = np.clip(block, np.float32(-1.0), _TOP)
+    np.multiply(scaled, np.float32(32768.0), out=scaled)
+    np.rint(scaled, out=scaled)
     out: npt.NDArray[np.int16] = scaled.astype(np.int16)
     return out
 
@@ -129,7 +140,7 @@ def decode_float(codes: Codes, law: str = "mulaw") -> Block:
 
 
 class G711Kernel(KernelChecks):
-    """Python twin of the engine's ``G711Kernel`` (to come): G.711 ``law`` encode and decode.
+    """Python twin of the engine's ``G711Kernel``: G.711 ``law`` encode and decode.
 
     ``encode(samples, sample_rate)``: a float32 ``(channels, samples)`` block (checks 1 to 4 of
     docs/kernels.md) -> uint8 codes of the same shape. ``decode(codes)``: a 2-D uint8 array ->
@@ -167,10 +178,37 @@ class G711Kernel(KernelChecks):
         return []
 
 
+class G711Codec(Protocol):
+    """What both ``G711Kernel``s offer (the engine's and the twin)."""
+
+    @property
+    def law(self) -> str: ...
+
+    @property
+    def stage(self) -> str: ...
+
+    def encode(self, samples: Any, sample_rate: Any) -> Codes: ...
+
+    def decode(self, codes: Any) -> Block: ...
+
+
+def g711_kernel(
+    law: str = "mulaw", *, stage: str = "g711", backend: str | None = None
+) -> tuple[G711Codec, str]:
+    """A ``G711Kernel`` in ``law`` and the backend it runs on: the engine's when it is built
+    (unless ``backend`` or ``REMOTEMEDIA_RUNTIME`` says ``python``), else the twin. Raises
+    ConfigError for an unknown law, BackendUnavailable when ``rust`` was asked for and is not
+    there."""
+    kernel, chosen, _ = select_kernel(stage, backend, "G711Kernel", G711Kernel, {"law": law})
+    codec: G711Codec = kernel
+    return codec, chosen
+
+
 __all__ = [
     "LAWS",
     "SETTINGS",
     "SILENCE",
+    "G711Codec",
     "G711Kernel",
     "decode_float",
     "decode_int16",
@@ -178,4 +216,5 @@ __all__ = [
     "encode_float",
     "encode_int16",
     "encode_table",
+    "g711_kernel",
 ]

@@ -10,13 +10,20 @@ inverted (A-law).
 
 from __future__ import annotations
 
+import base64
+import json
+from typing import Any
+
 import numpy as np
 import pytest
+from aiohttp import WSMessage, WSMsgType
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from media_nodes.audio.g711 import G711Decode, G711Encode, G711Frame
-from stream import Pipeline, engine
+from stream import Pipeline
 from stream.engine import engine_available
-from stream.errors import BackendUnavailable, ConfigError, FormatError
+from stream.errors import BackendUnavailable, ConfigError, FormatError, StreamError
 from stream.frames import AudioFrame
 from stream.kernels.g711 import (
     SILENCE,
@@ -25,8 +32,14 @@ from stream.kernels.g711 import (
     decode_int16,
     encode_float,
     encode_int16,
+    g711_kernel,
 )
 from stream.testing import split_frames, tone
+from stream.transport.telephony.call import Audio, ProviderLine
+from stream.transport.telephony.twilio import TwilioSerializer
+
+LAWS = ["mulaw", "alaw"]
+needs_engine = pytest.mark.skipif(not engine_available(), reason="parity needs the engine")
 
 ALL_INT16 = np.arange(-32768, 32768, dtype=np.int32)
 
@@ -159,12 +172,6 @@ async def test_stages_encode_and_decode_on_each_backend(law: str, backend: str) 
     x = tone(440, 0.2, 8000, amplitude=0.5)
     frames = split_frames(x, 8000, 160)
     pipeline = Pipeline([G711Encode(law, name="enc"), G711Decode(law, name="dec")])
-    native = engine_available() and hasattr(engine._engine, "G711Kernel")
-    if backend == "rust" and not native:
-        # no native kernel yet: asked for rust, the stage says so instead of running the twin
-        with pytest.raises(BackendUnavailable, match="G711Kernel"):
-            await pipeline.run(frames)
-        return
     out = await pipeline.run(frames)
     assert all(isinstance(f, AudioFrame) for f in out)
     assert [f.pts for f in out] == [f.pts for f in frames]
@@ -179,3 +186,183 @@ def test_decode_refuses_the_other_law() -> None:
     node.initialize()
     with pytest.raises(FormatError, match="dec: expected mulaw audio, got alaw"):
         node.process(frame)
+
+
+# --------------------------------------------------------------------------- the engine's kernel
+
+
+def _engine_kernel(law: str, stage: str = "g711") -> Any:
+    from stream import _engine
+
+    return _engine.G711Kernel(law, stage=stage)
+
+
+def _edge_floats() -> np.ndarray:
+    """Every int16 value as a float, the half-way points between them (round half to even
+    decides those), values past full scale (clipped), and signed zeros."""
+    ints = np.arange(-32768, 32768, dtype=np.float64)
+    halves = (ints + 0.5) / 32768
+    extra = np.array([-0.0, 0.0, 1.0, -1.0, 1.5, -7.0, 3e38, -3e38, 1e-45, -1e-45])
+    return np.concatenate([ints / 32768, halves, extra]).astype(np.float32)
+
+
+@needs_engine
+@pytest.mark.parametrize("law", LAWS)
+def test_engine_encodes_and_decodes_bit_exactly_as_the_twin(law: str) -> None:
+    rust, twin = _engine_kernel(law), G711Kernel(law)
+    x = _edge_floats()
+    block = x.reshape(1, -1)
+    assert np.array_equal(rust.encode(block, 8000), twin.encode(block, 8000))
+    codes, _ = REFERENCES[law]()  # the standard's codes of every int16, built independently
+    assert np.array_equal(rust.encode(block[:, :65536], 8000)[0], codes)
+    every = np.arange(256, dtype=np.uint8).reshape(4, 64)  # four channels of codes
+    got, want = rust.decode(every), twin.decode(every)
+    assert got.dtype == np.float32 and got.shape == (4, 64)
+    assert np.array_equal(got.view(np.uint32), want.view(np.uint32))  # -0.0 would differ
+    # strided input (a channel of an interleaved buffer) is read as its values
+    pairs = np.stack([x[:4096], x[4096:8192]]).T.copy()  # (samples, 2)
+    strided = pairs.T
+    assert not strided.flags.c_contiguous
+    assert np.array_equal(rust.encode(strided, 8000), twin.encode(strided, 8000))
+    assert rust.law == twin.law == law and rust.stage == twin.stage == "g711"
+    assert rust.flush() == twin.flush() == []
+
+
+_finite = st.floats(-1.5, 1.5, width=32, allow_subnormal=True)
+
+
+@needs_engine
+@settings(max_examples=60, deadline=None)
+@given(
+    x=st.integers(1, 4).flatmap(
+        lambda c: st.lists(st.lists(_finite, min_size=40, max_size=40), min_size=c, max_size=c)
+    ),
+    law=st.sampled_from(LAWS),
+    cuts=st.lists(st.integers(1, 39), max_size=4, unique=True),
+)
+def test_engine_and_twin_agree_and_any_split_gives_the_same_codes(
+    x: list[list[float]], law: str, cuts: list[int]
+) -> None:
+    block = np.array(x, np.float32)
+    rust, twin = _engine_kernel(law), G711Kernel(law)
+    whole = twin.encode(block, 8000)
+    assert np.array_equal(rust.encode(block, 8000), whole)
+    for kernel in (rust, twin):  # stateless: blocks of any split give the whole's codes
+        pieces = np.split(block, sorted(cuts), axis=1)
+        joined = np.concatenate([kernel.encode(np.ascontiguousarray(p), 8000) for p in pieces], 1)
+        assert np.array_equal(joined, whole)
+        back = np.concatenate(
+            [kernel.decode(np.ascontiguousarray(p)) for p in np.split(whole, sorted(cuts), 1)], 1
+        )
+        assert np.array_equal(back, twin.decode(whole))
+
+
+def _outcome(call: Any) -> tuple[str, str]:
+    try:
+        call()
+    except StreamError as exc:
+        return type(exc).__name__, str(exc)
+    except Exception as exc:  # a foreign error is the bug: show it
+        return f"foreign {type(exc).__name__}", str(exc)
+    return "ok", ""
+
+
+BAD_CODES: list[Any] = [
+    np.zeros((1, 4), np.int16),
+    np.zeros(4, np.uint8),
+    np.zeros((1, 2, 2), np.uint8),
+    np.zeros((0, 4), np.uint8),
+    np.zeros((2, 0), np.uint8),
+    np.zeros((65, 1), np.uint8),
+    np.zeros((1, 4), np.int8),
+    [[1, 2, 3]],
+    b"\x00\x01",
+    None,
+    np.uint8(3),
+    np.zeros((3, 4), np.uint8)[:, ::2],  # strided: accepted
+]
+
+
+@needs_engine
+@pytest.mark.parametrize("codes", BAD_CODES, ids=lambda c: f"{type(c).__name__}")
+def test_decode_refuses_what_is_not_codes_alike(codes: Any) -> None:
+    rust, twin = _engine_kernel("alaw", "k"), G711Kernel("alaw", stage="k")
+    got, want = _outcome(lambda: rust.decode(codes)), _outcome(lambda: twin.decode(codes))
+    assert not got[0].startswith("foreign") and got == want, (got, want)
+
+
+@pytest.mark.parametrize("law", LAWS)
+def test_g711_kernel_selects_as_the_stages_do(law: str, backend: str) -> None:
+    kernel, chosen = g711_kernel(law, stage="line")
+    assert chosen == backend and kernel.law == law and kernel.stage == "line"
+    assert type(kernel).__module__ == (
+        "stream._engine" if backend == "rust" else G711Kernel.__module__
+    )
+    with pytest.raises(ConfigError, match=r"^line: law must be one of"):
+        g711_kernel("pcmu", stage="line")
+
+
+def test_asking_for_the_engine_without_it_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    from stream import engine
+
+    monkeypatch.setattr(engine, "_engine", None)
+    with pytest.raises(BackendUnavailable, match="backend 'rust' was asked for"):
+        g711_kernel(backend="rust")
+    assert g711_kernel()[1] == "python"
+
+
+def _twilio(event: str, **fields: Any) -> WSMessage:
+    return WSMessage(WSMsgType.TEXT, json.dumps({"event": event, **fields}), None)
+
+
+@pytest.mark.parametrize("law", LAWS)
+def test_a_call_decodes_messages_with_the_selected_kernel(law: str, backend: str) -> None:
+    """A provider's line decodes each media message with the engine's kernel (or the twin),
+    bit-exactly as the tables say, in the law the start message names."""
+    line = ProviderLine(None, TwilioSerializer())  # type: ignore[arg-type]  # no socket read here
+    assert line.codec_backend == backend and line.law == "mulaw"
+    encoding = {"mulaw": "audio/x-mulaw", "alaw": "audio/x-alaw"}[law]
+    start = {"streamSid": "MZ1", "mediaFormat": {"encoding": encoding}}
+    line.read(_twilio("start", streamSid="MZ1", start=start))
+    assert line.law == law and line.codec_backend == backend
+    codes = np.arange(256, dtype=np.uint8).tobytes()
+    payload = base64.b64encode(codes).decode()
+    (audio,) = line.read(_twilio("media", media={"payload": payload, "timestamp": "20"}))
+    assert isinstance(audio, Audio) and audio.timestamp_ms == 20
+    want = decode_float(np.frombuffer(codes, np.uint8), law)
+    assert audio.samples.shape == (256,) and np.array_equal(audio.samples, want)
+
+
+def _damaged(**fields: Any) -> G711Frame:
+    """A good frame with ``fields`` assigned after construction (frames are mutable)."""
+    frame = G711Frame(np.full((1, 160), 0xFF, np.uint8), "mulaw", 8000, 0)
+    for key, value in fields.items():
+        setattr(frame, key, value)
+    return frame
+
+
+DAMAGED_FRAMES: dict[str, dict[str, Any]] = {
+    "int16 codes": {"codes": np.zeros((1, 160), np.int16)},
+    "1-D codes": {"codes": np.zeros(160, np.uint8)},
+    "empty codes": {"codes": np.zeros((1, 0), np.uint8)},
+    "list codes": {"codes": [[1, 2]]},
+    "float rate": {"sample_rate": 8000.0},
+    "zero rate": {"sample_rate": 0},
+    "float pts": {"pts": 1.5},
+    "bad time base": {"time_base": 0.5},
+}
+
+
+@pytest.mark.parametrize("kind", list(DAMAGED_FRAMES))
+async def test_decode_refuses_a_damaged_frame_naming_itself(kind: str, backend: str) -> None:
+    from stream.errors import NodeError
+
+    frames = [G711Frame(np.full((1, 160), 0x7F, np.uint8), "mulaw", 8000, 0)]
+    frames.append(_damaged(**DAMAGED_FRAMES[kind]))
+    node = G711Decode(name="dec")
+    with pytest.raises(NodeError) as info:
+        await Pipeline([node]).run(frames)
+    assert node.backend == backend
+    cause = info.value.__cause__
+    assert isinstance(cause, FormatError) and cause.stage == "dec", repr(cause)
+    assert str(cause).startswith("dec: ")

@@ -27,6 +27,7 @@ pub mod echo_cancel;
 pub mod energy_vad;
 pub mod fir;
 pub mod format;
+pub mod g711;
 pub mod gain;
 pub mod level_meter;
 pub mod mixer;

@@ -13,6 +13,7 @@ mod echo_cancel;
 mod energy_vad;
 mod error;
 mod format;
+mod g711;
 mod gain;
 mod kernel;
 mod level_meter;
@@ -49,6 +50,7 @@ fn _engine(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<resample::ResampleKernel>()?;
     m.add_class::<rebuffer::RebufferKernel>()?;
     m.add_class::<format::FormatConvertKernel>()?;
+    m.add_class::<g711::G711Kernel>()?;
     m.add_class::<chain::Chain>()?;
     m.add_class::<level_meter::LevelMeterKernel>()?;
     m.add_class::<energy_vad::EnergyVADKernel>()?;

@@ -37,10 +37,10 @@ import numpy as np
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from ...audio_adapter import AudioAdapter
-from ...errors import StreamError
+from ...errors import FormatError, StreamError
 from ...events import Event
 from ...frames import AudioFrame
-from ...kernels.g711 import decode_float, encode_float
+from ...kernels.g711 import G711Codec, g711_kernel
 from ...pipeline import Pipeline
 from ..echo_reference import PeerReference, peer_reference_nodes
 from .playout import F32, OutboundPacer, PlayoutBuffer
@@ -95,19 +95,36 @@ class Audio:
 
 
 class ProviderLine:
-    """A telephony provider's socket: JSON messages (``serializer``), G.711 audio at 8 kHz mono."""
+    """A telephony provider's socket: JSON messages (``serializer``), G.711 audio at 8 kHz mono.
+
+    The G.711 codec is the engine's ``G711Kernel`` when the engine is built (``backend``, as
+    the call's audio adapters take it, can ask for the Python twin): ``codec_backend`` says
+    which."""
 
     rate = 8000
     channels = 1
 
-    def __init__(self, ws: web.WebSocketResponse, serializer: Serializer) -> None:
+    def __init__(
+        self, ws: web.WebSocketResponse, serializer: Serializer, backend: str | None = None
+    ) -> None:
         self.ws = ws
         self.serializer = serializer
         self.stream_id = ""
-        self.law = "mulaw"
         self.started = False
         self.start: Start | None = None
         self.ignored = 0
+        self._backend = backend
+        self._codec: G711Codec
+        self.codec_backend = ""
+        self._use_law("mulaw")
+
+    @property
+    def law(self) -> str:
+        """The stream's G.711 law (``mulaw`` until the start message says otherwise)."""
+        return self._codec.law
+
+    def _use_law(self, law: str) -> None:
+        self._codec, self.codec_backend = g711_kernel(law, stage="call.g711", backend=self._backend)
 
     def read(self, msg: Any) -> list[Any]:
         if msg.type != WSMsgType.TEXT:
@@ -117,12 +134,16 @@ class ProviderLine:
             if not self.started:
                 raise ProtocolError("media before start")
             codes = np.frombuffer(item.payload, np.uint8)
-            return [Audio(decode_float(codes, self.law), item.timestamp_ms)]
+            if not codes.size:  # nothing to decode (the codec refuses an empty block)
+                return [Audio(np.zeros(0, np.float32), item.timestamp_ms)]
+            return [Audio(self._codec.decode(codes[None, :])[0], item.timestamp_ms)]
         if isinstance(item, Start):
             if self.started:
                 raise ProtocolError("a second start on one stream")
             self.start, self.started = item, True
-            self.stream_id, self.law = item.stream_id, item.encoding
+            self.stream_id = item.stream_id
+            if item.encoding != self.law:
+                self._use_law(item.encoding)
             return [item]
         if isinstance(item, Connected | Ignored):
             self.ignored += isinstance(item, Ignored)
@@ -132,7 +153,11 @@ class ProviderLine:
         return [item]
 
     async def audio(self, chunk: F32) -> None:
-        codes = encode_float(chunk, self.law)
+        block = chunk[None, :]
+        try:
+            codes = self._codec.encode(block, self.rate)[0]
+        except FormatError:  # a stage made NaN or infinity: send it as silence and full scale
+            codes = self._codec.encode(np.nan_to_num(block, nan=0.0), self.rate)[0]
         await self.ws.send_str(self.serializer.media(self.stream_id, codes.tobytes()))
 
     async def mark(self, name: str) -> None:

@@ -170,7 +170,7 @@ def add_routes(app: web.Application, service: Any, settings: TelephonySettings) 
     def provider(
         serializer: Callable[[], Serializer],
     ) -> Callable[[web.WebSocketResponse, str], Line]:
-        return lambda ws, _call_id: ProviderLine(ws, serializer())
+        return lambda ws, _call_id: ProviderLine(ws, serializer(), settings.backend)
 
     async def twilio_route(request: web.Request) -> web.StreamResponse:
         token = settings.twilio_auth_token
