@@ -7,8 +7,11 @@ nodes of a Ray cluster, see docs/deploy.md; ``--cert FILE --key FILE``: over HTT
 sessions, the live ones run on for up to ``--drain-timeout`` seconds, then are closed with a
 reason to each peer; a second signal closes them at once; the exit code is 0 either way
 (docs/operations.md). ``remotemedia connect URL --in FILE --out FILE``
-sends a file (or a tone) to a server and records what comes back. Both return an exit code; a
-user's mistake prints one line on stderr (``--debug`` shows the traceback).
+sends a file (or a tone) to a server and records what comes back: over WebRTC to an
+``http(s)://`` URL, over the plain PCM WebSocket to a ``ws(s)://HOST:PORT/ws`` URL (``serve
+--calls``), where an exchange that lost data (the server ended the call, reported an error, or
+the socket closed abnormally) exits 1. Both return an exit code; a user's mistake prints one
+line on stderr (``--debug`` shows the traceback).
 ``python -m stream.transport serve|connect`` runs them without the main CLI.
 """
 
@@ -489,9 +492,10 @@ async def _serve(args: argparse.Namespace) -> int:
 def connect_parser(prog: str = "remotemedia connect") -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=prog,
-        description="Send a file or a tone to a RemoteMedia WebRTC server; record what comes back.",
+        description="Send a file or a tone to a RemoteMedia server, over WebRTC (http:// URL) "
+        "or its PCM WebSocket (ws://HOST:PORT/ws, serve --calls); record what comes back.",
     )
-    p.add_argument("url", help="the server, e.g. http://127.0.0.1:8080/")
+    p.add_argument("url", help="the server, e.g. http://127.0.0.1:8080/ or ws://127.0.0.1:8080/ws")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--in", dest="input", help="media file to send (any FFmpeg-readable audio)")
     src.add_argument("--tone", type=float, metavar="HZ", help="send a sine of HZ instead")
@@ -555,9 +559,14 @@ def connect_main(argv: Sequence[str] | None = None, prog: str = "remotemedia con
         parser.error("give --in FILE or --tone HZ")
     if args.tone is not None and args.seconds is None:
         args.seconds = 5.0
+    websocket = args.url.startswith(("ws://", "wss://"))
+    if websocket and control:
+        parser.error("--set needs a WebRTC server (http:// URL): /ws has no control channel")
     _setup_logging(args.debug)
     if not args.debug:
         logging.getLogger().setLevel(logging.WARNING)
+    if websocket:
+        return _connect_ws_main(args)
     try:
         summary = asyncio.run(_connect(args, control))
     except (StreamError, OSError, ImportError) as exc:
@@ -578,20 +587,7 @@ def connect_main(argv: Sequence[str] | None = None, prog: str = "remotemedia con
 async def _connect(args: argparse.Namespace, control: list[dict[str, Any]]) -> dict[str, Any]:
     from .client import connect
 
-    source: Node
-    if args.input is not None:
-        from media_nodes.sources import FileSource
-
-        source = FileSource(args.input, video=False, name="input")
-    else:
-        from media_nodes.sources import ToneSource
-
-        source = ToneSource(args.tone, duration_s=args.seconds, name="tone")
-    sink = None
-    if args.out:
-        from media_nodes.sinks import FileSink
-
-        sink = FileSink(args.out, name="output")
+    source, sink = _source_and_sink(args)
     result = await connect(
         args.url,
         source,
@@ -616,6 +612,77 @@ async def _connect(args: argparse.Namespace, control: list[dict[str, Any]]) -> d
         "close_reason": result.close_reason,
         "candidates": list(result.candidates) if result.candidates else None,
     }
+
+
+def _source_and_sink(args: argparse.Namespace) -> tuple[Node, Node | None]:
+    """``--in FILE`` or ``--tone HZ`` as a source node, ``--out FILE`` as a sink node."""
+    source: Node
+    if args.input is not None:
+        from media_nodes.sources import FileSource
+
+        source = FileSource(args.input, video=False, name="input")
+    else:
+        from media_nodes.sources import ToneSource
+
+        source = ToneSource(args.tone, duration_s=args.seconds, name="tone")
+    sink = None
+    if args.out:
+        from media_nodes.sinks import FileSink
+
+        sink = FileSink(args.out, name="output")
+    return source, sink
+
+
+def _connect_ws_main(args: argparse.Namespace) -> int:
+    """``remotemedia connect ws://HOST:PORT/ws``: exits 1 when the exchange lost data."""
+    from .ws_client import connect_ws
+
+    source, sink = _source_and_sink(args)
+    try:
+        result = asyncio.run(
+            connect_ws(
+                args.url,
+                source,
+                sink,
+                seconds=args.seconds,
+                token=args.token,
+                cafile=args.cafile,
+                timeout=args.connect_timeout,
+            )
+        )
+    except (StreamError, OSError, ImportError) as exc:
+        return _fail(args.debug, exc)
+    except KeyboardInterrupt:
+        return 0
+    problem = result.problem()
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "call": result.call,
+                    "frames_sent": result.frames_sent,
+                    "frames_received": result.frames_received,
+                    "audio_seconds_received": round(result.audio_seconds_received, 3),
+                    "messages": len(result.messages),
+                    "seconds": round(result.seconds, 3),
+                    "ended_by": result.ended_by,
+                    "close_reason": result.close_reason,
+                    "close_code": result.close_code,
+                    "errors": result.errors,
+                    "complete": problem is None,
+                }
+            )
+        )
+    else:
+        print(
+            f"call {result.call}: sent {result.frames_sent} frames, received "
+            f"{result.audio_seconds_received:.2f} s of audio"
+            + (f" -> {args.out}" if args.out else "")
+        )
+    if problem is not None:
+        print(f"error: {problem}", file=sys.stderr)
+        return EXIT_ERROR
+    return 0
 
 
 def main(argv: Sequence[str]) -> int:
