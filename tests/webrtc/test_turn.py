@@ -177,7 +177,7 @@ def test_browser_relays_through_turn(turn_hosts: Any, tmp_path: Path) -> None:
             )
             try:
                 page = browser.pages[0] if browser.pages else browser.new_page()
-                page.goto(good.url, timeout=30_000)
+                page.goto(good.url + "?transport=webrtc", timeout=30_000)
                 page.click("#connect")
                 page.wait_for_function(
                     "window.remotemedia.connection === 'connected'", timeout=30_000
@@ -197,7 +197,7 @@ def test_browser_relays_through_turn(turn_hosts: Any, tmp_path: Path) -> None:
                 )
                 page.click("#disconnect")
 
-                page.goto(bad.url, timeout=30_000)
+                page.goto(bad.url + "?transport=webrtc", timeout=30_000)
                 page.click("#connect")
                 page.wait_for_function("remotemedia.iceErrors.length > 0", timeout=20_000)
                 errors = page.evaluate("remotemedia.iceErrors")

@@ -13,6 +13,7 @@ const RECORD_S = 30;           // /ws: the received audio kept in state.received
 
 const $ = (id) => document.getElementById(id);
 const state = {
+  attempt: 0,  // counts connect() calls and disconnects: a stale attempt stops where it is
   transport: null,  // the one in use: "webrtc" or "ws"
   pc: null,
   channel: null,
@@ -222,7 +223,9 @@ async function iceServers(headers) {
 }
 
 async function connect() {
+  const attempt = ++state.attempt;
   $("connect").disabled = true;
+  $("disconnect").disabled = false;  // an attempt can be given up, too
   state.error = null;
   state.closeReason = null;
   const mode = $("transport").value;
@@ -238,6 +241,7 @@ async function connect() {
         await connectRtc(token, mode === "auto" ? RTC_DEADLINE_MS : 0);
         return;
       } catch (err) {
+        if (attempt !== state.attempt) return;  // disconnected meanwhile: no fallback
         if (mode === "webrtc" || err.refused) throw err;
         log("WebRTC: " + (err.message || err) + "; falling back to the WebSocket", "error");
         closeRtc();
@@ -245,6 +249,7 @@ async function connect() {
     }
     await connectWs(token);
   } catch (err) {
+    if (attempt !== state.attempt) return;
     state.error = String(err.message || err);
     log(state.error, "error");
     setStatus("failed", "failed");
@@ -476,6 +481,7 @@ function closeWs() {
 }
 
 function disconnect() {
+  state.attempt++;
   clearInterval(state.statsTimer);
   clearInterval(state.levelTimer);
   closeRtc();
