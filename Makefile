@@ -54,7 +54,7 @@ bench: dev  ## the benchmarks, full length; their tables go into docs/
 	for b in $(BENCHMARKS); do $(PYTHON) $$b || exit 1; done
 
 bench-smoke: dev  ## the benchmarks, short: proves they run
-	for b in $(BENCHMARKS) benchmarks/echo_cost.py benchmarks/voice_cost.py benchmarks/playout_bench.py benchmarks/g711_bench.py benchmarks/webrtc_sessions.py benchmarks/ray_scale.py benchmarks/adapter_bench.py; do $(PYTHON) $$b --smoke >/dev/null || exit 1; done
+	for b in $(BENCHMARKS) benchmarks/echo_cost.py benchmarks/voice_cost.py benchmarks/playout_bench.py benchmarks/g711_bench.py benchmarks/calls_bench.py benchmarks/webrtc_sessions.py benchmarks/ray_scale.py benchmarks/adapter_bench.py; do $(PYTHON) $$b --smoke >/dev/null || exit 1; done
 
 # Wheels are built with the dist profile (fat LTO); CI passes WHEEL_PROFILE=release to reuse the
 # engine `make dev` built: what it checks is the packaging, not the optimizer.
