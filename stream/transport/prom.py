@@ -215,6 +215,9 @@ def _families(status: dict[str, Any], totals: Totals) -> Iterator[Metric]:
     for code, n in sorted(status.get("rejected", {}).items()):
         refused.add_metric([str(code)], n)
     yield refused
+    calls = status.get("calls")
+    if isinstance(calls, dict):  # serve --calls: the telephony routes' own figures
+        yield from _call_families(calls)
 
     labels = ["stage", "type", "backend", "worker"]
     time_s = HistogramMetricFamily(
@@ -290,6 +293,32 @@ def _live_depth(totals: Totals, worker: str, stage: str) -> int:
     if live is None:
         return 0
     return sum(s.queue_depth or 0 for s in live.stages if s.name == stage)
+
+
+def _call_families(calls: dict[str, Any]) -> Iterator[Metric]:
+    """Phone and WebSocket calls (``serve --calls``): counts, ends, refusals, playout."""
+    p = PREFIX
+    yield _gauge(f"{p}_calls_active", "Calls live now.", calls.get("calls", 0))
+    yield _counter(f"{p}_calls_started", "Calls taken.", calls.get("calls_total", 0))
+    ended = CounterMetricFamily(f"{p}_calls_ended", "Calls ended, by reason.", labels=["reason"])
+    for reason, n in sorted(calls.get("ended", {}).items()):
+        ended.add_metric([reason], n)
+    yield ended
+    refused = CounterMetricFamily(
+        f"{p}_calls_refused", "Calls refused, by HTTP status.", labels=["status"]
+    )
+    for code, n in sorted(calls.get("refused", {}).items()):
+        refused.add_metric([str(code)], n)
+    yield refused
+    playout = CounterMetricFamily(
+        f"{p}_call_playout_frames",
+        "Inbound call audio frames by what the playout buffer did: played (frames), concealed"
+        " (loss concealment or comfort noise in a gap), lost, late, skipped.",
+        labels=["kind"],
+    )
+    for kind, n in sorted(calls.get("playout_total", {}).items()):
+        playout.add_metric([kind], n)
+    yield playout
 
 
 def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:

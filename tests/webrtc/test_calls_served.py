@@ -35,6 +35,17 @@ def test_served_twilio_call(hosts: Any, start_server: Any, tmp_path: Path) -> No
     assert abs(db(steady) - (db(x) - 6)) < 0.5
     status = server.wait_for(lambda s: s["calls"]["calls"] == 0, token="t0k")
     assert status["calls"]["calls_total"] == 1
+    # /metrics carries the calls: counts and what the playout buffer did with their audio
+    code, body = server.http("GET", "/metrics", headers={"Authorization": "Bearer t0k"})
+    assert code == 200
+    metrics = {
+        line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+        for line in body["text"].splitlines()
+        if line and not line.startswith("#")
+    }
+    assert metrics["remotemedia_calls_started_total"] == 1
+    assert metrics["remotemedia_calls_active"] == 0
+    assert metrics['remotemedia_call_playout_frames_total{kind="frames"}'] >= 50
     # /ws needs the server's token like /offer does
     refused = hosts.run_async("client", lambda: twilio_call(f"{ws_url}/ws", x))
     assert refused.handshake_status == 403

@@ -45,6 +45,7 @@ class Calls:
         self.calls_total = 0
         self.refused: dict[int, int] = {}
         self.ended: dict[str, int] = {}  # close reasons (first words) -> count
+        self.ended_playout: dict[str, int] = {}  # PLAYOUT_COUNTS of the calls that ended
         self._admitting = 0
 
     def status(self) -> dict[str, Any]:
@@ -55,8 +56,18 @@ class Calls:
             "calls_total": self.calls_total,
             "refused": {str(k): v for k, v in sorted(self.refused.items())},
             "ended": dict(self.ended),
-            "list": [c.stats() for c in self.calls.values()],
+            "list": (calls := [c.stats() for c in self.calls.values()]),
+            "playout_total": self._playout_total(calls),
         }
+
+    def _playout_total(self, live: list[dict[str, Any]]) -> dict[str, int]:
+        """``PLAYOUT_COUNTS`` over every call so far, ended and live (monotonic: metrics)."""
+        total = dict.fromkeys(PLAYOUT_COUNTS, 0)
+        total.update(self.ended_playout)
+        for stats in live:
+            for name, value in _playout_counts(stats).items():
+                total[name] += value
+        return total
 
     def _refuse(self, status: int, message: str, **headers: str) -> web.Response:
         self.refused[status] = self.refused.get(status, 0) + 1
@@ -116,6 +127,8 @@ class Calls:
         reason = call.close_reason or "closed"
         key = reason.split(":")[0].split("(")[0].strip()
         self.ended[key] = self.ended.get(key, 0) + 1
+        for name, value in _playout_counts(call.stats()).items():
+            self.ended_playout[name] = self.ended_playout.get(name, 0) + value
         log.info("call %s: ended (%s)", call.id, reason)
 
     async def close_all(self, reason: str = "server stopping") -> None:
@@ -129,6 +142,15 @@ class Calls:
                     await asyncio.sleep(0.05)
         except TimeoutError:
             log.error("%d calls did not close in %g s", len(self.calls), CLOSE_TIMEOUT_S)
+
+
+#: The playout buffer's counters summed over calls for ``/status`` and ``/metrics``.
+PLAYOUT_COUNTS = ("frames", "concealed", "lost", "late", "skipped")
+
+
+def _playout_counts(stats: dict[str, Any]) -> dict[str, int]:
+    playout = stats.get("playout") or {}
+    return {name: int(playout.get(name, 0) or 0) for name in PLAYOUT_COUNTS}
 
 
 def _token_ok(request: web.Request, token: str | None) -> bool:
