@@ -318,6 +318,20 @@ def decode_inline(pc: RTCPeerConnection) -> bool:
     return True
 
 
+def data_delivered(pc: RTCPeerConnection) -> bool:
+    """Whether everything sent on ``pc``'s data channels has been acknowledged by the peer's
+    SCTP (which hands a message to the peer's channel before it acknowledges it). True without
+    an SCTP transport, or when aiortc's internals moved (then nothing can be waited for)."""
+    sctp: Any = pc.sctp
+    if sctp is None:
+        return True
+    queues = [getattr(sctp, name, None) for name in ("_data_channel_queue", "_outbound_queue")]
+    queues.append(getattr(sctp, "_sent_queue", None))
+    if any(q is None for q in queues):
+        return True
+    return not any(queues)
+
+
 def first_audio_codec(sdp: str) -> str | None:
     """The codec an answer's first audio section lists first (what aiortc's sender encodes
     with), as ``name/rate[/channels]`` in lower case (``opus/48000/2``); None without audio."""
@@ -337,6 +351,7 @@ def first_audio_codec(sdp: str) -> str | None:
 __all__ = [
     "AdaptiveAudioJitterBuffer",
     "InlineAudioDecoder",
+    "data_delivered",
     "decode_inline",
     "first_audio_codec",
     "pin_host_addresses",

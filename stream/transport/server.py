@@ -38,7 +38,7 @@ from .host import OfferRefused, PipelineFactory, SessionHost, SinkFactory, proce
 from .http_guard import RateLimit
 from .placement import Placement
 from .process_workers import ProcessWorkerPool
-from .session import Session
+from .session import Session, tell_closing
 from .settings import (
     CLOSE_NOTICE_S,
     DEFAULT_BODY_TIMEOUT_S,
@@ -440,11 +440,8 @@ class WebRTCServer:
             return
         self._stopping = True
         self._sessions_changed.set()
-        if self._tell_peers({"type": "close", "reason": reason}):
-            # peers that read the notice close their side; the others are closed below
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(CLOSE_NOTICE_S):
-                    await self._local_sessions_ended()
+        # every peer here gets the reason before its session is closed below
+        await tell_closing(list(self.local.sessions.values()), reason, CLOSE_NOTICE_S)
         await asyncio.gather(
             self.local.close_all(reason, timeout),
             *([self.supervisor.stop(timeout, reason)] if self.supervisor is not None else []),
@@ -458,11 +455,6 @@ class WebRTCServer:
                 await watchdog
         await self.signaling.close()
         self._stopped.set()
-
-    async def _local_sessions_ended(self) -> None:
-        while self.local.sessions:
-            self._sessions_changed.clear()
-            await self._sessions_changed.wait()
 
     async def __aenter__(self) -> WebRTCServer:
         await self.start()

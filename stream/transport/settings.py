@@ -27,10 +27,10 @@ DEFAULT_HEADER_TIMEOUT_S = 10.0
 DEFAULT_BODY_TIMEOUT_S = 10.0
 DEFAULT_STATUS_RATE = 5.0  # admin requests a second per client address
 DEFAULT_DRAIN_TIMEOUT_S = 30.0  # SIGTERM: how long live sessions may run on before closing
-#: How long peers told to close get to do so themselves before their sessions are closed
-#: (a peer that closes itself has surely read the reason; one that does not gets it anyway,
-#: as the notice leaves before the connection's end). The front and workers both wait it.
-CLOSE_NOTICE_S = 1.0
+#: How long a server that stops waits, at most, for its peers to have the close notice (their
+#: SCTP acknowledged it, normally within a round trip) before closing their sessions. The
+#: front and workers both wait it.
+CLOSE_NOTICE_S = 5.0
 STATUS_BURST_S = 4.0  # a client may spend this many seconds' worth of them at once
 
 

@@ -26,7 +26,7 @@ from aiortc import RTCSessionDescription
 
 from . import control, logs, telemetry
 from .host import OfferRefused, PipelineFactory, SessionHost, SinkFactory, loop_lag
-from .session import SessionOptions
+from .session import SessionOptions, tell_closing
 from .settings import CLOSE_NOTICE_S
 from .worker_protocol import GONE_NOTICE, WorkerArgs
 
@@ -155,14 +155,7 @@ __all__ = ["detached_main", "worker_main"]
 
 
 async def _close_with_notice(host: SessionHost, reason: str) -> None:
-    """Tell every peer here ``{"type": "close", "reason"}`` (as the front tells its own), give
-    the peers up to ``CLOSE_NOTICE_S`` to leave, then close what is left."""
-    sessions = list(host.sessions.values())
-    for session in sessions:
-        session.send({"type": "close", "reason": reason})
-    if sessions:
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(CLOSE_NOTICE_S):
-                while host.sessions:
-                    await asyncio.sleep(0.05)
+    """Tell every peer here why (as the front tells its own: ``session.tell_closing``), then
+    close the sessions."""
+    await tell_closing(list(host.sessions.values()), reason, CLOSE_NOTICE_S)
     await host.close_all(reason)
