@@ -22,6 +22,7 @@ from ..errors import OfferRefused
 from ..metrics import PipelineStats
 from ..node import Node
 from ..pipeline import Pipeline
+from .rtp_stats import TransportStats
 from .session import Session, SessionOptions, live_peer_connections, live_pipelines
 from .tracks import live_tracks
 
@@ -76,6 +77,7 @@ class SessionHost:
         self.started = 0
         self.ended_by_reason: dict[str, int] = {}
         self.ended_stats: PipelineStats | None = None
+        self.ended_transport: TransportStats | None = None
 
     async def answer(self, session_id: str, offer: RTCSessionDescription) -> RTCSessionDescription:
         """Start a session for ``offer``; raises OfferRefused (400 bad offer, 503 not answered
@@ -117,6 +119,9 @@ class SessionHost:
         else:
             ended = self.ended_stats
             self.ended_stats = stats if ended is None else ended.merge(stats)
+        transport = session.transport_stats().ended()
+        done = self.ended_transport
+        self.ended_transport = transport if done is None else done.merge(transport)
         if self._on_closed is not None:
             self._on_closed(session.id)
 
@@ -168,14 +173,17 @@ class SessionHost:
 
     def metrics(self) -> dict[str, Any]:
         """Totals over the sessions that ended here (JSON-ready): ``instance`` (new for each
-        host: totals start from zero), ``started``, ``ended`` by reason (``reason_kind``), and
-        ``ended_stats`` (their ``PipelineStats`` added up, or None)."""
+        host: totals start from zero), ``started``, ``ended`` by reason (``reason_kind``),
+        ``ended_stats`` (their ``PipelineStats`` added up, or None) and ``ended_transport``
+        (their ``TransportStats`` added up, or None)."""
         ended = self.ended_stats
+        transport = self.ended_transport
         return {
             "instance": self.instance,
             "started": self.started,
             "ended": dict(self.ended_by_reason),
             "ended_stats": None if ended is None else ended.to_dict(),
+            "ended_transport": None if transport is None else transport.to_dict(),
         }
 
 

@@ -32,6 +32,7 @@ from prometheus_client.registry import Collector
 
 from ..metrics import BOUNDS_NS, Histogram, PipelineStats
 from .host import loop_lag
+from .rtp_stats import KINDS, TransportStats
 
 PREFIX = "remotemedia"
 FRONT = "front"  # the worker label of sessions in the server's own process
@@ -47,6 +48,8 @@ class _Host:
     ended: dict[str, int] = field(default_factory=dict)
     ended_stats: PipelineStats | None = None
     live: PipelineStats | None = None
+    ended_transport: TransportStats | None = None
+    live_transport: TransportStats | None = None
 
 
 @dataclass
@@ -55,18 +58,23 @@ class _Base:
 
     ended: dict[str, int] = field(default_factory=dict)
     stats: PipelineStats | None = None
+    transport: TransportStats | None = None
 
 
 def _add(a: PipelineStats | None, b: PipelineStats | None) -> PipelineStats | None:
     return b if a is None else a if b is None else a.merge(b)
 
 
+def _add_t(a: TransportStats | None, b: TransportStats | None) -> TransportStats | None:
+    return b if a is None else a if b is None else a.merge(b)
+
+
 class Totals:
     """Monotonic totals of one server across session ends and worker restarts.
 
-    ``update(worker, host_metrics, live)`` after each gathering, per host: its
-    ``SessionHost.metrics()`` dict and the merged figures of its live sessions. ``stats(worker)``
-    and ``ended()`` then give what to expose.
+    ``update(worker, host_metrics, live, live_transport)`` after each gathering, per host: its
+    ``SessionHost.metrics()`` dict and the merged pipeline and transport figures of its live
+    sessions. ``stats(worker)``, ``transport(worker)`` and ``ended()`` then give what to expose.
     """
 
     def __init__(self) -> None:
@@ -74,7 +82,11 @@ class Totals:
         self._base: dict[str, _Base] = {}
 
     def update(
-        self, worker: str, host_metrics: dict[str, Any] | None, live: PipelineStats | None
+        self,
+        worker: str,
+        host_metrics: dict[str, Any] | None,
+        live: PipelineStats | None,
+        live_transport: TransportStats | None = None,
     ) -> None:
         last = self._hosts.setdefault(worker, _Host())
         if host_metrics is None:  # no reply this time (worker busy or dead): keep the last
@@ -85,12 +97,19 @@ class Totals:
             for reason, n in last.ended.items():
                 base.ended[reason] = base.ended.get(reason, 0) + n
             base.stats = _add(base.stats, _add(last.ended_stats, last.live))
+            gone = _add_t(last.ended_transport, last.live_transport)
+            base.transport = _add_t(base.transport, None if gone is None else gone.ended())
         raw = host_metrics.get("ended_stats")
+        raw_transport = host_metrics.get("ended_transport")
         self._hosts[worker] = _Host(
             instance=instance,
             ended={str(k): int(v) for k, v in host_metrics.get("ended", {}).items()},
             ended_stats=None if raw is None else PipelineStats.from_dict(raw),
             live=live,
+            ended_transport=None
+            if raw_transport is None
+            else TransportStats.from_dict(raw_transport),
+            live_transport=live_transport,
         )
 
     def workers(self) -> list[str]:
@@ -101,6 +120,13 @@ class Totals:
         host = self._hosts.get(worker, _Host())
         base = self._base.get(worker, _Base())
         return _add(base.stats, _add(host.ended_stats, host.live))
+
+    def transport(self, worker: str) -> TransportStats | None:
+        """Transport figures of ``worker``: gone hosts, ended and live sessions (the held
+        packets: live sessions only)."""
+        host = self._hosts.get(worker, _Host())
+        base = self._base.get(worker, _Base())
+        return _add_t(base.transport, _add_t(host.ended_transport, host.live_transport))
 
     def live(self, worker: str) -> PipelineStats | None:
         """The live sessions of ``worker`` at the last update, added up."""
@@ -157,17 +183,21 @@ def render(status: dict[str, Any], totals: Totals | None = None) -> bytes:
     with). ``totals`` carries counts across calls (a new one: this status alone)."""
     totals = totals if totals is not None else Totals()
     live: dict[str, PipelineStats | None] = {}
+    transport: dict[str, TransportStats | None] = {}
     for session in status.get("list", []):
+        worker = _worker(session.get("worker"))
         raw = session.get("pipeline")
         if raw is not None:
-            worker = _worker(session.get("worker"))
             live[worker] = _add(live.get(worker), PipelineStats.from_dict(raw))
+        raw = session.get("transport")
+        if raw is not None:
+            transport[worker] = _add_t(transport.get(worker), TransportStats.from_dict(raw))
     if "workers" in status:
         for entry in status["workers"]:
             worker = _worker(entry.get("index"))
-            totals.update(worker, entry.get("metrics"), live.get(worker))
+            totals.update(worker, entry.get("metrics"), live.get(worker), transport.get(worker))
     else:
-        totals.update(FRONT, status.get("metrics"), live.get(FRONT))
+        totals.update(FRONT, status.get("metrics"), live.get(FRONT), transport.get(FRONT))
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Snapshot(list(_families(status, totals))))
     return generate_latest(registry)
@@ -265,6 +295,7 @@ def _families(status: dict[str, Any], totals: Totals) -> Iterator[Metric]:
         for reason, n in sorted(stats.drops.items()):
             drops.add_metric([reason, worker], n)
     yield from (time_s, items_in, items_out, depth, hwm, latency, drops)
+    yield from _transport_families(totals)
 
     lag = GaugeMetricFamily(
         f"{p}_event_loop_lag_seconds",
@@ -286,6 +317,83 @@ def _families(status: dict[str, Any], totals: Totals) -> Iterator[Metric]:
     yield _counter(
         f"{p}_worker_restarts", "Workers restarted after dying.", status.get("worker_restarts", 0)
     )
+
+
+def _transport_families(totals: Totals) -> Iterator[Metric]:
+    """WebRTC transport figures (``rtp_stats.TransportStats``), per worker."""
+    p = PREFIX
+    received = CounterMetricFamily(
+        f"{p}_rtp_received_packets",
+        "RTP packets received from peers, by media kind.",
+        labels=["kind", "worker"],
+    )
+    sent = CounterMetricFamily(
+        f"{p}_rtp_sent_packets",
+        "RTP packets sent to peers, by media kind.",
+        labels=["kind", "worker"],
+    )
+    lost = CounterMetricFamily(
+        f"{p}_rtp_lost_packets",
+        "RTP packets lost: direction inbound (peer to server, from sequence gaps), outbound"
+        " (server to peer, as the peer reported in RTCP).",
+        labels=["kind", "direction", "worker"],
+    )
+    rx_bytes = CounterMetricFamily(
+        f"{p}_transport_received_bytes",
+        "Bytes received over peer connections' transports (RTP, RTCP, data channel).",
+        labels=["worker"],
+    )
+    tx_bytes = CounterMetricFamily(
+        f"{p}_transport_sent_bytes",
+        "Bytes sent over peer connections' transports (RTP, RTCP, data channel).",
+        labels=["worker"],
+    )
+    jitter = HistogramMetricFamily(
+        f"{p}_rtp_jitter_seconds",
+        "Inbound RTP interarrival jitter, observed once per session per sample (about a"
+        " second): a distribution over session-seconds.",
+        labels=["kind", "worker"],
+    )
+    rtt = HistogramMetricFamily(
+        f"{p}_rtp_round_trip_seconds",
+        "Round trip time from RTCP reports, observed once per session per sample once known.",
+        labels=["worker"],
+    )
+    jb_lost = CounterMetricFamily(
+        f"{p}_jitter_buffer_lost_packets",
+        "Audio packets a jitter buffer gave up waiting for (missing or too late).",
+        labels=["worker"],
+    )
+    jb_dropped = CounterMetricFamily(
+        f"{p}_jitter_buffer_dropped_packets",
+        "Audio packets a jitter buffer dropped to shrink a standing backlog.",
+        labels=["worker"],
+    )
+    jb_held = GaugeMetricFamily(
+        f"{p}_jitter_buffer_held_packets",
+        "Audio packets jitter buffers hold now, summed over live sessions.",
+        labels=["worker"],
+    )
+    for worker in totals.workers():
+        t = totals.transport(worker)
+        if t is None:
+            continue
+        for kind in KINDS:
+            received.add_metric([kind, worker], t.packets_received.get(kind, 0))
+            sent.add_metric([kind, worker], t.packets_sent.get(kind, 0))
+            lost.add_metric([kind, "inbound", worker], t.packets_lost.get(kind, 0))
+            lost.add_metric([kind, "outbound", worker], t.remote_packets_lost.get(kind, 0))
+            hist = t.jitter.get(kind)
+            if hist is not None:
+                jitter.add_metric([kind, worker], _buckets(hist), hist.sum_ns / 1e9)
+        rx_bytes.add_metric([worker], t.bytes_received)
+        tx_bytes.add_metric([worker], t.bytes_sent)
+        rtt.add_metric([worker], _buckets(t.round_trip), t.round_trip.sum_ns / 1e9)
+        jb_lost.add_metric([worker], t.jitter_buffer_lost)
+        jb_dropped.add_metric([worker], t.jitter_buffer_dropped)
+        jb_held.add_metric([worker], t.jitter_buffer_held)
+    yield from (received, sent, lost, rx_bytes, tx_bytes, jitter, rtt, jb_lost, jb_dropped)
+    yield jb_held
 
 
 def _live_depth(totals: Totals, worker: str, stage: str) -> int:

@@ -34,6 +34,7 @@ from ..node import Node, StreamingNode
 from ..pipeline import Pipeline
 from . import control, logs
 from ._aiortc import (
+    data_delivered,
     decode_inline,
     first_audio_codec,
     pin_host_addresses,
@@ -41,6 +42,7 @@ from ._aiortc import (
     use_jitter_buffer,
 )
 from .echo_reference import PeerReference, peer_reference_nodes
+from .rtp_stats import TransportMeter, TransportStats
 from .telemetry import SessionTrace
 from .tracks import AudioOutputTrack, VideoOutputTrack, track_frames
 
@@ -215,6 +217,9 @@ class Session:
         self._next_level = 0.0
         self._next_stats = 0.0
         self._track_drops: dict[str, int] = {}  # of the output tracks, kept when they go
+        # RTP packets, loss, jitter, round trip: sampled every stats_ms, at most once a second
+        self._transport = TransportMeter(self.pc)
+        self._transport_task: asyncio.Task[None] | None = None
         # where audio is decoded / encoded: "aiortc" (its threads), "inline" (decoded on this
         # loop), "inline+opus" (and Opus-encoded here too)
         self._codec_path = "aiortc"
@@ -278,10 +283,17 @@ class Session:
             "video_out_overflow": video.dropped if video else 0,
         }
 
+    def transport_stats(self) -> TransportStats:
+        """RTP and jitter-buffer figures as of the last sample (``rtp_stats.TransportMeter``)."""
+        return self._transport.stats()
+
     def status(self) -> dict[str, Any]:
-        """``stats()`` and the pipeline's figures (``pipeline``: ``PipelineStats.to_dict()``),
-        what ``/status`` and the metrics show of a session."""
-        return {**self.stats(), "pipeline": self.pipeline_stats().to_dict()}
+        """``stats()``, the pipeline's figures (``pipeline``: ``PipelineStats.to_dict()``) and
+        the transport's (``transport``: ``TransportStats.to_dict()``, with ``now``: the latest
+        jitter, round trip and loss fraction), what ``/status`` and the metrics show of a
+        session."""
+        transport = {**self.transport_stats().to_dict(), "now": self._transport.now}
+        return {**self.stats(), "pipeline": self.pipeline_stats().to_dict(), "transport": transport}
 
     # -- signaling
     async def accept(self, offer: RTCSessionDescription) -> RTCSessionDescription:
@@ -309,6 +321,9 @@ class Session:
         # the run task and what it starts log with this session's id and trace id
         with logs.bound(session=self.id, trace_id=self.trace.trace_id):
             self._run_task = asyncio.create_task(self._run(), name=f"session {self.id}")
+            self._transport_task = asyncio.create_task(
+                self._watch_transport(), name=f"session {self.id}: transport stats"
+            )
         local = pc.localDescription
         assert local is not None
         return local
@@ -368,6 +383,11 @@ class Session:
             self.trace.phase("pipeline")  # DTLS done: media flows through the pipeline
         elif state in ("failed", "closed"):
             self.close_soon(f"peer connection {state}")
+
+    @property
+    def data_delivered(self) -> bool:
+        """Whether the peer has what was sent on the data channel (``_aiortc.data_delivered``)."""
+        return self.state == "closed" or data_delivered(self.pc)
 
     def send(self, message: dict[str, Any]) -> None:
         """Send a JSON message on the data channel, if one is open (else drop it)."""
@@ -511,6 +531,22 @@ class Session:
             self._next_stats = now + self.options.stats_ms / 1000
             self.send({"type": "stats", **self.stats()})
 
+    async def _watch_transport(self) -> None:
+        """Sample the transport figures every ``stats_ms``, at most once a second: a
+        ``getStats()`` builds a report of every sender and receiver, not to be done per frame
+        or per scrape."""
+        every = max(1.0, self.options.stats_ms / 1000)
+        while True:
+            await asyncio.sleep(every)
+            await self._sample_transport()
+
+    async def _sample_transport(self) -> None:
+        try:
+            async with asyncio.timeout(1.0):
+                await self._transport.sample()
+        except Exception as exc:  # figures must never end a session (nor its close)
+            self._log.debug("session %s: transport stats: %r", self.id, exc)
+
     # -- life cycle
     @property
     def idle_seconds(self) -> float:
@@ -545,6 +581,12 @@ class Session:
                 track.stop()
         if self._reference is not None:
             self._reference.close()
+        watch = self._transport_task
+        if watch is not None:
+            watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watch
+            await self._sample_transport()  # the last figures, while the connection is up
         try:
             await self.pc.close()
         except Exception as exc:  # aiortc may fail closing a half-open transport; we are done
@@ -568,6 +610,18 @@ class Session:
             self._on_closed(self)
 
 
+async def tell_closing(sessions: list[Session], reason: str, timeout: float) -> None:
+    """Send each session's peer ``{"type": "close", "reason"}`` and wait (up to ``timeout``)
+    until every one has it (its SCTP acknowledged the message) or has closed: closing the
+    connection sooner could end it before the notice arrives, on a busy machine."""
+    for session in sessions:
+        session.send({"type": "close", "reason": reason})
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(timeout):
+            while not all(s.data_delivered for s in sessions):
+                await asyncio.sleep(0.02)  # no event for an SCTP acknowledgement
+
+
 __all__ = [
     "DROP_REASONS",
     "Session",
@@ -575,4 +629,5 @@ __all__ = [
     "SinkTap",
     "live_peer_connections",
     "live_pipelines",
+    "tell_closing",
 ]

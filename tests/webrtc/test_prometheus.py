@@ -1,4 +1,5 @@
-"""``GET /metrics``: a real Prometheus server scrapes a running ``serve`` with a live session.
+"""``GET /metrics``: a real Prometheus server scrapes a running ``serve`` with a live session
+(per-stage p99, session counts, RTP packets received).
 
 The exposition itself (``stream.transport.prom.render``) is checked in-process too: counters stay
 monotonic when sessions end and when a worker's host is replaced.
@@ -204,6 +205,10 @@ def test_prometheus_scrapes_serve_and_answers_p99_and_session_count(
         assert gain[0]["metric"]["worker"] == ("0" if workers else "front")
         assert gain[0]["metric"]["backend"] in ("python", "rust")
         seen = float(gain[0]["value"][1])
+        # the transport: the live session's RTP packets, sampled about once a second
+        rtp_expr = 'sum(remotemedia_rtp_received_packets_total{kind="audio"})'
+        rtp = until(rtp_expr, lambda r: float(r[0]["value"][1]) > 0)
+        rtp_seen = float(rtp[0]["value"][1])
         peer.terminate()
         peer.wait(20)
         until(
@@ -213,6 +218,7 @@ def test_prometheus_scrapes_serve_and_answers_p99_and_session_count(
         # a scrape that timed out on a busy machine leaves no sample: ask until there is one
         after = until('remotemedia_stage_items_in_total{stage="gain"}', bool)
         assert float(after[0]["value"][1]) >= seen  # the ended session's counts are kept
+        assert float(until(rtp_expr, bool)[0]["value"][1]) >= rtp_seen
         started = until("remotemedia_sessions_started_total", bool)
         assert float(started[0]["value"][1]) == 1
     finally:
