@@ -187,12 +187,14 @@ class AdaptiveAudioJitterBuffer(JitterBuffer):
         self._steady = 0
         self.skipped = 0  # packets given up as lost
         self.dropped = 0  # packets dropped to shrink the backlog
+        self.late = 0  # packets that came after their turn was given up (not used)
 
     def add(self, packet: RtpPacket) -> tuple[bool, JitterFrame | None]:
         seq = packet.sequence_number
         if self._next is None:
             self._next = seq
         elif not uint16_gte(seq, self._next):
+            self.late += 1
             return False, None  # older than what was handed on: too late
         if uint16_add(seq, -self._next) >= self.capacity:  # a jump: start over from here
             self._held.clear()

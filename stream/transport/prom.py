@@ -369,6 +369,11 @@ def _transport_families(totals: Totals) -> Iterator[Metric]:
         "Audio packets a jitter buffer dropped to shrink a standing backlog.",
         labels=["worker"],
     )
+    jb_late = CounterMetricFamily(
+        f"{p}_jitter_buffer_late_packets",
+        "Audio packets that came after a jitter buffer had given up their turn (not played).",
+        labels=["worker"],
+    )
     jb_held = GaugeMetricFamily(
         f"{p}_jitter_buffer_held_packets",
         "Audio packets jitter buffers hold now, summed over live sessions.",
@@ -391,8 +396,9 @@ def _transport_families(totals: Totals) -> Iterator[Metric]:
         rtt.add_metric([worker], _buckets(t.round_trip), t.round_trip.sum_ns / 1e9)
         jb_lost.add_metric([worker], t.jitter_buffer_lost)
         jb_dropped.add_metric([worker], t.jitter_buffer_dropped)
+        jb_late.add_metric([worker], t.jitter_buffer_late)
         jb_held.add_metric([worker], t.jitter_buffer_held)
-    yield from (received, sent, lost, rx_bytes, tx_bytes, jitter, rtt, jb_lost, jb_dropped)
+    yield from (received, sent, lost, rx_bytes, tx_bytes, jitter, rtt, jb_lost, jb_dropped, jb_late)
     yield jb_held
 
 

@@ -55,9 +55,9 @@ class TransportStats:
 
     Counters (per kind where a dict): ``packets_received``, ``packets_lost`` (inbound),
     ``packets_sent``, ``remote_packets_lost`` (outbound, as the peer reported), ``bytes_received``,
-    ``bytes_sent``, ``jitter_buffer_lost``, ``jitter_buffer_dropped``. Sampled histograms:
-    ``jitter`` per kind and ``round_trip`` (durations, ns). Gauge: ``jitter_buffer_held``
-    (packets held now; 0 for ended sessions).
+    ``bytes_sent``, ``jitter_buffer_lost``, ``jitter_buffer_dropped``, ``jitter_buffer_late``.
+    Sampled histograms: ``jitter`` per kind and ``round_trip`` (durations, ns). Gauge:
+    ``jitter_buffer_held`` (packets held now; 0 for ended sessions).
     """
 
     packets_received: dict[str, int] = field(default_factory=_kinds)
@@ -70,6 +70,7 @@ class TransportStats:
     round_trip: Histogram = _EMPTY
     jitter_buffer_lost: int = 0
     jitter_buffer_dropped: int = 0
+    jitter_buffer_late: int = 0
     jitter_buffer_held: int = 0
 
     def merge(self, other: TransportStats) -> TransportStats:
@@ -88,6 +89,7 @@ class TransportStats:
             round_trip=self.round_trip.merge(other.round_trip),
             jitter_buffer_lost=self.jitter_buffer_lost + other.jitter_buffer_lost,
             jitter_buffer_dropped=self.jitter_buffer_dropped + other.jitter_buffer_dropped,
+            jitter_buffer_late=self.jitter_buffer_late + other.jitter_buffer_late,
             jitter_buffer_held=self.jitter_buffer_held + other.jitter_buffer_held,
         )
 
@@ -107,6 +109,7 @@ class TransportStats:
             "round_trip": self.round_trip.to_dict(),
             "jitter_buffer_lost": self.jitter_buffer_lost,
             "jitter_buffer_dropped": self.jitter_buffer_dropped,
+            "jitter_buffer_late": self.jitter_buffer_late,
             "jitter_buffer_held": self.jitter_buffer_held,
         }
 
@@ -126,6 +129,7 @@ class TransportStats:
             round_trip=Histogram.from_dict(data["round_trip"]) if "round_trip" in data else _EMPTY,
             jitter_buffer_lost=int(data.get("jitter_buffer_lost", 0)),
             jitter_buffer_dropped=int(data.get("jitter_buffer_dropped", 0)),
+            jitter_buffer_late=int(data.get("jitter_buffer_late", 0)),
             jitter_buffer_held=int(data.get("jitter_buffer_held", 0)),
         )
 
@@ -178,7 +182,8 @@ class TransportMeter:
         self._jitter = {k: _EMPTY for k in KINDS}
         self._round_trip = _EMPTY
         self._rates: dict[str, int] | None = None
-        self._buffered = (0, 0, 0)  # jitter buffers' lost, dropped, held at the last sample
+        # jitter buffers' lost, dropped, held, late at the last sample
+        self._buffered = (0, 0, 0, 0)
         # the latest values, for /status: seconds, and the peer's fraction of ours lost (0..1)
         self.now: dict[str, Any] = {"jitter_s": {}, "round_trip_s": None, "fraction_lost": {}}
 
@@ -231,11 +236,12 @@ class TransportMeter:
             sum(b.skipped for b in buffers),
             sum(b.dropped for b in buffers),
             sum(len(b._held) for b in buffers),
+            sum(getattr(b, "late", 0) for b in buffers),
         )
 
     def stats(self) -> TransportStats:
         """The figures as of the last ``sample()``."""
-        lost, dropped, held = self._buffered
+        lost, dropped, held, late = self._buffered
         return TransportStats(
             packets_received=dict(self._counts["packets_received"]),
             packets_lost=dict(self._counts["packets_lost"]),
@@ -247,6 +253,7 @@ class TransportMeter:
             round_trip=self._round_trip,
             jitter_buffer_lost=lost,
             jitter_buffer_dropped=dropped,
+            jitter_buffer_late=late,
             jitter_buffer_held=held,
         )
 

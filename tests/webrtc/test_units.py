@@ -179,6 +179,7 @@ def test_jitter_buffer_reorders_and_skips_losses() -> None:
     assert _run(buffer, [0, 2, 3, 4, 5]) == [0, 2, 3, 4]  # 1 is lost: skipped after 2 waits
     assert buffer.skipped == 1
     assert _run(buffer, [1]) == []  # too late now
+    assert buffer.late == 1
 
 
 def test_jitter_buffer_shrinks_its_backlog() -> None:
