@@ -182,6 +182,17 @@ def payload(data: dict[str, Any], limit: int) -> bytes:
     return raw
 
 
+def media(data: dict[str, Any], limit: int) -> Media:
+    """A ``media`` message's audio (both providers: ``media.payload/chunk/timestamp/track``)."""
+    body = section(data, "media")
+    return Media(
+        payload(body, limit),
+        integer(body, "chunk"),
+        integer(body, "timestamp"),
+        text(body, "track", "inbound"),
+    )
+
+
 def parameters(value: Any) -> dict[str, str]:
     """Custom parameters: a JSON object of strings (others taken as their text), bounded."""
     if value is None:

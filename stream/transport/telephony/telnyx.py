@@ -18,7 +18,6 @@ from .protocol import (
     Ignored,
     Inbound,
     Mark,
-    Media,
     ProtocolError,
     Start,
     Stop,
@@ -26,8 +25,8 @@ from .protocol import (
     dumps,
     integer,
     load,
+    media,
     parameters,
-    payload,
     section,
     text,
 )
@@ -49,13 +48,7 @@ class TelnyxSerializer:
         data = load(message, self.max_message_bytes)
         event = data.get("event")
         if event == "media":
-            media = section(data, "media")
-            return Media(
-                payload(media, self.max_payload),
-                integer(media, "chunk"),
-                integer(media, "timestamp"),
-                text(media, "track", "inbound"),
-            )
+            return media(data, self.max_payload)
         if event == "start":
             start = section(data, "start")
             fmt = start.get("media_format", {})
