@@ -256,6 +256,7 @@ class Session:
             "audio_queue_ms": round(audio.queue_ms, 2) if audio else 0.0,
             "audio_trimmed": audio.trimmed if audio else 0,
             "audio_codec": self._codec_path,
+            "audio_silence_reused": audio.silence_reused if audio else 0,
             "echo_reference": self._reference.stats if self._reference else None,
             "stages": [
                 {k: r[k] for k in ("name", "backend", "frames_in", "frames_out", "us_per_frame")}

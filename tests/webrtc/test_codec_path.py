@@ -100,3 +100,69 @@ async def test_opus_track_sends_mono_output_as_mono_opus() -> None:
     assert np.array_equal(pcm[:, 0], pcm[:, 1])
     assert 20 * np.log10(np.sqrt(np.mean(pcm[:, 0] ** 2))) == pytest.approx(TONE_DB, abs=0.5)
     track.stop()
+
+
+def _s16_blocks(seconds_tone: float, seconds_silence: float) -> list[Any]:
+    from stream.frames import AudioFrame
+
+    t = np.arange(int(seconds_tone * 48000)) / 48000
+    tone = (0.5 * 32767 * np.sin(2 * np.pi * 440 * t)).astype(np.int16)
+    x = np.concatenate([tone, np.zeros(int(seconds_silence * 48000), np.int16), tone])
+    return [
+        AudioFrame(x[i : i + 960, None].copy(), 48000, i, planar=False)
+        for i in range(0, len(x), 960)
+    ]
+
+
+def _decode(packets: list[Any]) -> Any:
+    from fractions import Fraction
+
+    import av
+
+    decoder: Any = av.CodecContext.create("libopus", "r")
+    decoder.format, decoder.layout, decoder.sample_rate = "s16", "stereo", 48000
+    out = []
+    for packet in packets:
+        packet.time_base = Fraction(1, 48000)
+        out += [f.to_ndarray().reshape(-1, 2)[:, 0] for f in decoder.decode(packet)]
+    return np.concatenate(out).astype(np.float64) / 32768
+
+
+def test_settled_silence_is_sent_without_the_encoder() -> None:
+    """Zero blocks after the encoder settled reuse its silence packet: the same bytes libopus
+    gives for them, pts continuous; the tone after the silence is encoded again, at its level."""
+    from fractions import Fraction
+
+    from stream.transport.tracks import OpusPacketizer
+
+    blocks = _s16_blocks(0.5, 2.0)
+    skipping, reference = OpusPacketizer(1), OpusPacketizer(1)
+    sent = [p for b in blocks for p in skipping.encode_block(b)]
+    every = [p for b in blocks for p in reference.encode(b.to_av())]
+    assert [p.pts for p in sent] == [b.pts for b in blocks]
+    assert {p.time_base for p in sent} == {Fraction(1, 48000)}  # aiortc stamps RTP from both
+    silent = range(25, 125)  # the 2 s of zeros
+    assert skipping.reused >= len(silent) - 10  # the encoder settles within a few blocks
+    assert skipping.encoded + skipping.reused == len(blocks)
+    assert all(bytes(sent[i]) == bytes(every[i]) for i in silent)
+    out, ref = _decode(sent), _decode(every)
+    quiet = out[30 * 960 : 120 * 960]
+    assert np.abs(quiet).max() < 1e-3
+    back = out[-12000:]  # the tone after the silence
+    assert rms_db(back) == pytest.approx(rms_db(ref[-12000:]), abs=0.5)
+    assert rms_db(back) == pytest.approx(TONE_DB, abs=0.5)
+
+
+async def test_track_counts_reused_silence() -> None:
+    """An output track with Opus on sends underrun silence through the same shortcut."""
+    from stream.transport.tracks import AudioOutputTrack
+
+    track = AudioOutputTrack(lead_ms=1000.0, max_buffer_ms=4000.0, trim_after_ms=None)
+    track.encode_opus()
+    for block in _s16_blocks(0.2, 1.0):
+        track.put(block)
+    packets = [await track.recv() for _ in range(70)]
+    assert [p.pts for p in packets] == [960 * i for i in range(70)]
+    assert track.silence_reused >= 40
+    assert rms_db(_decode(packets)[-4800:]) == pytest.approx(TONE_DB, abs=0.5)
+    track.stop()
