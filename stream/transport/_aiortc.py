@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import fractions
 import ipaddress
 import logging
 import threading
@@ -266,7 +267,13 @@ class InlineAudioDecoder:
     than an Opus decode. The thread aiortc still starts waits in ``get()`` until the receiver
     stops, then ends the track as it always does. Decode errors are logged and flagged as
     aiortc does (the frame is lost, the decoder kept).
+
+    A peer's settled digital silence is not decoded: once ``SETTLED`` packets in a row had the
+    same bytes and decoded to exact zeros, further packets with those bytes become zero frames
+    without libopus (``skipped``; the mirror of ``tracks.OpusPacketizer``'s shortcut).
     """
+
+    SETTLED = 3
 
     def __init__(self, output: Any, error: threading.Event) -> None:
         self._output = output  # the remote track's asyncio.Queue
@@ -274,6 +281,11 @@ class InlineAudioDecoder:
         self._decoder: Any = None
         self._codec_name: str | None = None
         self._stopped = threading.Event()
+        self._silence: bytes | None = None  # packet bytes that settled on exact zeros
+        self._last: bytes | None = None
+        self._same = 0
+        self._zeros: Any = None  # (samples, layout, format, rate) of the settled zero frame
+        self.skipped = 0
 
     def put(self, item: Any) -> None:
         if item is None:  # the receiver stops: let the waiting thread end the track
@@ -283,14 +295,44 @@ class InlineAudioDecoder:
         if codec.name != self._codec_name:
             self._decoder = get_decoder(codec)
             self._codec_name = codec.name
+        data = encoded_frame.data
+        if data == self._silence and self._zeros is not None:
+            self.skipped += 1
+            self._output.put_nowait(self._zero_frame(encoded_frame.timestamp))
+            return
         try:
             frames = self._decoder.decode(encoded_frame)
         except av.FFmpegError as exc:
             log.warning("audio receiver: failed to decode a %s frame: %s", codec.name, exc)
             self._error.set()
             return
+        if codec.name == "opus":
+            self._watch_silence(data, frames)
         for frame in frames:
             self._output.put_nowait(frame)
+
+    def _watch_silence(self, data: bytes, frames: list[Any]) -> None:
+        frame: Any = frames[0] if len(frames) == 1 else None
+        zeros = frame is not None and not frame.to_ndarray().any()
+        if frame is None or not zeros or data != self._last:
+            self._silence, self._zeros = None, None
+            self._same = 1 if zeros else 0
+            self._last = data if zeros else None
+            return
+        self._same += 1
+        if self._same >= self.SETTLED:
+            self._silence = data
+            self._zeros = (frame.samples, frame.layout.name, frame.format.name, frame.sample_rate)
+
+    def _zero_frame(self, timestamp: int) -> av.AudioFrame:
+        samples, layout, fmt, rate = self._zeros
+        frame = av.AudioFrame(format=fmt, layout=layout, samples=samples)
+        for plane in frame.planes:
+            plane.update(bytes(plane.buffer_size))
+        frame.sample_rate = rate
+        frame.pts = timestamp
+        frame.time_base = fractions.Fraction(1, rate)
+        return frame
 
     def get(self) -> None:
         """What aiortc's decoder thread waits on: nothing until the receiver stops."""

@@ -166,3 +166,41 @@ async def test_track_counts_reused_silence() -> None:
     assert track.silence_reused >= 40
     assert rms_db(_decode(packets)[-4800:]) == pytest.approx(TONE_DB, abs=0.5)
     track.stop()
+
+
+async def test_settled_silence_received_is_not_decoded() -> None:
+    """The inline decoder turns a peer's settled silence packets into zero frames without
+    libopus: the same frames (format, pts, samples) as decoding them, and the tone after."""
+    import asyncio
+
+    from aiortc.jitterbuffer import JitterFrame
+    from aiortc.rtcrtpparameters import RTCRtpCodecParameters
+
+    from stream.transport._aiortc import InlineAudioDecoder
+    from stream.transport.tracks import OpusPacketizer
+
+    opus = RTCRtpCodecParameters(mimeType="audio/opus", clockRate=48000, channels=2)
+    encoder = OpusPacketizer(1)
+    packets = [bytes(p) for b in _s16_blocks(0.5, 2.0) for p in encoder.encode(b.to_av())]
+    queues: list[asyncio.Queue[Any]] = [asyncio.Queue(), asyncio.Queue()]
+    skipping, reference = (InlineAudioDecoder(q, threading.Event()) for q in queues)
+    reference.SETTLED = len(packets) + 1  # never settles: decodes every packet
+    for i, data in enumerate(packets):
+        for decoder in (skipping, reference):
+            decoder.put((opus, JitterFrame(data=data, timestamp=i * 960)))
+    assert skipping.skipped >= 80 and reference.skipped == 0
+    got, want = ([q.get_nowait() for _ in range(q.qsize())] for q in queues)
+    assert len(got) == len(want) == len(packets)
+    for a, b in zip(got, want, strict=True):
+        assert (a.format.name, a.layout.name, a.sample_rate, a.pts, a.time_base, a.samples) == (
+            b.format.name,
+            b.layout.name,
+            b.sample_rate,
+            b.pts,
+            b.time_base,
+            b.samples,
+        )
+    x = np.concatenate([f.to_ndarray().reshape(-1, 2)[:, 0] for f in got]) / 32768
+    y = np.concatenate([f.to_ndarray().reshape(-1, 2)[:, 0] for f in want]) / 32768
+    assert not x[30 * 960 : 120 * 960].any()
+    assert rms_db(x[-12000:]) == pytest.approx(rms_db(y[-12000:]), abs=0.5)
