@@ -45,6 +45,7 @@ from aiortc.utils import uint16_add, uint16_gte
 
 from ..errors import ConfigError
 from .ice import rtc_ice_servers
+from .opus_silence import SettledSilence
 
 log = logging.getLogger("stream.transport")
 
@@ -281,10 +282,8 @@ class InlineAudioDecoder:
         self._decoder: Any = None
         self._codec_name: str | None = None
         self._stopped = threading.Event()
-        self._silence: bytes | None = None  # packet bytes that settled on exact zeros
-        self._last: bytes | None = None
-        self._same = 0
-        self._zeros: Any = None  # (samples, layout, format, rate) of the settled zero frame
+        self._silence = SettledSilence()  # packets that decoded to exact zeros
+        self._zeros: Any = None  # (samples, layout, format, rate) of a zero frame decoded
         self.skipped = 0
 
     def put(self, item: Any) -> None:
@@ -296,7 +295,7 @@ class InlineAudioDecoder:
             self._decoder = get_decoder(codec)
             self._codec_name = codec.name
         data = encoded_frame.data
-        if data == self._silence and self._zeros is not None:
+        if data == self._silence.packet:
             self.skipped += 1
             self._output.put_nowait(self._zero_frame(encoded_frame.timestamp))
             return
@@ -314,15 +313,9 @@ class InlineAudioDecoder:
     def _watch_silence(self, data: bytes, frames: list[Any]) -> None:
         frame: Any = frames[0] if len(frames) == 1 else None
         zeros = frame is not None and not frame.to_ndarray().any()
-        if frame is None or not zeros or data != self._last:
-            self._silence, self._zeros = None, None
-            self._same = 1 if zeros else 0
-            self._last = data if zeros else None
-            return
-        self._same += 1
-        if self._same >= self.SETTLED:
-            self._silence = data
+        if zeros:
             self._zeros = (frame.samples, frame.layout.name, frame.format.name, frame.sample_rate)
+        self._silence.observe(data if zeros else None, self.SETTLED)
 
     def _zero_frame(self, timestamp: int) -> av.AudioFrame:
         samples, layout, fmt, rate = self._zeros

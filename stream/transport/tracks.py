@@ -30,6 +30,7 @@ from aiortc.mediastreams import MediaStreamError
 from ..audio_adapter import AudioAdapter
 from ..errors import FormatError
 from ..frames import AudioFrame, VideoFrame
+from .opus_silence import SettledSilence
 
 #: Every live output track, for leak accounting (``WebRTCServer.status()``).
 live_tracks: weakref.WeakSet[MediaStreamTrack] = weakref.WeakSet()
@@ -155,9 +156,7 @@ class OpusPacketizer:
         codec.time_base = Fraction(1, RTC_SAMPLE_RATE)
         self._codec = codec
         self.channels = channels
-        self._silence: bytes | None = None  # the settled encoder's packet for a zero block
-        self._last: bytes | None = None  # the packet of the last zero block encoded
-        self._same = 0  # zero blocks in a row that gave ``_last``
+        self._silence = SettledSilence()
         self.encoded = 0  # blocks the encoder ran on
         self.reused = 0  # zero blocks sent as the settled silence packet
 
@@ -172,21 +171,15 @@ class OpusPacketizer:
     def encode_block(self, frame: AudioFrame) -> list[Any]:
         """``encode`` for a RemoteMedia frame of interleaved s16, skipping settled silence."""
         silent = not frame.samples.any()
-        if silent and self._silence is not None:
+        if silent and self._silence.packet is not None:
             self.reused += 1
-            packet = av.Packet(self._silence)
+            packet = av.Packet(self._silence.packet)
             packet.pts = frame.pts
             packet.time_base = self._codec.time_base
             return [packet]
         packets = self.encode(frame.to_av())
-        if not silent:
-            self._silence, self._last, self._same = None, None, 0
-        elif len(packets) == 1:
-            data = bytes(packets[0])
-            self._same = self._same + 1 if data == self._last else 1
-            self._last = data
-            if self._same >= self.SETTLED:
-                self._silence = data
+        one = silent and len(packets) == 1
+        self._silence.observe(bytes(packets[0]) if one else None, self.SETTLED)
         return packets
 
 
