@@ -38,6 +38,7 @@ __all__ = [
     "RebufferKernel",
     "ResampleKernel",
     "ResizeKernel",
+    "RtpAudioLeg",
     "SileroVADKernel",
     "__version__",
     "selftest_panic",
@@ -600,3 +601,41 @@ class FrameRateKernel:
     @property
     def stage(self) -> str:
         """The stage name errors carry."""
+
+@final
+class RtpAudioLeg:
+    """One session's audio RTP leg once DTLS gave the SRTP keys: SRTP datagrams in, decoded
+    48 kHz audio out (adaptive jitter buffer, Opus PLC for gaps up to 5 packets); int16 blocks
+    in, Opus in SRTP datagrams out. Receive and send may run on different threads.
+
+    ``profile``: ``"SRTP_AEAD_AES_256_GCM"``, ``"SRTP_AEAD_AES_128_GCM"`` or
+    ``"SRTP_AES128_CM_SHA1_80"``; ``rx_key``/``tx_key``: master key then master salt (aiortc's
+    ``get_key_and_salt``). ``mid``: ``(id, value)`` of the one-byte MID header extension to send.
+    Raises ``ConfigError`` (stage ``"rtp"``) for bad settings.
+    """
+
+    def __new__(
+        cls,
+        profile: str,
+        rx_key: bytes,
+        tx_key: bytes,
+        *,
+        remote_ssrc: int,
+        local_ssrc: int,
+        payload_type: int,
+        decode_channels: int = 2,
+        jitter_depth: int = 3,
+        mid: tuple[int, bytes] | None = None,
+    ) -> Self: ...
+    def receive(self, datagram: bytes) -> list[tuple[int, _Block]]:
+        """The ``(timestamp, (channels, n) float32)`` frames one SRTP datagram releases,
+        concealed ones first; ``timestamp`` in samples from the first packet received. Never
+        raises for what a peer sends: bad packets are dropped and counted in ``stats()``."""
+
+    def send(self, samples: npt.NDArray[np.int16]) -> bytes:
+        """One SRTP datagram of one int16 ``(samples, channels)`` block at 48 kHz (1 or 2
+        channels, a whole Opus frame: 120 to 2880 samples). Raises ``FormatError`` otherwise."""
+
+    def stats(self) -> dict[str, int]:
+        """The leg's counters: packets and bytes each way, drops by cause, jitter buffer and
+        codec counts, RFC 3550 sequence and jitter figures, SSRCs."""

@@ -2,6 +2,7 @@
 //! `stream._engine` extension module that exposes them (`py`).
 
 pub mod dsp;
+pub mod rtc;
 
 #[cfg(feature = "python")]
 mod py;

@@ -21,6 +21,7 @@ mod mixer;
 mod pair;
 mod rebuffer;
 mod resample;
+mod rtc;
 #[cfg(feature = "silero")]
 mod silero_vad;
 mod video;
@@ -69,6 +70,7 @@ fn _engine(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<video::ColorConvertKernel>()?;
     m.add_class::<video::GrayscaleKernel>()?;
     m.add_class::<video::FrameRateKernel>()?;
+    m.add_class::<rtc::RtpAudioLeg>()?;
     m.add_function(wrap_pyfunction!(selftest_panic, m)?)?;
     Ok(())
 }

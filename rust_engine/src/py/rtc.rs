@@ -1,0 +1,177 @@
+//! `RtpAudioLeg(profile, rx_key, tx_key, *, remote_ssrc, local_ssrc, payload_type,
+//! decode_channels=2, jitter_depth=3, mid=None)`: one session's audio RTP leg (`crate::rtc`).
+
+use std::sync::Mutex;
+use std::time::Instant;
+
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
+
+use super::args;
+use super::array::{read, to_array};
+use super::error::IntoPyResult;
+use crate::dsp::{catch_panic, EngineError};
+use crate::rtc::leg::{RxLeg, TxLeg, NAME};
+use crate::rtc::{Frame, LegSettings, RtpAudioLeg as Leg};
+
+const INT16_BLOCK: &str = "an int16 array of shape (samples, channels)";
+
+/// SRTP datagrams in, decoded 48 kHz audio out (adaptive jitter buffer, Opus PLC); 20 ms int16
+/// blocks in, Opus in SRTP datagrams out. The two directions lock apart, so one thread may
+/// receive while another sends.
+#[pyclass(frozen, module = "stream._engine")]
+pub struct RtpAudioLeg {
+    rx: Mutex<RxLeg>,
+    tx: Mutex<TxLeg>,
+}
+
+fn bytes_arg(name: &str, obj: &Bound<'_, PyAny>) -> Result<Vec<u8>, EngineError> {
+    obj.cast::<PyBytes>()
+        .map(|b| b.as_bytes().to_vec())
+        .map_err(|_| {
+            let t = obj
+                .get_type()
+                .name()
+                .map(|n| n.to_string())
+                .unwrap_or_default();
+            EngineError::config(format!("{name} must be bytes, got {t}"))
+        })
+}
+
+fn mid_arg(obj: Option<&Bound<'_, PyAny>>) -> Result<Option<(i64, Vec<u8>)>, EngineError> {
+    let Some(obj) = obj.filter(|o| !o.is_none()) else {
+        return Ok(None);
+    };
+    let tuple = obj
+        .cast::<PyTuple>()
+        .ok()
+        .filter(|t| t.len() == 2)
+        .ok_or_else(|| EngineError::config("mid must be a tuple (id, value) or None"))?;
+    let id = args::int(
+        "mid id",
+        &tuple
+            .get_item(0)
+            .map_err(|e| EngineError::config(e.to_string()))?,
+    )?;
+    let value = bytes_arg(
+        "mid value",
+        &tuple
+            .get_item(1)
+            .map_err(|e| EngineError::config(e.to_string()))?,
+    )?;
+    Ok(Some((id, value)))
+}
+
+fn frames_to_list<'py>(py: Python<'py>, frames: Vec<Frame>) -> PyResult<Bound<'py, PyList>> {
+    let items = frames.into_iter().map(|f| {
+        let array = to_array(py, f.channels, f.samples, f.data);
+        PyTuple::new(
+            py,
+            [f.timestamp.into_pyobject(py)?.into_any(), array.into_any()],
+        )
+    });
+    PyList::new(py, items.collect::<PyResult<Vec<_>>>()?)
+}
+
+#[pymethods]
+impl RtpAudioLeg {
+    #[new]
+    #[pyo3(
+        signature = (profile, rx_key, tx_key, *, remote_ssrc, local_ssrc, payload_type,
+                     decode_channels = None, jitter_depth = None, mid = None),
+        text_signature = "(profile, rx_key, tx_key, *, remote_ssrc, local_ssrc, payload_type, \
+                          decode_channels=2, jitter_depth=3, mid=None)"
+    )]
+    #[allow(clippy::too_many_arguments)] // the Python signature's arguments, one each
+    fn new(
+        py: Python<'_>,
+        profile: &Bound<'_, PyAny>,
+        rx_key: &Bound<'_, PyAny>,
+        tx_key: &Bound<'_, PyAny>,
+        remote_ssrc: &Bound<'_, PyAny>,
+        local_ssrc: &Bound<'_, PyAny>,
+        payload_type: &Bound<'_, PyAny>,
+        decode_channels: Option<&Bound<'_, PyAny>>,
+        jitter_depth: Option<&Bound<'_, PyAny>>,
+        mid: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Self> {
+        let settings = (|| {
+            let profile = profile
+                .cast::<PyString>()
+                .map_err(|_| EngineError::config("profile must be a str"))?
+                .to_string();
+            Ok::<_, EngineError>(LegSettings {
+                profile,
+                rx_key: bytes_arg("rx_key", rx_key)?,
+                tx_key: bytes_arg("tx_key", tx_key)?,
+                remote_ssrc: args::int("remote_ssrc", remote_ssrc)?,
+                local_ssrc: args::int("local_ssrc", local_ssrc)?,
+                payload_type: args::int("payload_type", payload_type)?,
+                decode_channels: args::opt_int("decode_channels", decode_channels)?.unwrap_or(2),
+                jitter_depth: args::opt_int("jitter_depth", jitter_depth)?.unwrap_or(3),
+                mid: mid_arg(mid)?,
+            })
+        })()
+        .map_err(|e| e.at(NAME))
+        .py_err(py)?;
+        let leg = py
+            .detach(|| catch_panic(|| Leg::new(&settings)))
+            .map_err(|e| e.at(NAME))
+            .py_err(py)?;
+        Ok(Self {
+            rx: Mutex::new(leg.rx),
+            tx: Mutex::new(leg.tx),
+        })
+    }
+
+    /// One SRTP datagram from the network -> the `(timestamp, (channels, n) float32)` frames it
+    /// releases (concealed ones first). Never raises for what a peer sends: bad packets are
+    /// dropped and counted in `stats()`.
+    fn receive<'py>(&self, py: Python<'py>, datagram: &[u8]) -> PyResult<Bound<'py, PyList>> {
+        let arrival = Instant::now();
+        let frames = py
+            .detach(|| {
+                let mut rx = self.rx.lock().unwrap_or_else(|p| p.into_inner());
+                catch_panic(|| Ok(rx.receive(datagram, arrival)))
+            })
+            .map_err(|e| e.at(NAME))
+            .py_err(py)?;
+        frames_to_list(py, frames)
+    }
+
+    /// One block of int16 `(samples, channels)` at 48 kHz (a whole Opus frame) -> one SRTP
+    /// datagram.
+    fn send<'py>(
+        &self,
+        py: Python<'py>,
+        samples: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        let block = read::<i16>(samples, INT16_BLOCK)
+            .map_err(|e| e.at(NAME))
+            .py_err(py)?;
+        let (data, channels) = (block.data(), block.cols);
+        let datagram = py
+            .detach(|| {
+                let mut tx = self.tx.lock().unwrap_or_else(|p| p.into_inner());
+                catch_panic(|| tx.send(data, channels))
+            })
+            .map_err(|e| e.at(NAME))
+            .py_err(py)?;
+        Ok(PyBytes::new(py, &datagram))
+    }
+
+    /// The leg's counters (packets, bytes, losses, jitter, ...).
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let (mut stats, tx) = py.detach(|| {
+            let rx = self.rx.lock().unwrap_or_else(|p| p.into_inner()).stats();
+            let tx = self.tx.lock().unwrap_or_else(|p| p.into_inner()).stats();
+            (rx, tx)
+        });
+        stats.extend(tx);
+        let dict = PyDict::new(py);
+        for (name, value) in stats {
+            dict.set_item(name, value)?;
+        }
+        Ok(dict)
+    }
+}
