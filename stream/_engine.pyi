@@ -636,6 +636,27 @@ class RtpAudioLeg:
         """One SRTP datagram of one int16 ``(samples, channels)`` block at 48 kHz (1 or 2
         channels, a whole Opus frame: 120 to 2880 samples). Raises ``FormatError`` otherwise."""
 
+    def relay(self, datagram: bytes, chain: Chain) -> list[bytes]:
+        """A whole round trip in one call: ``receive(datagram)``, each released frame through
+        ``chain`` (as ``chain.process(frame, 48000)``), the output cut into 20 ms blocks (the
+        stream's first block front-padded with zeros, the remainder kept), converted to int16
+        and sent as ``send`` sends; returns the datagrams to send (0 or more). A frame that
+        starts after the previous one ended (a gap not concealed) moves the send timestamp on
+        by the gap. Raises ``ConfigError`` (stage ``"rtp"``) for a chain that does not emit
+        48 kHz, ``FormatError`` for output that is not 1 or 2 channels, and the chain's own
+        errors; the leg stays usable (output made before a chain error is sent next call)."""
+
+    def preload(self, samples: npt.NDArray[np.int16]) -> None:
+        """int16 ``(samples, channels)`` (1 or 2 channels) to send before what ``relay`` makes
+        next (what a Python chunker held); ``relay``'s stream then counts as started (no front
+        pad). Raises ``FormatError`` otherwise."""
+
+    def levels(self) -> tuple[float, float, int, float, float, int]:
+        """``(in_peak, in_sum_sq, in_count, out_peak, out_sum_sq, out_count)`` of the audio
+        ``relay`` took from the network and got from the chain (as int16 / 32768) since the
+        last call, over every sample of every channel; then resets them."""
+
     def stats(self) -> dict[str, int]:
         """The leg's counters: packets and bytes each way, drops by cause, jitter buffer and
-        codec counts, RFC 3550 sequence and jitter figures, SSRCs."""
+        codec counts, RFC 3550 sequence and jitter figures, SSRCs; ``relay_frames``,
+        ``relay_ns`` (time in the chain) and ``relay_gaps``."""

@@ -361,3 +361,190 @@ def test_settings_and_blocks_are_checked() -> None:
         assert leg.send(np.zeros((size, 1), np.int16))
     assert leg.send(np.zeros((960, 4), np.int16)[:, ::2])
     assert leg.stats()["packets_sent"] == 7
+
+
+# -- relay: a whole round trip in one call ---------------------------------------------------
+
+TONE_HZ = 1000.0
+
+
+def _relay_legs(key_len: int = 28) -> tuple[RtpAudioLeg, RtpAudioLeg, RtpAudioLeg, RtpAudioLeg]:
+    """``(a, b, c, twin)``: A sends to B, B relays to C (B's tx key is C's rx key), and ``twin``
+    is keyed as B, to receive what B relays with plain ``receive``."""
+    leg_class = _leg_class()
+    name = PROFILES[1][0]
+    rng = random.Random(11)
+    a_to_b, b_to_c, unused = (rng.randbytes(key_len) for _ in range(3))
+    a_ssrc, b_ssrc, c_ssrc = 0x0A0A, 0x0B0B, 0x0C0C
+
+    def leg(rx: bytes, tx: bytes, remote: int, local: int) -> RtpAudioLeg:
+        return leg_class(name, rx, tx, remote_ssrc=remote, local_ssrc=local, payload_type=PT)
+
+    return (
+        leg(unused, a_to_b, c_ssrc, a_ssrc),
+        leg(a_to_b, b_to_c, a_ssrc, b_ssrc),
+        leg(b_to_c, unused, b_ssrc, c_ssrc),
+        leg(a_to_b, b_to_c, a_ssrc, b_ssrc),
+    )
+
+
+def _tone(blocks: int) -> npt.NDArray[np.int16]:
+    t = np.arange(blocks * BLOCK) / RATE
+    mono = np.rint(0.25 * np.sin(2 * np.pi * TONE_HZ * t) * 32768).astype(np.int16)
+    return np.ascontiguousarray(np.stack([mono, mono], axis=1))
+
+
+def _gain_chain() -> Any:
+    from stream import _engine
+
+    return _engine.Chain([_engine.GainKernel(gain_db=-6.0)])
+
+
+def _resampling_chain() -> Any:
+    from stream import _engine
+
+    return _engine.Chain(
+        [
+            _engine.ChannelMixKernel(1),
+            _engine.ResampleKernel(16_000),
+            _engine.GainKernel(gain_db=-6.0),
+            _engine.ResampleKernel(RATE, stage="upsample"),
+        ]
+    )
+
+
+def _received(leg: RtpAudioLeg, datagrams: list[bytes]) -> tuple[list[int], Any]:
+    """Frame timestamps and the left channel of what ``leg`` receives of ``datagrams``."""
+    stamps: list[int] = []
+    left: list[npt.NDArray[np.float32]] = []
+    for d in datagrams:
+        for timestamp, samples in leg.receive(d):
+            stamps.append(timestamp)
+            left.append(samples[0])
+    return stamps, np.concatenate(left) if left else np.zeros(0, np.float32)
+
+
+@pytest.mark.parametrize("chain_name", ["gain", "resampling"])
+def test_relay_sends_the_tone_back_through_the_chain(chain_name: str) -> None:
+    a, b, c, _ = _relay_legs()
+    chain = _gain_chain() if chain_name == "gain" else _resampling_chain()
+    source = _tone(100)
+    relayed: list[bytes] = []
+    for i in range(100):
+        relayed += b.relay(a.send(source[i * BLOCK : (i + 1) * BLOCK]), chain)
+    stats = b.stats()
+    assert stats["relay_frames"] == 100 and stats["frames_decoded"] == 100
+    # the resampling chain's first output is short by its delay and is front-padded, so no
+    # block waits for the next frame: every call sends one
+    assert stats["packets_sent"] == len(relayed) == 100
+    assert stats["relay_gaps"] == 0 and stats["relay_ns"] > 0
+    stamps, left = _received(c, relayed)
+    assert stamps == [i * BLOCK for i in range(100)]
+    steady = left[20 * BLOCK :].astype(np.float64)
+    reference = source[20 * BLOCK :, 0].astype(np.float64) / 32768
+    level_db = 10 * np.log10(np.mean(steady**2) / np.mean(reference**2))
+    assert abs(level_db + 6.0) < 0.5, level_db
+    spectrum = np.abs(np.fft.rfft(steady * np.hanning(len(steady))))
+    peak_hz = np.argmax(spectrum) * RATE / len(steady)
+    assert abs(peak_hz - TONE_HZ) < 5, peak_hz
+
+
+def test_relay_keeps_time_across_losses_and_measures_levels() -> None:
+    from stream.audio_adapter import from_fltp
+
+    a, b, c, twin = _relay_legs()
+    chain, twin_chain = _gain_chain(), _gain_chain()
+    sent = [a.send(block) for block in np.split(_tone(60), 60)]
+    kept = [d for i, d in enumerate(sent) if i != 10 and not 30 <= i < 40]  # 1 lost, then 10
+    relayed: list[bytes] = []
+    expected_out: list[npt.NDArray[np.int16]] = []
+    expected_in: list[npt.NDArray[np.float32]] = []
+    direct: list[int] = []
+    for d in kept:
+        relayed += b.relay(d, chain)
+        for timestamp, samples in twin.receive(d):
+            direct.append(timestamp)
+            expected_in.append(samples)
+            expected_out += [from_fltp(x, "s16") for x in twin_chain.process(samples, RATE)]
+    stats = b.stats()
+    assert (stats["concealed"], stats["packets_lost"], stats["relay_gaps"]) == (1, 11, 1)
+    # what C sees is timed as what B received: concealment keeps it continuous, the long gap
+    # is a jump of the send timestamp, not audio played early
+    stamps, _ = _received(c, relayed)
+    assert stamps == direct
+    steps = np.diff(stamps)
+    assert sorted(set(steps.tolist())) == [BLOCK, 11 * BLOCK]
+    in_peak, in_sum_sq, in_count, out_peak, out_sum_sq, out_count = b.levels()
+    x = np.concatenate([s.ravel() for s in expected_in]).astype(np.float64)
+    y = np.concatenate([s.ravel() for s in expected_out]).astype(np.float64) / 32768
+    assert (in_count, out_count) == (x.size, y.size) == (2 * BLOCK * len(direct),) * 2
+    assert in_peak == np.max(np.abs(x)) and out_peak == np.max(np.abs(y))
+    assert in_sum_sq == pytest.approx(np.dot(x, x), rel=1e-9)
+    assert out_sum_sq == pytest.approx(np.dot(y, y), rel=1e-9)
+    assert b.levels() == (0.0, 0.0, 0, 0.0, 0.0, 0)
+
+
+def test_relay_refuses_what_rtp_cannot_send_and_goes_on() -> None:
+    from stream import _engine
+
+    a, b, c, _ = _relay_legs()
+    sent = [a.send(block) for block in np.split(_tone(7), 7)]
+    with pytest.raises(ConfigError, match="48000 Hz") as config:
+        b.relay(sent[0], _engine.Chain([_engine.ResampleKernel(16_000)]))
+    assert config.value.stage == "rtp"
+    assert b.stats()["packets_received"] == 0  # refused before the datagram was taken
+    with pytest.raises(FormatError, match="2 channels to 3") as kernel:  # a kernel's own error
+        b.relay(sent[1], _engine.Chain([_engine.ChannelMixKernel(3)]))
+    assert kernel.value.stage == "channel_mix"
+    to_three: list[_engine.Kernel] = [
+        _engine.ChannelMixKernel(1),
+        _engine.ChannelMixKernel(3, stage="to_three"),
+    ]
+    with pytest.raises(FormatError, match="must emit 1 or 2 channels") as fmt:
+        b.relay(sent[2], _engine.Chain(to_three))
+    assert fmt.value.stage == "rtp"
+    assert b.stats()["frames_decoded"] == 2 and b.stats()["packets_sent"] == 0
+    with pytest.raises(FormatError, match="1 or 2 channels") as bad:
+        b.preload(np.zeros((10, 3), np.int16))
+    assert bad.value.stage == "rtp"
+    # garbage: nothing sent, counted; then the leg relays as before
+    rng = random.Random(3)
+    junk = [rng.randbytes(rng.randrange(1, 200)) for _ in range(50)] + [sent[1]]  # + a replay
+    chain = _gain_chain()
+    for datagram in junk:
+        assert b.relay(datagram, chain) == []
+    stats = b.stats()
+    dropped = sum(
+        stats[k]
+        for k in ("packets_malformed", "auth_failures", "replays", "other_ssrc", "other_payload")
+    )
+    assert dropped == len(junk) and stats["replays"] == 1
+    relayed = [d for s in sent[3:] for d in b.relay(s, chain)]
+    assert len(relayed) == 4
+    stamps, _ = _received(c, relayed)
+    assert stamps == [0, BLOCK, 2 * BLOCK, 3 * BLOCK]
+
+
+def test_relay_and_receive_mix_and_a_preload_goes_first() -> None:
+    from stream.audio_adapter import from_fltp
+
+    a, b, c, _ = _relay_legs()
+    chain = _gain_chain()
+    sent = [a.send(block) for block in np.split(_tone(12), 12)]
+    out: list[bytes] = []
+    for i, d in enumerate(sent[:8]):
+        if i % 2:
+            out += b.relay(d, chain)
+        else:  # the Python path: receive, the same chain, send
+            for _, samples in b.receive(d):
+                out += [b.send(from_fltp(x, "s16")) for x in chain.process(samples, RATE)]
+    assert b.stats()["relay_gaps"] == 0 and b.stats()["relay_frames"] == 4
+    # what a Python chunker held goes out first, with no front pad after it
+    b.preload(np.full((480, 2), 1000, np.int16))
+    out += b.relay(sent[8], chain)
+    assert len(out) == 9
+    out += b.relay(sent[9], chain)
+    assert len(out) == 10  # 480 + 2 * 960 samples: two blocks, half of one held
+    stamps, _ = _received(c, out)
+    assert stamps == [i * BLOCK for i in range(10)]
+    assert b.stats()["packets_sent"] == 10

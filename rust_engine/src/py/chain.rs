@@ -32,7 +32,7 @@ impl Chain {
 
     /// Takes every active kernel for this call (without waiting) and runs `f` on their stages
     /// with the GIL released.
-    fn run<T: Send>(
+    pub(crate) fn run<T: Send>(
         &self,
         py: Python<'_>,
         f: impl FnOnce(&mut [&mut NamedStage], &mut chain::Buffers) -> Result<T, EngineError> + Send,

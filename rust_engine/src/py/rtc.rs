@@ -1,5 +1,6 @@
 //! `RtpAudioLeg(profile, rx_key, tx_key, *, remote_ssrc, local_ssrc, payload_type,
-//! decode_channels=2, jitter_depth=3, mid=None)`: one session's audio RTP leg (`crate::rtc`).
+//! decode_channels=2, jitter_depth=3, mid=None)`: one session's audio RTP leg (`crate::rtc`),
+//! and `relay(datagram, chain)`: a whole round trip through a native `Chain` in one call.
 
 use std::sync::Mutex;
 use std::time::Instant;
@@ -9,9 +10,11 @@ use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 
 use super::args;
 use super::array::{read, to_array};
+use super::chain::Chain;
 use super::error::IntoPyResult;
-use crate::dsp::{catch_panic, EngineError};
+use crate::dsp::{catch_panic, chain, EngineError, NamedStage};
 use crate::rtc::leg::{RxLeg, TxLeg, NAME};
+use crate::rtc::relay::{Relay, RATE};
 use crate::rtc::{Frame, LegSettings, RtpAudioLeg as Leg};
 
 const INT16_BLOCK: &str = "an int16 array of shape (samples, channels)";
@@ -21,8 +24,10 @@ const INT16_BLOCK: &str = "an int16 array of shape (samples, channels)";
 /// receive while another sends.
 #[pyclass(frozen, module = "stream._engine")]
 pub struct RtpAudioLeg {
+    // Locked in this order when a call takes more than one.
     rx: Mutex<RxLeg>,
     tx: Mutex<TxLeg>,
+    relay: Mutex<Relay>,
 }
 
 fn bytes_arg(name: &str, obj: &Bound<'_, PyAny>) -> Result<Vec<u8>, EngineError> {
@@ -121,6 +126,7 @@ impl RtpAudioLeg {
         Ok(Self {
             rx: Mutex::new(leg.rx),
             tx: Mutex::new(leg.tx),
+            relay: Mutex::new(leg.relay),
         })
     }
 
@@ -160,18 +166,83 @@ impl RtpAudioLeg {
         Ok(PyBytes::new(py, &datagram))
     }
 
-    /// The leg's counters (packets, bytes, losses, jitter, ...).
+    /// `receive(datagram)`, each released frame through `chain` (which must emit 48 kHz, 1 or 2
+    /// channels), the output cut into 20 ms blocks and sent as `send` sends: the datagrams to
+    /// send. One call, the GIL released for all of it.
+    fn relay<'py>(
+        &self,
+        py: Python<'py>,
+        datagram: &[u8],
+        chain: &Bound<'py, Chain>,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let arrival = Instant::now();
+        let datagrams = chain.get().run(py, |stages, buffers| {
+            check_output_rate(stages)?;
+            let mut rx = self.rx.lock().unwrap_or_else(|p| p.into_inner());
+            let mut tx = self.tx.lock().unwrap_or_else(|p| p.into_inner());
+            let mut relay = self.relay.lock().unwrap_or_else(|p| p.into_inner());
+            relay
+                .relay(&mut rx, &mut tx, datagram, arrival, |block| {
+                    chain::process(stages, block, i64::from(RATE), buffers)
+                })
+                .map_err(|e| e.at(NAME))
+        })?;
+        PyList::new(py, datagrams.iter().map(|d| PyBytes::new(py, d)))
+    }
+
+    /// int16 `(samples, channels)` (1 or 2 channels) to send before what `relay` sends next;
+    /// the relay's stream counts as started (no front pad).
+    fn preload(&self, py: Python<'_>, samples: &Bound<'_, PyAny>) -> PyResult<()> {
+        let block = read::<i16>(samples, INT16_BLOCK)
+            .map_err(|e| e.at(NAME))
+            .py_err(py)?;
+        let (data, channels) = (block.data(), block.cols);
+        py.detach(|| {
+            let mut relay = self.relay.lock().unwrap_or_else(|p| p.into_inner());
+            catch_panic(|| relay.preload(data, channels))
+        })
+        .map_err(|e| e.at(NAME))
+        .py_err(py)
+    }
+
+    /// `(in_peak, in_sum_sq, in_count, out_peak, out_sum_sq, out_count)` of what `relay` saw
+    /// since the last call (float full scale, every sample of every channel), then reset.
+    fn levels(&self, py: Python<'_>) -> (f64, f64, u64, f64, f64, u64) {
+        let (i, o) = py.detach(|| {
+            let mut relay = self.relay.lock().unwrap_or_else(|p| p.into_inner());
+            relay.levels()
+        });
+        (i.peak, i.sum_sq, i.count, o.peak, o.sum_sq, o.count)
+    }
+
+    /// The leg's counters (packets, bytes, losses, jitter, relay, ...).
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let (mut stats, tx) = py.detach(|| {
+        let (mut stats, tx, relay) = py.detach(|| {
             let rx = self.rx.lock().unwrap_or_else(|p| p.into_inner()).stats();
             let tx = self.tx.lock().unwrap_or_else(|p| p.into_inner()).stats();
-            (rx, tx)
+            let relay = self.relay.lock().unwrap_or_else(|p| p.into_inner()).stats();
+            (rx, tx, relay)
         });
         stats.extend(tx);
+        stats.extend(relay);
         let dict = PyDict::new(py);
         for (name, value) in stats {
             dict.set_item(name, value)?;
         }
         Ok(dict)
+    }
+}
+
+/// A relay's chain must emit what RTP sends: 48 kHz.
+fn check_output_rate(stages: &[&mut NamedStage]) -> Result<(), EngineError> {
+    let refs: Vec<&NamedStage> = stages.iter().map(|s| &**s).collect();
+    let rate = chain::output_rate(&refs, i64::from(RATE))?;
+    if rate == RATE {
+        Ok(())
+    } else {
+        Err(EngineError::config(format!(
+            "relay needs a chain that emits {RATE} Hz for {RATE} Hz input; this one emits {rate} Hz"
+        ))
+        .at(NAME))
     }
 }

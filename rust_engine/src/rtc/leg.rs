@@ -9,9 +9,10 @@ use std::time::Instant;
 
 use super::jitter::JitterBuffer;
 use super::opus::{Decoder, Encoder, SAMPLE_RATE};
+use super::relay::{Meter, Relay};
 use super::rtp;
 use super::srtp::{self, Refused, Srtp};
-use crate::dsp::{EngineError, Result};
+use crate::dsp::{Block, BlockRef, EngineError, Result};
 
 /// The leg's name in error messages.
 pub const NAME: &str = "rtp";
@@ -92,8 +93,10 @@ pub struct RxLeg {
     decoder: Decoder,
     /// `(raw, unwrapped)` of the newest timestamp seen: later ones unwrap against it.
     ts_ref: Option<(u32, i64)>,
-    /// Where the last frame handed on ended (its timestamp plus its samples).
+    /// Where the last packet handed on ended (its timestamp plus its samples).
     last_end: Option<i64>,
+    /// Where the last frame returned ended (a packet that failed to decode returns none).
+    released_end: Option<i64>,
     /// RFC 3550 A.1: the sequence numbers seen.
     base_seq: u16,
     max_seq: u16,
@@ -189,7 +192,15 @@ impl RxLeg {
                 self.last_end = Some(packet.timestamp + CONCEALED_SAMPLES as i64);
             }
         }
+        if let Some(f) = frames.last() {
+            self.released_end = Some(f.timestamp + f.samples as i64);
+        }
         frames
+    }
+
+    /// Where the last frame returned ended (its timestamp plus its samples).
+    pub fn released_end(&self) -> Option<i64> {
+        self.released_end
     }
 
     fn frame(&self, timestamp: i64, samples: usize, data: Vec<f32>) -> Frame {
@@ -343,6 +354,11 @@ impl TxLeg {
         Ok(datagram)
     }
 
+    /// Moves the timestamp of the next packet on by `samples`: the peer sees a gap in time.
+    pub fn skip(&mut self, samples: u32) {
+        self.timestamp = self.timestamp.wrapping_add(samples);
+    }
+
     pub fn stats(&self) -> Stats {
         vec![
             ("packets_sent", self.sent),
@@ -355,10 +371,11 @@ impl TxLeg {
     }
 }
 
-/// Both halves.
+/// Both halves, and the relay between them.
 pub struct RtpAudioLeg {
     pub rx: RxLeg,
     pub tx: TxLeg,
+    pub relay: Relay,
 }
 
 impl RtpAudioLeg {
@@ -400,6 +417,7 @@ impl RtpAudioLeg {
             decoder: Decoder::new(decode_channels)?,
             ts_ref: None,
             last_end: None,
+            released_end: None,
             base_seq: 0,
             max_seq: 0,
             cycles: 0,
@@ -435,7 +453,11 @@ impl RtpAudioLeg {
             reused: 0,
             last_timestamp: 0,
         };
-        Ok(Self { rx, tx })
+        Ok(Self {
+            rx,
+            tx,
+            relay: Relay::new(),
+        })
     }
 
     pub fn receive(&mut self, datagram: &[u8], arrival: Instant) -> Vec<Frame> {
@@ -446,9 +468,33 @@ impl RtpAudioLeg {
         self.tx.send(interleaved, channels).map_err(|e| e.at(NAME))
     }
 
+    /// See [`Relay::relay`]; `chain` stands for the processing chain.
+    pub fn relay(
+        &mut self,
+        datagram: &[u8],
+        arrival: Instant,
+        chain: impl FnMut(BlockRef<'_>) -> Result<Vec<Block>>,
+    ) -> Result<Vec<Vec<u8>>> {
+        self.relay
+            .relay(&mut self.rx, &mut self.tx, datagram, arrival, chain)
+            .map_err(|e| e.at(NAME))
+    }
+
+    pub fn preload(&mut self, interleaved: &[i16], channels: usize) -> Result<()> {
+        self.relay
+            .preload(interleaved, channels)
+            .map_err(|e| e.at(NAME))
+    }
+
+    /// `(input, output)` levels of what `relay` saw since the last call.
+    pub fn levels(&mut self) -> (Meter, Meter) {
+        self.relay.levels()
+    }
+
     pub fn stats(&self) -> Stats {
         let mut stats = self.rx.stats();
         stats.extend(self.tx.stats());
+        stats.extend(self.relay.stats());
         stats
     }
 }
@@ -482,14 +528,18 @@ mod tests {
     /// Leg A sends to leg B: A's tx key is B's rx key, A's SSRC B's remote one.
     fn pair(profile: &str, key_len: usize) -> (RtpAudioLeg, RtpAudioLeg) {
         let a = settings(profile, key_len);
-        let b = LegSettings {
+        let b = peer_settings(&a);
+        (RtpAudioLeg::new(&a).unwrap(), RtpAudioLeg::new(&b).unwrap())
+    }
+
+    fn peer_settings(a: &LegSettings) -> LegSettings {
+        LegSettings {
             rx_key: a.tx_key.clone(),
             tx_key: a.rx_key.clone(),
             remote_ssrc: a.local_ssrc,
             local_ssrc: a.remote_ssrc,
             ..a.clone()
-        };
-        (RtpAudioLeg::new(&a).unwrap(), RtpAudioLeg::new(&b).unwrap())
+        }
     }
 
     fn sine(blocks: usize) -> Vec<i16> {
@@ -718,5 +768,115 @@ mod tests {
         leg.send(&[0; 960], 1).unwrap();
         leg.send(&[0; 1920], 2).unwrap();
         assert_eq!(stat(&leg, "frames_encoded"), 2);
+    }
+
+    fn identity(b: BlockRef<'_>) -> Result<Vec<Block>> {
+        Ok(vec![Block::new(b.channels, b.frames, b.data.to_vec())])
+    }
+
+    /// Relays `indices` of A's datagrams through B (identity chain) and receives them with
+    /// `twin`, a leg keyed as B; A receives B's datagrams back (A's keys and SSRCs match B's tx
+    /// side). Returns the frame timestamps (in blocks) A got and twin got.
+    fn round_trip(
+        (a, b, twin): (&mut RtpAudioLeg, &mut RtpAudioLeg, &mut RtpAudioLeg),
+        datagrams: &[Vec<u8>],
+        indices: impl Iterator<Item = usize>,
+    ) -> (Vec<i64>, Vec<i64>) {
+        let now = Instant::now();
+        let (mut back, mut direct) = (Vec::new(), Vec::new());
+        for i in indices {
+            for d in b.relay(&datagrams[i], now, identity).unwrap() {
+                back.extend(a.receive(&d, now).iter().map(|f| f.timestamp / 960));
+            }
+            direct.extend(
+                twin.receive(&datagrams[i], now)
+                    .iter()
+                    .map(|f| f.timestamp / 960),
+            );
+        }
+        (back, direct)
+    }
+
+    #[test]
+    fn relay_keeps_time_through_concealment_and_across_long_gaps() {
+        let (mut a, mut b) = pair("SRTP_AEAD_AES_128_GCM", 28);
+        let mut twin =
+            RtpAudioLeg::new(&peer_settings(&settings("SRTP_AEAD_AES_128_GCM", 28))).unwrap();
+        let legs = (&mut a, &mut b, &mut twin);
+        let datagrams: Vec<Vec<u8>> = sine(40)
+            .chunks(1920)
+            .map(|x| legs.0.send(x, 2).unwrap())
+            .collect();
+        // one lost: concealed, so the relayed stream has no hole (two stay in the buffer)
+        let (back, direct) = round_trip(legs, &datagrams, (0..5).chain(6..10));
+        assert_eq!(back, (0..8).collect::<Vec<i64>>());
+        assert_eq!(direct, back);
+        assert_eq!((stat(&b, "concealed"), stat(&b, "relay_gaps")), (1, 0));
+        assert_eq!(stat(&b, "relay_frames"), 8);
+        // ten lost: not concealed, the send timestamp jumps by the gap
+        let legs = (&mut a, &mut b, &mut twin);
+        let (back, direct) = round_trip(legs, &datagrams, 20..30);
+        assert_eq!(back, direct);
+        assert_eq!(back[..3], [8, 9, 20]);
+        assert_eq!(*back.last().unwrap(), 19 + back.len() as i64 - 2);
+        assert_eq!(stat(&b, "relay_gaps"), 1);
+        assert_eq!(stat(&b, "relay_frames"), 8 + back.len() as u64);
+        assert_eq!(stat(&b, "packets_sent"), stat(&b, "relay_frames"));
+        // the relayed tone comes back (identity chain)
+        let (input, output) = b.levels();
+        let samples = 2 * 960 * stat(&b, "relay_frames");
+        assert_eq!((input.count, output.count), (samples, samples));
+        assert!((input.peak - 0.3).abs() < 0.05, "{input:?}");
+        assert!((output.peak - input.peak).abs() < 1e-4);
+        assert!((output.sum_sq - input.sum_sq).abs() < 1e-3 * input.sum_sq);
+        assert_eq!(b.levels().0.count, 0);
+    }
+
+    #[test]
+    fn relay_and_receive_mix_and_a_failing_chain_loses_nothing() {
+        let (mut a, mut b) = pair("SRTP_AES128_CM_SHA1_80", 30);
+        let datagrams: Vec<Vec<u8>> = sine(10)
+            .chunks(1920)
+            .map(|x| a.send(x, 2).unwrap())
+            .collect();
+        let now = Instant::now();
+        assert_eq!(b.receive(&datagrams[0], now).len(), 1);
+        // a receive between relays is no gap: the relay starts where receive ended
+        assert_eq!(b.relay(&datagrams[1], now, identity).unwrap().len(), 1);
+        assert_eq!(b.receive(&datagrams[2], now).len(), 1);
+        assert_eq!(b.relay(&datagrams[3], now, identity).unwrap().len(), 1);
+        assert_eq!(stat(&b, "relay_gaps"), 0);
+        let e = b
+            .relay(&datagrams[4], now, |_| {
+                Err(EngineError::format("boom").at("gain"))
+            })
+            .unwrap_err();
+        assert_eq!((e.stage.as_str(), e.message.as_str()), ("gain", "boom"));
+        assert_eq!(stat(&b, "frames_decoded"), 5);
+        // the chain emits mono halves: the first call's output waits, the next sends both
+        let half = |blk: BlockRef<'_>| {
+            identity(BlockRef::new(
+                1,
+                blk.frames / 2,
+                &blk.data[..blk.frames / 2],
+            ))
+        };
+        assert_eq!(b.relay(&datagrams[5], now, half).unwrap().len(), 0);
+        assert_eq!(b.relay(&datagrams[6], now, half).unwrap().len(), 1);
+        let e = b
+            .relay(&datagrams[7], now, |blk| {
+                identity(BlockRef::new(3, blk.frames / 3, &blk.data[..blk.frames]))
+            })
+            .unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("rtp: the chain must emit 1 or 2 channels (RTP audio), got 3"),
+            "{e}"
+        );
+        assert_eq!(stat(&b, "packets_sent"), 3);
+        // garbage: counted, nothing sent, the leg goes on
+        assert!(b.relay(&[0x80; 40], now, identity).unwrap().is_empty());
+        assert_eq!(b.relay(&datagrams[8], now, identity).unwrap().len(), 1);
+        assert_eq!(stat(&b, "packets_received"), 10);
     }
 }

@@ -5,6 +5,7 @@
 pub mod jitter;
 pub mod leg;
 pub mod opus;
+pub mod relay;
 pub mod rtp;
 pub mod srtp;
 
