@@ -17,7 +17,10 @@ server. Servers, side by side in the same run:
   N worker processes (``serve --workers N``); ``cpu`` then counts the front and its workers;
 - ``pass-aiortc-codec``, ``chain-aiortc-codec`` (named in ``--modes``): those servers with
   ``--audio-codec aiortc`` (audio decoded on aiortc's decoder thread and encoded on its thread
-  pool, as before the inline codec path).
+  pool, as before the inline codec path);
+- ``pass-inline``, ``chain-inline`` (named in ``--modes``): those servers with
+  ``--audio-codec inline`` (aiortc's RTP path, Opus on the session's loop: the transport before
+  the native one). ``pass`` and ``chain`` take the default, the native audio path.
 
 The peers run in ``--clients`` processes on the same 2-core machine as the server, so past a few
 sessions the whole machine (peers included) is what saturates; ``cpu`` shows the server's share.
@@ -244,6 +247,9 @@ def start_server(hosts: Any, mode: str, manifest: Path) -> tuple[subprocess.Pope
         if base.endswith("-aiortc-codec"):  # aiortc's decoder thread and encoder pool
             base = base.removesuffix("-aiortc-codec")
             argv += ["--audio-codec", "aiortc"]
+        elif base.endswith("-inline"):  # aiortc's RTP, Opus on the session's loop
+            base = base.removesuffix("-inline")
+            argv += ["--audio-codec", "inline"]
         if base == "chain":
             argv += ["--pipeline", str(manifest)]
         if workers:
@@ -415,7 +421,7 @@ def main() -> int:
     p.add_argument("--sessions", default="1,4,8,16", help="N values (comma separated)")
     p.add_argument("--seconds", type=float, default=10.0, help="audio per session")
     p.add_argument("--clients", type=int, default=2, help="client processes")
-    p.add_argument("--modes", default="echo,pass,chain")
+    p.add_argument("--modes", default="echo,chain-inline,chain")
     p.add_argument(
         "--workers", type=int, default=0, help="also run chain on N worker processes (chain:wN)"
     )
@@ -446,7 +452,7 @@ def main() -> int:
         modes.append(f"chain:w{a.workers}")
     rows = []
     print(
-        f"{'mode':<9} {'N':>3} {'real time':>9} {'p50 ms':>7} {'p99 ms':>7} {'cpu':>5} "
+        f"{'mode':<13} {'N':>3} {'real time':>9} {'p50 ms':>7} {'p99 ms':>7} {'cpu':>5} "
         f"{'cpu/session':>11} {'x echo':>6} {'per core':>8}"
     )
     with test_hosts("rb") as hosts:
@@ -488,7 +494,7 @@ def main() -> int:
                     row["per_core"] = 1 / per_session if per_session > 0 else math.inf
                     rows.append(row)
                     print(
-                        f"{mode:<9} {n:>3} {row['realtime']:>5}/{n:<3} {row['p50_ms']:>7.1f} "
+                        f"{mode:<13} {n:>3} {row['realtime']:>5}/{n:<3} {row['p50_ms']:>7.1f} "
                         f"{row['p99_ms']:>7.1f} {row['cpu']:>5.2f} {per_session:>11.3f} "
                         f"{row['x_echo']:>6.2f} {row['per_core']:>8.0f}",
                         flush=True,

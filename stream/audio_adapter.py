@@ -242,6 +242,13 @@ class AudioAdapter:
         self._clock.reset()
         self._key = (rate, channels)
 
+    def kernels_for(self, rate: int, channels: int) -> list[Any]:
+        """Build the chain for input at ``rate`` Hz with ``channels`` channels now (as the first
+        such frame would) and return its kernels, in order: for a caller that runs them inside
+        a larger native chain (``native_rtp.relay_chain``)."""
+        self._build(rate, channels)
+        return list(self._kernels)
+
     def convert(self, frame: Any) -> list[AudioFrame]:
         """The converted frames this frame completes (maybe none). Raises FormatError."""
         if (

@@ -98,12 +98,29 @@ def make_chain(kernels: list[Any]) -> Any:
     return _engine.Chain(kernels)
 
 
+def rtp_audio_leg(*args: Any, **kwargs: Any) -> Any:
+    """The engine's ``RtpAudioLeg`` (a session's audio RTP: SRTP, jitter buffer, Opus); raises
+    BackendUnavailable when the engine is not built or has none."""
+    leg = getattr(_engine, "RtpAudioLeg", None)
+    if leg is None:
+        raise BackendUnavailable("the Rust engine with RtpAudioLeg is not built")
+    return leg(*args, **kwargs)
+
+
+def has_rtp_audio_leg(backend: str | None = None) -> bool:
+    """Whether the engine can carry a session's audio RTP (``rtp_audio_leg``): it has the leg,
+    and the session's backend (or REMOTEMEDIA_RUNTIME) does not ask for Python only."""
+    return hasattr(_engine, "RtpAudioLeg") and resolve_mode(backend)[0] != "python"
+
+
 __all__ = [
     "ENV_VAR",
     "MODES",
     "engine_available",
     "engine_version",
+    "has_rtp_audio_leg",
     "make_chain",
     "resolve_mode",
+    "rtp_audio_leg",
     "select_kernel",
 ]

@@ -502,6 +502,30 @@ class Pipeline:
                 step.sample, step.sample_every = sample, every
         return steps
 
+    def native_run(self) -> list[Any] | None:
+        """After ``initialize()``: the kernels, in order, of a pipeline that is one run of native
+        stages (every node fusable and on the engine: what one ``FusedSegment`` runs); None for
+        any other pipeline. A transport may run them itself (``native_rtp``), then reports the
+        work with ``count_native_run``."""
+        steps = self._steps if self._initialized else []
+        node = steps[0].node if len(steps) == 1 else None
+        if isinstance(node, FusedSegment):
+            return [n.kernel for n in node.nodes]
+        if isinstance(node, KernelNode) and node.backend == "rust" and node.fusable:
+            return [node.kernel]
+        return None
+
+    def count_native_run(self, frames_in: int, frames_out: int, ns: int) -> None:
+        """Count frames and time the ``native_run`` kernels spent outside ``process()`` in its
+        step's figures and the pipeline's items in and out (``stages()``, ``stats()``); the
+        per-call and latency histograms are left as they are (no call was timed one by one)."""
+        step = self._steps[0]
+        step.index += frames_in
+        step.emitted += frames_out
+        step.ns += ns
+        self._latency.items_in += frames_in
+        self._latency.items_out += frames_out
+
     def sample_stages(self, sample: StageSampler | None, every: int = 50) -> None:
         """Report one call in ``every`` of each scheduled step (a node, or a fused segment) to
         ``sample(node, start_ns, end_ns)`` (``time.perf_counter_ns`` readings): how a session's

@@ -163,10 +163,12 @@ def serve_parser(prog: str = "remotemedia serve") -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--audio-codec",
-        choices=("inline", "aiortc"),
-        default="inline",
-        help="where audio is decoded and Opus-encoded: inline on the session's loop (default), "
-        "or by aiortc on its decoder thread and thread pool (thread hops per 20 ms frame)",
+        choices=("native", "inline", "aiortc"),
+        default="native",
+        help="the audio media path: 'native' (default): RTP, SRTP, jitter buffer and Opus in "
+        "the engine, under aiortc's ICE and DTLS, where the peer offers Opus and names its SSRC "
+        "(else 'inline'); 'inline': aiortc's RTP, decoded and Opus-encoded on the session's "
+        "loop; 'aiortc': aiortc's decoder thread and thread pool (thread hops per 20 ms frame)",
     )
     p.add_argument(
         "--drain-timeout",
@@ -442,7 +444,8 @@ async def _serve(args: argparse.Namespace) -> int:
         cert_file=args.cert,
         key_file=args.key,
         jitter_depth=args.jitter,
-        opus_inline=args.audio_codec == "inline",
+        opus_inline=args.audio_codec != "aiortc",
+        native_rtp=args.audio_codec == "native",
         input_channels=args.channels,
         sink_factory=record_factory(args.record) if args.record else None,
         backend=args.backend,

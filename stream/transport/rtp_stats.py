@@ -21,6 +21,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -174,6 +175,9 @@ class TransportMeter:
 
     def __init__(self, pc: RTCPeerConnection) -> None:
         self.pc = pc
+        #: the counters of the session's native audio path (``NativeAudioPath.stats``), if any
+        self.native: Callable[[], Mapping[str, int]] | None = None
+        self._leg_bytes = (0, 0)
         self._counts: dict[str, dict[str, int]] = {
             key: _kinds()
             for key in ("packets_received", "packets_lost", "packets_sent", "remote_packets_lost")
@@ -232,12 +236,16 @@ class TransportMeter:
             "fraction_lost": fraction_lost,
         }
         buffers = jitter_buffers(self.pc)
+        leg = self.native() if self.native is not None else {}
         self._buffered = (
-            sum(b.skipped for b in buffers),
-            sum(b.dropped for b in buffers),
-            sum(len(b._held) for b in buffers),
-            sum(getattr(b, "late", 0) for b in buffers),
+            sum(b.skipped for b in buffers) + leg.get("packets_lost", 0),
+            sum(b.dropped for b in buffers) + leg.get("packets_dropped", 0),
+            sum(len(b._held) for b in buffers) + leg.get("jitter_held", 0),
+            sum(getattr(b, "late", 0) for b in buffers) + leg.get("packets_late", 0),
         )
+        # the engine's audio datagrams bypass aiortc's DTLS transport, which counts the bytes
+        if leg:
+            self._leg_bytes = (leg["datagram_bytes_received"], leg["datagram_bytes_sent"])
 
     def stats(self) -> TransportStats:
         """The figures as of the last ``sample()``."""
@@ -247,8 +255,8 @@ class TransportMeter:
             packets_lost=dict(self._counts["packets_lost"]),
             packets_sent=dict(self._counts["packets_sent"]),
             remote_packets_lost=dict(self._counts["remote_packets_lost"]),
-            bytes_received=self._bytes["received"],
-            bytes_sent=self._bytes["sent"],
+            bytes_received=self._bytes["received"] + self._leg_bytes[0],
+            bytes_sent=self._bytes["sent"] + self._leg_bytes[1],
             jitter=dict(self._jitter),
             round_trip=self._round_trip,
             jitter_buffer_lost=lost,

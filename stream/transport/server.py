@@ -76,8 +76,8 @@ class WebRTCServer:
     (the connection is closed / 408). ``idle_timeout``: seconds without media from a peer before its
     session is closed. ``ice_addresses``: interface names or addresses ICE may offer as host
     candidates (default: all but loopback, as aioice does). ``ice_servers``: STUN/TURN URLs (default
-    none). ``jitter_depth``, ``opus_inline``: see ``SessionOptions`` (jitter None: aiortc's own
-    80 ms buffer).
+    none). ``jitter_depth``, ``opus_inline``, ``native_rtp``: see ``SessionOptions`` (jitter None:
+    aiortc's own 80 ms buffer).
     ``sink_factory(session_id)``: a sink node that also gets every output of that session (a
     ``FileSink``); finalized when the session closes.
 

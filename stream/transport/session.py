@@ -26,6 +26,7 @@ import numpy as np
 from aiortc import MediaStreamTrack, RTCDataChannel, RTCPeerConnection, RTCSessionDescription
 
 from ..audio_adapter import AudioAdapter
+from ..engine import has_rtp_audio_leg
 from ..errors import StreamError
 from ..events import Event
 from ..frames import AudioFrame, VideoFrame
@@ -42,6 +43,7 @@ from ._aiortc import (
     use_jitter_buffer,
 )
 from .echo_reference import PeerReference, peer_reference_nodes
+from .native_rtp import AudioPlan, NativeAudioPath, ParkedTrack, plan_audio, relay_chain
 from .rtp_stats import TransportMeter, TransportStats
 from .telemetry import SessionTrace
 from .tracks import AudioOutputTrack, VideoOutputTrack, track_frames
@@ -65,6 +67,10 @@ DROP_REASONS = (
 )
 
 
+#: how long closing a session waits for aiortc's peer connection to stop
+PC_CLOSE_TIMEOUT_S = 5.0
+
+
 @dataclass(frozen=True, slots=True)
 class SessionOptions:
     """Per-session settings, validated once by the server.
@@ -74,8 +80,10 @@ class SessionOptions:
     the audio jitter buffer may wait for a missing one (None keeps aiortc's fixed 80 ms buffer);
     ``opus_inline``: audio is decoded on the session's loop, and Opus-encoded there when the
     peer took Opus (else by aiortc, on a decoder thread and its thread pool:
-    ``_aiortc.decode_inline``, ``tracks.OpusPacketizer``); ``level_ms``/``stats_ms``: how often
-    levels and stats go to the data channel.
+    ``_aiortc.decode_inline``, ``tracks.OpusPacketizer``); ``native_rtp``: the peer's audio RTP
+    and ours are handled by the engine (``native_rtp.NativeAudioPath``) where the offer allows it
+    (Opus, a named SSRC) and the engine is built; needs a ``jitter_depth``.
+    ``level_ms``/``stats_ms``: how often levels and stats go to the data channel.
     """
 
     input_channels: int | None = 1
@@ -84,6 +92,7 @@ class SessionOptions:
     idle_timeout: float = 10.0
     jitter_depth: int | None = 3
     opus_inline: bool = True
+    native_rtp: bool = True
     ice_addresses: frozenset[str] | None = None
     ice_servers: tuple[str, ...] = ()
     level_ms: float = 100.0
@@ -153,6 +162,12 @@ class _Meter:
         self.sum_sq = 0.0
         self.count = 0
 
+    def add_sums(self, peak: float, sum_sq: float, count: int) -> None:
+        """Add figures measured elsewhere (the native relay's ``levels()``)."""
+        self.peak = max(self.peak, peak)
+        self.sum_sq += sum_sq
+        self.count += count
+
     def add(self, frame: AudioFrame) -> None:
         x = frame.samples
         if x.dtype == np.int16:
@@ -221,8 +236,12 @@ class Session:
         self._transport = TransportMeter(self.pc)
         self._transport_task: asyncio.Task[None] | None = None
         # where audio is decoded / encoded: "aiortc" (its threads), "inline" (decoded on this
-        # loop), "inline+opus" (and Opus-encoded here too)
+        # loop), "inline+opus" (and Opus-encoded here too), "native" (RTP in the engine)
         self._codec_path = "aiortc"
+        self._native: NativeAudioPath | None = None
+        self._native_plan: AudioPlan | None = None
+        self._native_send: asyncio.Task[None] | None = None
+        self._relay_ns = 0  # the relay's chain time already counted in the pipeline's figures
         # OpenTelemetry: the session's span and its phases, stage spans sampled by the pipeline
         # (no-ops when tracing is off: stream/transport/telemetry.py)
         self.trace = SessionTrace(session_id, worker=logs.worker_name() or None)
@@ -256,13 +275,24 @@ class Session:
             "audio_queue_ms": round(audio.queue_ms, 2) if audio else 0.0,
             "audio_trimmed": audio.trimmed if audio else 0,
             "audio_codec": self._codec_path,
-            "audio_silence_reused": audio.silence_reused if audio else 0,
+            "audio_transport": "native" if self._native_active else "aiortc",
+            "audio_silence_reused": self._silence_reused(),
+            "audio_native": self._native.stats() if self._native is not None else None,
             "echo_reference": self._reference.stats if self._reference else None,
             "stages": [
                 {k: r[k] for k in ("name", "backend", "frames_in", "frames_out", "us_per_frame")}
                 for r in self.pipeline.stages()
             ],
         }
+
+    @property
+    def _native_active(self) -> bool:
+        return self._native is not None and self._native.failed is None
+
+    def _silence_reused(self) -> int:
+        if self._native is not None and self._native.leg is not None:
+            return int(self._native.leg.stats()["silence_reused"])
+        return self._audio_out.silence_reused if self._audio_out else 0
 
     def pipeline_stats(self) -> PipelineStats:
         """The pipeline's figures (``Pipeline.stats()``) with this session's drops by reason
@@ -305,6 +335,9 @@ class Session:
         pc.on("datachannel", self._on_datachannel)
         pc.on("connectionstatechange", self._on_connection_state)
         pc.on("iceconnectionstatechange", self._on_ice_state)
+        opts = self.options
+        if opts.native_rtp and opts.jitter_depth is not None and has_rtp_audio_leg(opts.backend):
+            self._native_plan = plan_audio(offer.sdp)  # None: aiortc carries the audio
         await pc.setRemoteDescription(offer)
         use_jitter_buffer(pc, self.options.jitter_depth)
         if self.options.opus_inline and decode_inline(pc):
@@ -314,7 +347,9 @@ class Session:
             await pc.setLocalDescription(answer)
         local_sdp = pc.localDescription.sdp if pc.localDescription else ""
         opus = first_audio_codec(local_sdp) == "opus/48000/2"
-        if self._audio_out is not None and opus and self.options.opus_inline:
+        if self._native_plan is not None:
+            self._start_native(local_sdp, opus)
+        if self._native is None and self._audio_out is not None and opus and opts.opus_inline:
             self._audio_out.encode_opus()  # no thread hop per frame (tracks.OpusPacketizer)
             self._codec_path += "+opus"
         self.state = "connecting"
@@ -329,6 +364,28 @@ class Session:
         assert local is not None
         return local
 
+    def _start_native(self, local_sdp: str, opus: bool) -> None:
+        """Hand the audio RTP to the engine (``native_rtp``) when the answer took Opus; else
+        give aiortc's sender the real track back."""
+        plan, audio_out = self._native_plan, self._audio_out
+        sender = next((t.sender for t in self.pc.getTransceivers() if t.kind == "audio"), None)
+        if plan is None or not opus or audio_out is None or sender is None:
+            if sender is not None and audio_out is not None:
+                sender.replaceTrack(audio_out)
+            self._native_plan = None
+            return
+        native = NativeAudioPath(
+            self.pc,
+            plan,
+            jitter_depth=self.options.jitter_depth or 0,
+            decode_channels=2 if self.options.input_channels != 1 else 1,
+            on_error=lambda why: sender.replaceTrack(audio_out),
+        )
+        native.install(local_sdp)
+        self._native = native
+        self._transport.native = native.stats
+        self._codec_path = "native"
+
     def _on_track(self, track: MediaStreamTrack) -> None:
         self._inbound.append(track)
         if track.kind == "audio" and self._audio_out is None:
@@ -337,7 +394,8 @@ class Session:
             self._audio_out = AudioOutputTrack(
                 lead_ms=40, backend=self.options.backend, on_frame=ref.sent if ref else None
             )
-            self.pc.addTrack(self._audio_out)
+            # on the native path the engine sends; aiortc's sender gets a track that never yields
+            self.pc.addTrack(ParkedTrack() if self._native_plan else self._audio_out)
         elif track.kind == "video" and self._video_out is None:
             self._video_out = VideoOutputTrack()
             self.pc.addTrack(self._video_out)
@@ -414,9 +472,10 @@ class Session:
     async def _input(self) -> AsyncIterator[Any]:
         """Frames of every inbound track, merged; dropped while paused."""
         opts = self.options
+        native = self._native
         sources = [
             track_frames(
-                t,
+                native.source if native is not None and t.kind == "audio" else t,
                 audio=AudioAdapter(
                     "fltp",
                     opts.input_sample_rate,
@@ -475,8 +534,13 @@ class Session:
                 for node in self._echo_nodes:
                     node.use_reference(self._reference.frames())
             async with pipeline:
-                async for item in pipeline.process(stream):
-                    self._route(item)
+                chain = self._relay_chain()
+                if chain is not None:
+                    await self._run_relay(chain)
+                else:
+                    self._start_native_send()
+                    async for item in pipeline.process(stream):
+                        self._route(item)
             if self._audio_out is not None:
                 self._audio_out.end()
             if self._video_out is not None:
@@ -495,6 +559,82 @@ class Session:
             self._log.exception("session %s: pipeline crashed", self.id)
             self.send(control.error(f"pipeline failed: {self.error}"))
         self.close_soon(reason)
+
+    def _start_native_send(self) -> None:
+        native, audio_out = self._native, self._audio_out
+        if native is not None and audio_out is not None:
+            self._native_send = asyncio.create_task(
+                native.send_from(audio_out), name=f"session {self.id}: native audio out"
+            )
+
+    def _relay_chain(self) -> Any:
+        """The engine chain for a native relay (``native_rtp.relay_chain``) when this session
+        can take one: the native audio path, audio in only, a pipeline that is one native run,
+        no sink tap and no echo reference (both need the frames in Python); else None."""
+        native, opts = self._native, self.options
+        if (
+            native is None
+            or self._sink_node is not None
+            or self._reference is not None
+            or any(t.kind != "audio" for t in self._inbound)
+        ):
+            return None
+        kernels = self.pipeline.native_run()
+        if not kernels:
+            return None
+        try:
+            return relay_chain(
+                kernels,
+                decode_channels=2 if opts.input_channels != 1 else 1,
+                input_rate=opts.input_sample_rate,
+                input_channels=opts.input_channels,
+            )
+        except StreamError as exc:
+            self._log.info("session %s: no native relay (%s)", self.id, exc)
+            return None
+
+    async def _run_relay(self, chain: Any) -> None:
+        """The round trip runs in the engine, from aioice's datagram callback; this task keeps
+        the session's figures and messages (levels, stats, activity) every ``level_ms`` and
+        ends the session when the chain fails."""
+        native = self._native
+        assert native is not None
+        failed: asyncio.Future[Exception] = asyncio.get_running_loop().create_future()
+
+        def fail(exc: Exception) -> None:
+            if not failed.done():
+                failed.set_result(exc)
+
+        native.start_relay(chain, paused=lambda: self.paused, on_error=fail)
+        self._codec_path = "native relay"
+        try:
+            while not failed.done():
+                await asyncio.wait([failed], timeout=self.options.level_ms / 1000)
+                self._relay_tick(native)
+        finally:
+            native.stop_relay()
+        raise failed.result()
+
+    def _relay_tick(self, native: NativeAudioPath) -> None:
+        leg = native.leg
+        if leg is None:  # DTLS not connected yet
+            return
+        stats = leg.stats()
+        native.sync_sender(stats)
+        in_peak, in_sq, in_n, out_peak, out_sq, out_n = leg.levels()
+        self._in_meter.add_sums(in_peak, in_sq, in_n)
+        self._out_meter.add_sums(out_peak, out_sq, out_n)
+        frames, sent, ns = stats["relay_frames"], stats["packets_sent"], stats["relay_ns"]
+        new = frames - self.frames_in
+        if new > 0:
+            self.last_activity = time.monotonic()
+            self.pipeline.count_native_run(new, new, ns - self._relay_ns)
+        self._relay_ns = ns
+        self.frames_in, self.frames_out = frames, sent
+        if native.paused_drops:
+            self.pipeline.count_drop("paused", native.paused_drops)
+            native.paused_drops = 0
+        self._tick()
 
     async def _drain_outputs(self, timeout: float = 5.0) -> None:
         """Wait until the outgoing audio has been sent (bounded), so the peer gets the tail."""
@@ -580,6 +720,13 @@ class Session:
         for track in (self._audio_out, self._video_out, *self._inbound):
             if track is not None:
                 track.stop()
+        if self._native is not None:
+            self._native.close()
+        send = self._native_send
+        if send is not None and not send.done():
+            send.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await send
         if self._reference is not None:
             self._reference.close()
         watch = self._transport_task
@@ -589,7 +736,14 @@ class Session:
                 await watch
             await self._sample_transport()  # the last figures, while the connection is up
         try:
-            await self.pc.close()
+            async with asyncio.timeout(PC_CLOSE_TIMEOUT_S):  # a close has a deadline too
+                await self.pc.close()
+        except TimeoutError:  # a task of aiortc's that died never says it stopped
+            self._log.warning(
+                "session %s: the peer connection did not close in %g s; left behind",
+                self.id,
+                PC_CLOSE_TIMEOUT_S,
+            )
         except Exception as exc:  # aiortc may fail closing a half-open transport; we are done
             self._log.warning("session %s: closing the peer connection: %s", self.id, exc)
         self._track_drops = self._output_drops()  # the tracks go below; their counts stay

@@ -63,6 +63,7 @@ class ServerSettings:
     key_file: Path | None = None
     jitter_depth: int | None = 3
     opus_inline: bool = True
+    native_rtp: bool = True
     input_channels: int | None = 1
     input_sample_rate: int | None = None
     pixel_format: str = "rgb24"
@@ -171,6 +172,7 @@ class ServerSettings:
             idle_timeout=self.idle_timeout,
             jitter_depth=self.jitter_depth,
             opus_inline=self.opus_inline,
+            native_rtp=self.native_rtp,
             ice_addresses=resolve_host_addresses(spec) if resolve_here else None,
             ice_servers=self.ice_server_specs,
             backend=self.backend,
@@ -200,6 +202,7 @@ class ServerOptions(TypedDict, total=False):
     key_file: Path | None
     jitter_depth: int | None
     opus_inline: bool
+    native_rtp: bool
     input_channels: int | None
     input_sample_rate: int | None
     pixel_format: str

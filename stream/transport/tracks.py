@@ -19,7 +19,7 @@ import warnings
 import weakref
 from collections.abc import AsyncIterator, Callable
 from fractions import Fraction
-from typing import Any
+from typing import Any, Protocol
 
 import av
 import numpy as np
@@ -39,14 +39,24 @@ RTC_SAMPLE_RATE = 48000  # what aiortc's Opus encoder works at
 VIDEO_CLOCK = Fraction(1, 90000)
 
 
+class FrameSource(Protocol):
+    """What ``track_frames`` reads: an aiortc track, or a track-like source of our own."""
+
+    @property
+    def kind(self) -> str: ...
+
+    async def recv(self) -> Any: ...
+
+
 async def track_frames(
-    track: MediaStreamTrack,
+    track: FrameSource,
     *,
     audio: AudioAdapter | None = None,
     pixel_format: str | None = "rgb24",
     on_frame: Callable[[Any], None] | None = None,
 ) -> AsyncIterator[AudioFrame | VideoFrame]:
-    """Frames received on an aiortc track until it ends, as RemoteMedia frames.
+    """Frames received on an aiortc track until it ends, as RemoteMedia frames (a track-like
+    source may give RemoteMedia audio frames itself: ``native_rtp.NativeAudioSource``).
 
     Audio goes through ``audio`` (default: float32 planar, rate and channels as received);
     video is converted to ``pixel_format`` (None keeps the decoder's, usually yuv420p).
@@ -59,8 +69,9 @@ async def track_frames(
                 frame = await track.recv()
             except MediaStreamError:
                 break
-            if isinstance(frame, av.AudioFrame):
-                for out in converter.convert(AudioFrame.from_av(frame)):
+            if isinstance(frame, AudioFrame | av.AudioFrame):
+                ours = frame if isinstance(frame, AudioFrame) else AudioFrame.from_av(frame)
+                for out in converter.convert(ours):
                     if on_frame is not None:
                         on_frame(out)
                     yield out
@@ -329,16 +340,19 @@ class AudioOutputTrack(MediaStreamTrack):
 
     async def recv(self) -> Any:  # av.AudioFrame, or av.Packet after encode_opus()
         if self._opus is None:
-            return (await self._next_frame()).to_av()
+            return (await self.next_frame()).to_av()
         while True:  # libopus gives one packet per 20 ms frame (none: take the next frame)
-            frame = await self._next_frame()  # first: the first put() may change the encoder
+            frame = await self.next_frame()  # first: the first put() may change the encoder
             packets = self._opus.encode_block(frame)
             if len(packets) == 1:
                 return packets[0]
             if packets:  # Opus packets cannot be joined into one RTP payload
                 raise FormatError(f"the Opus encoder gave {len(packets)} packets for 20 ms")
 
-    async def _next_frame(self) -> AudioFrame:
+    async def next_frame(self) -> AudioFrame:
+        """The next paced 20 ms block (s16 interleaved, pts on the track's sample clock):
+        ``recv()`` without the conversion for aiortc, for a sender of our own
+        (``native_rtp.NativeAudioPath``). Raises MediaStreamError once the track ended."""
         if self.readyState != "live":
             raise MediaStreamError
         loop = asyncio.get_running_loop()

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from stream.engine import has_rtp_audio_leg
 from stream.testing import tone
 
 from .conftest import manifest
@@ -128,6 +129,9 @@ def test_browser_audio_goes_through_the_pipeline(
     if workers:  # the browser's session ran in a worker process, not the front
         assert busy["list"][0]["worker"] in range(workers), busy
         assert sum(w["sessions"] for w in busy["workers"]) == 1, busy["workers"]
+    # Chromium's audio RTP (AES-GCM SRTP, its header extensions) goes through the engine's leg
+    expected = "native" if has_rtp_audio_leg() else "aiortc"
+    assert busy["list"][0]["audio_transport"] == expected, busy["list"][0]
     assert "hello" in state["kinds"] and "stats" in state["kinds"]
     assert state["stats"].get("audio packets received", 0) > 50, state["stats"]
     # the server's output level is the input's minus the gain, as the page shows it

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from stream.engine import has_rtp_audio_leg
 from stream.testing import split_frames, tone
 
 from .conftest import ServerProcess, manifest
@@ -195,6 +196,7 @@ def test_browser_relays_through_turn(turn_hosts: Any, tmp_path: Path) -> None:
                     "({candidates: remotemedia.candidates, levels: remotemedia.levels,"
                     " ice: remotemedia.iceServers})"
                 )
+                relayed = good.status()["list"][0]
                 page.click("#disconnect")
 
                 page.goto(bad.url + "?transport=webrtc", timeout=30_000)
@@ -208,6 +210,9 @@ def test_browser_relays_through_turn(turn_hosts: Any, tmp_path: Path) -> None:
         good.stop()
         bad.stop()
     assert "relay" in state["candidates"].values(), state["candidates"]
+    # through the relay, the engine's leg sent and received the audio (aioice's TURN sends it)
+    expected = "native" if has_rtp_audio_leg() else "aiortc"
+    assert relayed["audio_transport"] == expected, relayed
     assert state["ice"][0]["urls"][0].startswith("turn:") and state["ice"][0]["username"]
     levels = state["levels"]
     assert levels["output"]["rms_db"] == pytest.approx(levels["input"]["rms_db"] - 6, abs=1.5)
