@@ -2,6 +2,9 @@
 PYTHON ?= python3
 PIP ?= PIP_ROOT_USER_ACTION=ignore $(PYTHON) -m pip
 STAMP := .make/dev-installed
+# Console scripts pip installed (cmake, which the engine's libopus build runs; maturin) are found
+# by cargo and make without a shell's rehash (pyenv shims).
+export PATH := $(shell $(PYTHON) -c 'import sysconfig; print(sysconfig.get_path("scripts"))'):$(PATH)
 ENGINE_SOURCES := $(shell find rust_engine/src -name '*.rs') rust_engine/Cargo.toml Cargo.toml pyproject.toml
 
 .PHONY: help dev demo test test-python-backend test-ray test-rust lint typecheck bench bench-smoke wheel-check clean
