@@ -21,16 +21,17 @@ from .signals import dominant_hz, rms_db
 pytest.importorskip("aiortc", reason="aiortc is not installed (.ci/install-webrtc.sh)")
 pytestmark = pytest.mark.webrtc
 
-from aiortc import RTCPeerConnection, RTCSessionDescription  # noqa: E402
+from aiortc import RTCPeerConnection  # noqa: E402
 from aiortc.mediastreams import MediaStreamTrack  # noqa: E402
 
 from media_nodes import Gain  # noqa: E402
-from stream.transport._aiortc import pin_host_addresses, rtc_configuration  # noqa: E402
+from stream.transport._aiortc import rtc_configuration  # noqa: E402
 from stream.transport.host import SessionHost  # noqa: E402
 from stream.transport.native_rtp import plan_audio  # noqa: E402
 from stream.transport.session import SessionOptions  # noqa: E402
 
-LOOPBACK = frozenset({"127.0.0.1"})
+from .loopback import LOOPBACK, loopback_peer  # noqa: E402
+
 TONE_HZ, TONE_AMPLITUDE = 440.0, 0.5
 TONE_DB = 20 * np.log10(TONE_AMPLITUDE / np.sqrt(2))
 needs_leg = pytest.mark.skipif(
@@ -108,42 +109,24 @@ async def _session(
     host = SessionHost(
         lambda: Pipeline([Gain(gain_db=-6.0, name="gain", backend=gain_backend)]), options
     )
-    pc = RTCPeerConnection(rtc_configuration())
-    pc.addTrack(ToneTrack())
     got: list[np.ndarray] = []
-    drains: list[asyncio.Task[None]] = []
 
-    async def drain(track: MediaStreamTrack) -> None:
-        while True:
-            frame = await track.recv()
-            got.append(frame.to_ndarray().reshape(-1, 2)[:, 0])
+    def heard(frame: Any) -> None:
+        got.append(frame.to_ndarray().reshape(-1, 2)[:, 0])
 
-    pc.on("track", lambda track: drains.append(asyncio.create_task(drain(track))))
-    try:
-        with pin_host_addresses(LOOPBACK):
-            await pc.setLocalDescription(await pc.createOffer())
-        offer = pc.localDescription
-        assert offer is not None
-        sdp = edit_offer(offer.sdp) if edit_offer else offer.sdp
-        answer = await host.answer("s1", RTCSessionDescription(sdp, offer.type))
-        await pc.setRemoteDescription(answer)
+    async with loopback_peer(host, "s1", ToneTrack(), on_frame=heard, edit_offer=edit_offer):
         deadline = time.monotonic() + 40
         while True:
             live = host.status()["list"][0]
-            heard = sum(len(x) for x in got) / 48000
+            seconds = sum(len(x) for x in got) / 48000
             t = live["transport"]  # sampled once a second
             counted = min(t["packets_received"]["audio"], t["packets_sent"]["audio"])
-            if t["round_trip"]["count"] > 0 and counted > 50 and heard > 1.5:
+            if t["round_trip"]["count"] > 0 and counted > 50 and seconds > 1.5:
                 break
             assert time.monotonic() < deadline, f"no round trip and audio in 40 s: {live}"
             await asyncio.sleep(0.1)  # polling with a deadline: samples come every second
         await host.close_all("test over")
         return {"live": live, "after": host.status(), "audio": np.concatenate(got)}
-    finally:
-        for task in drains:
-            task.cancel()
-        await asyncio.gather(*drains, return_exceptions=True)
-        await pc.close()
 
 
 def _tone_back(audio: np.ndarray) -> np.ndarray:

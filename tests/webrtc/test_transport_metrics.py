@@ -23,18 +23,17 @@ from .conftest import REPO
 pytest.importorskip("aiortc", reason="aiortc is not installed (.ci/install-webrtc.sh)")
 pytest.importorskip("prometheus_client", reason="prometheus_client is not installed")
 
-from aiortc import RTCPeerConnection, RTCSessionDescription
-from aiortc.mediastreams import AudioStreamTrack, MediaStreamTrack
+from aiortc.mediastreams import AudioStreamTrack
 from prometheus_client.parser import text_string_to_metric_families
 
 from media_nodes import Gain
-from stream.transport._aiortc import pin_host_addresses, rtc_configuration
 from stream.transport.host import SessionHost
 from stream.transport.prom import Totals, render
 from stream.transport.rtp_stats import TransportStats, clock_rates, jitter_buffers
 from stream.transport.session import SessionOptions
 
-LOOPBACK = frozenset({"127.0.0.1"})
+from .loopback import LOOPBACK, loopback_peer
+
 DASHBOARD = REPO / "deploy" / "grafana-dashboard.json"
 RULES = REPO / "deploy" / "prometheus-rules.yaml"
 
@@ -62,22 +61,7 @@ async def _live_session(until: Any, timeout: float = 40.0) -> dict[str, Any]:
         lambda: Pipeline([Gain(gain_db=-6.0, name="gain")]),
         SessionOptions(ice_addresses=LOOPBACK),
     )
-    pc = RTCPeerConnection(rtc_configuration())
-    pc.addTrack(AudioStreamTrack())  # 20 ms of silence per frame, paced in real time
-    drains: list[asyncio.Task[None]] = []
-
-    async def drain(track: MediaStreamTrack) -> None:
-        while True:
-            await track.recv()
-
-    pc.on("track", lambda track: drains.append(asyncio.create_task(drain(track))))
-    try:
-        with pin_host_addresses(LOOPBACK):
-            await pc.setLocalDescription(await pc.createOffer())
-        offer = pc.localDescription
-        assert offer is not None
-        answer = await host.answer("s1", RTCSessionDescription(offer.sdp, offer.type))
-        await pc.setRemoteDescription(answer)
+    async with loopback_peer(host, "s1", AudioStreamTrack()):  # 20 ms of silence, paced
         session = host.sessions["s1"]
         buffers = len(jitter_buffers(session.pc))
         deadline = time.monotonic() + timeout
@@ -89,11 +73,6 @@ async def _live_session(until: Any, timeout: float = 40.0) -> dict[str, Any]:
             await asyncio.sleep(0.1)  # polling with a deadline: samples come every second
         await host.close_all("test over")
         return {"live": live, "after": host.status(), "buffers": buffers}
-    finally:
-        for task in drains:
-            task.cancel()
-        await asyncio.gather(*drains, return_exceptions=True)
-        await pc.close()
 
 
 def _flowing(status: dict[str, Any]) -> bool:
