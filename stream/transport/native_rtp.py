@@ -46,6 +46,7 @@ from aiortc.sdp import SessionDescription
 
 from ..audio_adapter import AudioAdapter
 from ..engine import make_chain
+from ..errors import TransportError
 from ..frames import AudioFrame, audio_frame_unchecked
 from .tracks import RTC_SAMPLE_RATE, AudioOutputTrack
 
@@ -346,6 +347,9 @@ class NativeAudioPath:
             self.source.follow(self._transceiver.receiver.track)
             if self._on_error is not None:
                 self._on_error(self.failed)
+            if self._chain is not None:  # a relay has no pipeline task to take aiortc's frames
+                self._chain = None
+                self._relay_error(TransportError(f"native audio path: {self.failed}"))
             return
         streams = getattr(self._transceiver.receiver, "_RTCRtpReceiver__remote_streams", None)
         if isinstance(streams, dict):

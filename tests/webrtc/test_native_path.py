@@ -214,3 +214,50 @@ def test_receive_statistics_fit_an_rtcp_report_before_the_first_packet() -> None
         dlsr=0,
     )
     assert len(bytes(RtcpRrPacket(ssrc=2, reports=[report]))) == 32
+
+
+def _refuse_legs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fault injection: the engine refuses to make a leg when DTLS connects."""
+    from stream import engine
+    from stream.errors import BackendUnavailable
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise BackendUnavailable("no leg (fault injected by the test)")
+
+    monkeypatch.setattr(engine, "rtp_audio_leg", refuse)
+
+
+@needs_leg
+def test_a_leg_that_cannot_start_leaves_the_audio_to_aiortc(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _refuse_legs(monkeypatch)
+    got = asyncio.run(_session(SessionOptions(ice_addresses=LOOPBACK), gain_backend="python"))
+    assert got["live"]["audio_transport"] == "aiortc"
+    x = _tone_back(got["audio"])  # aiortc's receiver and sender took over, nothing lost
+    assert dominant_hz(x) == pytest.approx(TONE_HZ, abs=2)
+    assert rms_db(x) == pytest.approx(TONE_DB - 6, abs=1.0)
+
+
+@needs_leg
+def test_a_relay_whose_leg_cannot_start_ends_its_session_saying_why(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _refuse_legs(monkeypatch)
+
+    async def run() -> Any:
+        host = SessionHost(
+            lambda: Pipeline([Gain(gain_db=-6.0, name="gain")]),
+            SessionOptions(ice_addresses=LOOPBACK),
+        )
+        async with loopback_peer(host, "s1", ToneTrack()):
+            session = host.sessions["s1"]
+            deadline = time.monotonic() + 30
+            while not session.closed:
+                assert time.monotonic() < deadline, session.status()
+                await asyncio.sleep(0.1)  # polling with a deadline
+            return session
+
+    session = asyncio.run(run())
+    assert session.close_reason == "pipeline failed"
+    assert session.error is not None and "no leg" in session.error
