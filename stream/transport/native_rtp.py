@@ -44,6 +44,7 @@ from aiortc.rtcdtlstransport import SRTP_PROFILES
 from aiortc.rtcrtpreceiver import StreamStatistics
 from aiortc.sdp import SessionDescription
 
+from .. import engine
 from ..audio_adapter import AudioAdapter
 from ..engine import make_chain
 from ..errors import TransportError
@@ -325,8 +326,6 @@ class NativeAudioPath:
         dtls = self._dtls
         if self._leg is not None or dtls is None or dtls.state != "connected":
             return
-        from .. import engine  # the engine's classes are reached through stream.engine only
-
         try:
             profile, rx_key, tx_key = srtp_keys(dtls)
             mid = self._transceiver.mid
