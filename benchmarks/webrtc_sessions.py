@@ -27,7 +27,8 @@ sessions the whole machine (peers included) is what saturates; ``cpu`` shows the
 
 A session keeps real time when it received at least 95 % of the audio it should have, saw every
 marker, and its latency did not grow over the run. ``cpu`` is the server's cores in use (1.0 = one
-core busy); ``x echo`` is a server's CPU per session over bare aiortc's at the same N in the same
+core busy) in the steady state (from ``WARMUP_S`` after the peers start to a second before they
+end: connecting a session is a cost per call, not per second); ``x echo`` is a server's CPU per session over bare aiortc's at the same N in the same
 run; ``per core`` extrapolates sessions per core from CPU per session. ``--signal marker`` (the
 default) sends digital silence between the markers, as a listening voice agent's peer does;
 ``--signal speech`` sends continuous speech-like sound (``stream.testing.speech_like``, peaks at
@@ -355,6 +356,9 @@ def summarize_profile(path: Path, top: int = 12) -> list[str]:
     return lines
 
 
+WARMUP_S = 4.0  # seconds from starting the peers to measuring the server's CPU
+
+
 def round_trip(
     hosts: Any,
     mode: str,
@@ -370,7 +374,6 @@ def round_trip(
     try:
         jitter = "aiortc" if mode == "echo" else "3"
         per = [sessions // clients + (i < sessions % clients) for i in range(clients)]
-        cpu0, t0 = cpu_seconds(server.pid), time.perf_counter()
         procs = [
             hosts.popen(
                 "client",
@@ -398,11 +401,19 @@ def round_trip(
         ]
         if profile is not None:  # the middle of the run: sessions up, not yet ending
             spy = profile_server(server.pid, max(1.0, seconds - 4.0), profile)
+        # CPU over the steady state: from WARMUP_S after the peers start (their processes up,
+        # sessions connected) to a second before they end. Connecting a session (certificate,
+        # DTLS handshake) is a cost per call, not per second; over the whole run it inflated the
+        # N=1 rows (before 2026-12-03 the tables counted the whole run).
+        warmup = min(WARMUP_S, seconds / 3)
+        time.sleep(warmup)
+        cpu0, t0 = cpu_seconds(server.pid), time.perf_counter()
+        time.sleep(max(1.0, seconds - warmup - 1.0))
+        cpu = (cpu_seconds(server.pid) - cpu0) / (time.perf_counter() - t0)
         results: list[dict[str, Any]] = []
         for proc in procs:
             out, _ = proc.communicate(timeout=seconds + 120)
             results.extend(json.loads(out))
-        cpu = (cpu_seconds(server.pid) - cpu0) / (time.perf_counter() - t0)
     finally:
         if spy is not None:
             spy.wait(seconds + 60)
