@@ -646,11 +646,6 @@ class RtpAudioLeg:
         48 kHz, ``FormatError`` for output that is not 1 or 2 channels, and the chain's own
         errors; the leg stays usable (output made before a chain error is sent next call)."""
 
-    def preload(self, samples: npt.NDArray[np.int16]) -> None:
-        """int16 ``(samples, channels)`` (1 or 2 channels) to send before what ``relay`` makes
-        next (what a Python chunker held); ``relay``'s stream then counts as started (no front
-        pad). Raises ``FormatError`` otherwise."""
-
     def levels(self) -> tuple[float, float, int, float, float, int]:
         """``(in_peak, in_sum_sq, in_count, out_peak, out_sum_sq, out_count)`` of the audio
         ``relay`` took from the network and got from the chain (as int16 / 32768) since the

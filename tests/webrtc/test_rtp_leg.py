@@ -504,9 +504,6 @@ def test_relay_refuses_what_rtp_cannot_send_and_goes_on() -> None:
         b.relay(sent[2], _engine.Chain(to_three))
     assert fmt.value.stage == "rtp"
     assert b.stats()["frames_decoded"] == 2 and b.stats()["packets_sent"] == 0
-    with pytest.raises(FormatError, match="1 or 2 channels") as bad:
-        b.preload(np.zeros((10, 3), np.int16))
-    assert bad.value.stage == "rtp"
     # garbage: nothing sent, counted; then the leg relays as before
     rng = random.Random(3)
     junk = [rng.randbytes(rng.randrange(1, 200)) for _ in range(50)] + [sent[1]]  # + a replay
@@ -525,7 +522,7 @@ def test_relay_refuses_what_rtp_cannot_send_and_goes_on() -> None:
     assert stamps == [0, BLOCK, 2 * BLOCK, 3 * BLOCK]
 
 
-def test_relay_and_receive_mix_and_a_preload_goes_first() -> None:
+def test_relay_and_receive_mix() -> None:
     from stream.audio_adapter import from_fltp
 
     a, b, c, _ = _relay_legs()
@@ -539,12 +536,10 @@ def test_relay_and_receive_mix_and_a_preload_goes_first() -> None:
             for _, samples in b.receive(d):
                 out += [b.send(from_fltp(x, "s16")) for x in chain.process(samples, RATE)]
     assert b.stats()["relay_gaps"] == 0 and b.stats()["relay_frames"] == 4
-    # what a Python chunker held goes out first, with no front pad after it
-    b.preload(np.full((480, 2), 1000, np.int16))
     out += b.relay(sent[8], chain)
     assert len(out) == 9
     out += b.relay(sent[9], chain)
-    assert len(out) == 10  # 480 + 2 * 960 samples: two blocks, half of one held
+    assert len(out) == 10
     stamps, _ = _received(c, out)
     assert stamps == [i * BLOCK for i in range(10)]
     assert b.stats()["packets_sent"] == 10

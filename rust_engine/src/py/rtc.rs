@@ -190,21 +190,6 @@ impl RtpAudioLeg {
         PyList::new(py, datagrams.iter().map(|d| PyBytes::new(py, d)))
     }
 
-    /// int16 `(samples, channels)` (1 or 2 channels) to send before what `relay` sends next;
-    /// the relay's stream counts as started (no front pad).
-    fn preload(&self, py: Python<'_>, samples: &Bound<'_, PyAny>) -> PyResult<()> {
-        let block = read::<i16>(samples, INT16_BLOCK)
-            .map_err(|e| e.at(NAME))
-            .py_err(py)?;
-        let (data, channels) = (block.data(), block.cols);
-        py.detach(|| {
-            let mut relay = self.relay.lock().unwrap_or_else(|p| p.into_inner());
-            catch_panic(|| relay.preload(data, channels))
-        })
-        .map_err(|e| e.at(NAME))
-        .py_err(py)
-    }
-
     /// `(in_peak, in_sum_sq, in_count, out_peak, out_sum_sq, out_count)` of what `relay` saw
     /// since the last call (float full scale, every sample of every channel), then reset.
     fn levels(&self, py: Python<'_>) -> (f64, f64, u64, f64, f64, u64) {

@@ -480,12 +480,6 @@ impl RtpAudioLeg {
             .map_err(|e| e.at(NAME))
     }
 
-    pub fn preload(&mut self, interleaved: &[i16], channels: usize) -> Result<()> {
-        self.relay
-            .preload(interleaved, channels)
-            .map_err(|e| e.at(NAME))
-    }
-
     /// `(input, output)` levels of what `relay` saw since the last call.
     pub fn levels(&mut self) -> (Meter, Meter) {
         self.relay.levels()

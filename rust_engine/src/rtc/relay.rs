@@ -71,13 +71,6 @@ impl Cutter {
         self.append(samples, channels);
     }
 
-    /// Puts `samples` in front of what follows, as held by a cutter before this one: the stream
-    /// counts as started (no front pad after it).
-    pub fn preload(&mut self, samples: &[i16], channels: usize) {
-        self.started = true;
-        self.append(samples, channels);
-    }
-
     fn append(&mut self, samples: &[i16], channels: usize) {
         if channels != self.channels {
             if !self.buf.is_empty() {
@@ -165,13 +158,6 @@ impl Relay {
     /// `(input, output)` levels since the last call, then reset.
     pub fn levels(&mut self) -> (Meter, Meter) {
         (self.input.take(), self.output.take())
-    }
-
-    /// int16 interleaved `(samples, channels)` to send before the relay's own output.
-    pub fn preload(&mut self, samples: &[i16], channels: usize) -> Result<()> {
-        check_channels(channels, "preload takes")?;
-        self.cutter.preload(samples, channels);
-        Ok(())
     }
 
     /// What [`RxLeg::receive`] does with `datagram`, then each released frame through `chain`
@@ -289,18 +275,6 @@ mod tests {
         assert_eq!(block.len(), 1920);
         assert_eq!((block[0], block[1]), (261, 261));
         assert_eq!((block[1918], block[1919]), (5, 5));
-    }
-
-    #[test]
-    fn a_preload_goes_first_and_prevents_the_front_pad() {
-        let mut c = Cutter::new();
-        c.preload(&[3; 2 * 100], 2);
-        c.push(&[4; 2 * 860], 2);
-        let blocks: Vec<&[i16]> = c.blocks().collect();
-        assert_eq!(blocks.len(), 1);
-        assert_eq!((blocks[0][199], blocks[0][200]), (3, 4));
-        let mut r = Relay::new();
-        assert!(r.preload(&[0; 3], 3).is_err());
     }
 
     #[test]
