@@ -89,24 +89,15 @@ def plan_audio(offer_sdp: str) -> AudioPlan | None:
     return AudioPlan(media.ssrc[0].ssrc, opus[0].payloadType, media.rtp.muxId or None)
 
 
-def answer_mid_extension(answer_sdp: str) -> int | None:
-    """The id of the ``sdes:mid`` header extension in the answer's audio section, if agreed."""
-    description = SessionDescription.parse(answer_sdp)
-    for media in description.media:
-        if media.kind == "audio":
-            for ext in media.rtp.headerExtensions:
-                if ext.uri == MID_URI:
-                    return int(ext.id)
-    return None
-
-
-def answer_audio_codec(answer_sdp: str) -> tuple[str, int | None] | None:
-    """``(mime type, payload type)`` of the first codec of the answer's audio section."""
+def answer_audio(answer_sdp: str) -> tuple[int | None, int | None]:
+    """``(payload type of the first codec, id of the sdes:mid header extension)`` of the
+    answer's audio section, each None when absent."""
     for media in SessionDescription.parse(answer_sdp).media:
-        if media.kind == "audio" and media.rtp.codecs:
-            codec = media.rtp.codecs[0]
-            return codec.mimeType.lower(), codec.payloadType
-    return None
+        if media.kind == "audio":
+            codecs = media.rtp.codecs
+            mid = next((e.id for e in media.rtp.headerExtensions if e.uri == MID_URI), None)
+            return (codecs[0].payloadType if codecs else None), None if mid is None else int(mid)
+    return None, None
 
 
 def srtp_keys(dtls: Any) -> tuple[str, bytes, bytes]:
@@ -311,10 +302,9 @@ class NativeAudioPath:
 
     def install(self, answer_sdp: str) -> None:
         """Divert the peer's audio datagrams, and make the leg as soon as DTLS has keys."""
-        codec = answer_audio_codec(answer_sdp)
-        if codec is not None and codec[1] is not None:
-            self._payload_type = codec[1]
-        self._mid_id = answer_mid_extension(answer_sdp)
+        payload_type, self._mid_id = answer_audio(answer_sdp)
+        if payload_type is not None:
+            self._payload_type = payload_type
         self._dtls = self._transceiver.receiver.transport
         connection = self._dtls.transport._connection
         self._connection = connection
@@ -475,8 +465,7 @@ __all__ = [
     "NativeAudioPath",
     "NativeAudioSource",
     "ParkedTrack",
-    "answer_audio_codec",
-    "answer_mid_extension",
+    "answer_audio",
     "plan_audio",
     "relay_chain",
     "srtp_keys",

@@ -260,6 +260,10 @@ class Session:
     def stats(self) -> dict[str, Any]:
         """Counters of this session, JSON-ready."""
         audio = self._audio_out
+        native = self._native.stats() if self._native is not None else None
+        reused = audio.silence_reused if audio else 0
+        if native is not None:
+            reused = native.get("silence_reused", 0)
         return {
             "session": self.id,
             "state": self.state,
@@ -276,8 +280,8 @@ class Session:
             "audio_trimmed": audio.trimmed if audio else 0,
             "audio_codec": self._codec_path,
             "audio_transport": "native" if self._native_active else "aiortc",
-            "audio_silence_reused": self._silence_reused(),
-            "audio_native": self._native.stats() if self._native is not None else None,
+            "audio_silence_reused": reused,
+            "audio_native": native,
             "echo_reference": self._reference.stats if self._reference else None,
             "stages": [
                 {k: r[k] for k in ("name", "backend", "frames_in", "frames_out", "us_per_frame")}
@@ -288,11 +292,6 @@ class Session:
     @property
     def _native_active(self) -> bool:
         return self._native is not None and self._native.failed is None
-
-    def _silence_reused(self) -> int:
-        if self._native is not None and self._native.leg is not None:
-            return int(self._native.leg.stats()["silence_reused"])
-        return self._audio_out.silence_reused if self._audio_out else 0
 
     def pipeline_stats(self) -> PipelineStats:
         """The pipeline's figures (``Pipeline.stats()``) with this session's drops by reason
