@@ -284,6 +284,7 @@ def test_jitter_buffer_decides_as_the_python_one(
     stats = peer.stats()
     counts = (stats["packets_late"], stats["packets_lost"], stats["packets_dropped"])
     assert counts == (buffer.late, buffer.skipped, buffer.dropped)
+    assert stats["jitter_held"] == len(buffer._held)  # what /metrics shows as held now
     assert buffer.late > 0 and buffer.skipped > 20 and buffer.dropped > 0  # all were exercised
     assert stats["replays"] > 0 and stats["concealed"] > 0
     assert stats["concealed"] == len(expected) - stats["frames_decoded"]

@@ -66,6 +66,11 @@ impl<T> JitterBuffer<T> {
         })
     }
 
+    /// Packets held now (waiting for a missing one, or a backlog).
+    pub fn held(&self) -> usize {
+        self.count
+    }
+
     fn slot(&self, seq: u16) -> usize {
         usize::from(seq % self.capacity)
     }

@@ -264,6 +264,7 @@ impl RxLeg {
             ("packets_late", self.jitter.late),
             ("packets_lost", self.jitter.skipped),
             ("packets_dropped", self.jitter.dropped),
+            ("jitter_held", self.jitter.held() as u64),
             ("concealed", self.concealed),
             ("decode_errors", self.decode_errors),
             ("frames_decoded", self.decoder.decoded),
