@@ -39,6 +39,7 @@ __all__ = [
     "ResampleKernel",
     "ResizeKernel",
     "RtpAudioLeg",
+    "SocketRelay",
     "SileroVADKernel",
     "__version__",
     "selftest_panic",
@@ -603,6 +604,31 @@ class FrameRateKernel:
         """The stage name errors carry."""
 
 @final
+class SocketRelay:
+    """``RtpAudioLeg.relay_socket``'s thread; ``stop()`` (or the last reference gone) ends it."""
+
+    @property
+    def running(self) -> bool:
+        """Relaying: not stopped, the chain not failed."""
+
+    def stop(self) -> None:
+        """Ends the thread and waits for it (tens of milliseconds at most)."""
+
+    def set_paused(self, paused: bool) -> None:
+        """Drop the peer's audio (counted as ``paused_drops``) while true."""
+
+    def take_passed(self) -> list[tuple[bytes, tuple[str, int]]]:
+        """The datagrams that were not the peer's audio, oldest first, with their sender
+        (at most 1024 held; past that the oldest go, counted as ``passed_dropped``)."""
+
+    def take_error(self) -> Exception | None:
+        """The chain's error that stopped the relaying (typed as ``relay`` raises it), once."""
+
+    def counts(self) -> dict[str, int]:
+        """``relayed``, ``sent``, ``bytes_sent`` (datagram bytes), ``send_failed``, ``passed``,
+        ``passed_dropped``, ``paused_drops``, ``after_error``."""
+
+@final
 class RtpAudioLeg:
     """One session's audio RTP leg once DTLS gave the SRTP keys: SRTP datagrams in, decoded
     48 kHz audio out (adaptive jitter buffer, Opus PLC for gaps up to 5 packets); int16 blocks
@@ -645,6 +671,17 @@ class RtpAudioLeg:
         by the gap. Raises ``ConfigError`` (stage ``"rtp"``) for a chain that does not emit
         48 kHz, ``FormatError`` for output that is not 1 or 2 channels, and the chain's own
         errors; the leg stays usable (output made before a chain error is sent next call)."""
+
+    def relay_socket(
+        self, fd: int, host: str, port: int, chain: Chain, wake_fd: int
+    ) -> SocketRelay:
+        """``relay`` on a thread of the engine's, on a duplicate of the UDP socket ``fd`` (the
+        caller stops reading it meanwhile; it may keep sending on it): each datagram that is RTP
+        of the peer's SSRC goes through ``chain`` and its datagrams go straight to ``(host,
+        port)``; every other datagram waits in ``take_passed()`` and a byte is written to
+        ``wake_fd`` (non-blocking; kept open until ``stop()`` returned) when the queue was
+        empty or the chain failed. No Python runs per packet. Raises ``ConfigError`` for a
+        chain that does not emit 48 kHz or a host that is not an IP address."""
 
     def levels(self) -> tuple[float, float, int, float, float, int]:
         """``(in_peak, in_sum_sq, in_count, out_peak, out_sum_sq, out_count)`` of the audio

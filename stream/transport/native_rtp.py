@@ -20,7 +20,12 @@ A session whose whole pipeline is native kernels goes further (``relay_chain``, 
 each datagram's audio runs through one engine ``Chain`` (the input adapter's kernels, the
 pipeline's, the output adapter's) and is encoded and protected in the same call
 (``RtpAudioLeg.relay``), and the datagrams it returns are sent at once, from aioice's datagram
-callback: no task, queue or pacing per packet. Output is paced by the peer's input then.
+callback: no task, queue or pacing per packet. Output is paced by the peer's input then. On a
+direct (host or server-reflexive) pair the relay runs on a thread of the engine's instead
+(``RtpAudioLeg.relay_socket``), on the pair's own UDP socket: the event loop stops reading that
+socket, the thread takes each of the peer's audio datagrams through the chain and sends the
+result back, and hands everything else (STUN, DTLS, RTCP) to aioice's protocol through a pipe the
+loop watches, so no Python runs per audio packet. A TURN pair keeps the callback relay.
 
 ``plan_audio(offer_sdp)`` says whether a session can take this path: one audio section that offers
 Opus at 48 kHz and names its SSRC. The session falls back to aiortc's path otherwise, and when
@@ -30,13 +35,16 @@ the engine is missing; ``/status`` shows which one each session took (``audio_tr
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
+from aioice.turn import TurnTransport
 from aiortc import MediaStreamTrack, RTCPeerConnection
 from aiortc.clock import current_ntp_time
 from aiortc.mediastreams import MediaStreamError
@@ -294,6 +302,13 @@ class NativeAudioPath:
         self._relay_error: Callable[[Exception], None] = lambda exc: None
         self.paused_drops = 0  # packets dropped by the relay while the session was paused
         self.unsent = 0  # relay datagrams with no nominated pair to go on
+        # the relay's thread on the pair's socket (``_start_socket_relay``), when it runs
+        self._socket_relay: Any = None
+        self._socket_protocol: Any = None
+        self._socket_transport: Any = None
+        self._wake: tuple[int, int] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread_paused_drops = 0  # the thread's count already moved to paused_drops
 
     @property
     def leg(self) -> Any:
@@ -344,6 +359,8 @@ class NativeAudioPath:
         if isinstance(streams, dict):
             streams[self.plan.remote_ssrc] = LegStreamStatistics(self._leg)
         self._ready.set()
+        if self._chain is not None:
+            self._start_socket_relay()
 
     def _data_received(self, data: bytes, component: int) -> None:
         leg = self._leg
@@ -382,9 +399,93 @@ class NativeAudioPath:
         chain failed (the relay stops; the session ends)."""
         self._paused, self._relay_error = paused, on_error
         self._chain = chain
+        if self._leg is not None:
+            self._start_socket_relay()
 
     def stop_relay(self) -> None:
         self._chain = None
+        self._stop_socket_relay()
+
+    @property
+    def relay_thread(self) -> bool:
+        """Whether the relay runs on the engine's thread on the pair's socket."""
+        return self._socket_relay is not None
+
+    def _start_socket_relay(self) -> None:
+        """Move the relay onto the engine's thread on the nominated pair's socket, when that
+        pair is a plain UDP socket of the event loop's (not a TURN allocation)."""
+        if self._socket_relay is not None or self._connection is None:
+            return
+        pair = self._connection._nominated.get(1)
+        transport = getattr(getattr(pair, "protocol", None), "transport", None)
+        if pair is None or transport is None or isinstance(transport, TurnTransport):
+            return
+        sock = transport.get_extra_info("socket")
+        if sock is None or not hasattr(transport, "pause_reading") or transport.is_closing():
+            return
+        loop = asyncio.get_running_loop()
+        read_fd, write_fd = os.pipe()
+        os.set_blocking(read_fd, False)
+        os.set_blocking(write_fd, False)
+        host, port = pair.remote_addr[:2]
+        try:
+            relay = self._leg.relay_socket(sock.fileno(), host, port, self._chain, write_fd)
+        except Exception as exc:  # no thread, no socket: the callback relay goes on
+            log.warning("native relay thread not started (%s); relaying from the callback", exc)
+            os.close(read_fd)
+            os.close(write_fd)
+            return
+        relay.set_paused(self._paused())
+        self._socket_relay, self._wake = relay, (read_fd, write_fd)
+        self._socket_protocol, self._socket_transport = pair.protocol, transport
+        transport.pause_reading()
+        loop.add_reader(read_fd, self._drain_socket_relay)
+        self._loop = loop
+
+    def _drain_socket_relay(self) -> None:
+        """Hand aioice what the thread did not relay (STUN, DTLS, RTCP), as the loop would
+        have; end the relay if the chain failed."""
+        relay = self._socket_relay
+        if relay is None or self._wake is None:
+            return
+        with contextlib.suppress(BlockingIOError):
+            os.read(self._wake[0], 4096)
+        for data, addr in relay.take_passed():
+            self._socket_protocol.datagram_received(data, addr)
+        error = relay.take_error()
+        if error is not None:
+            self._chain = None
+            self._stop_socket_relay()
+            self._relay_error(error)
+
+    def sync_paused(self) -> None:
+        """Tell the relay thread whether the session is paused, and count what it dropped."""
+        relay = self._socket_relay
+        if relay is None:
+            return
+        relay.set_paused(self._paused())
+        dropped = relay.counts()["paused_drops"]
+        self.paused_drops += dropped - self._thread_paused_drops
+        self._thread_paused_drops = dropped
+
+    def _stop_socket_relay(self) -> None:
+        """Join the thread, give the socket back to the loop, and pass on what it held."""
+        relay, wake = self._socket_relay, self._wake
+        if relay is None or wake is None:
+            return
+        relay.stop()
+        self._bytes_sent += relay.counts()["bytes_sent"]
+        self.unsent += relay.counts()["send_failed"]
+        self.sync_paused()
+        self._socket_relay = self._wake = None
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.remove_reader(wake[0])
+        os.close(wake[0])
+        os.close(wake[1])
+        for data, addr in relay.take_passed():
+            self._socket_protocol.datagram_received(data, addr)
+        if not self._socket_transport.is_closing():
+            self._socket_transport.resume_reading()
 
     def _relay(self, leg: Any, chain: Any, data: bytes) -> None:
         if self._paused():
@@ -444,13 +545,23 @@ class NativeAudioPath:
             return {}
         counts: dict[str, int] = dict(self._leg.stats())
         counts["datagram_bytes_received"] = counts["bytes_received"]
-        counts["datagram_bytes_sent"] = self._bytes_sent
+        sent, unsent = self._bytes_sent, self.unsent
+        relay = self._socket_relay
+        if relay is not None:
+            thread = relay.counts()
+            sent += thread["bytes_sent"]
+            unsent += thread["send_failed"]
+            counts["relay_thread"] = 1
+            counts["relay_passed"] = thread["passed"]
+            counts["relay_passed_dropped"] = thread["passed_dropped"]
+        counts["datagram_bytes_sent"] = sent
         counts["input_dropped"] = self.source.dropped
-        counts["relay_unsent"] = self.unsent
+        counts["relay_unsent"] = unsent
         return counts
 
     def close(self) -> None:
         """Give the datagrams back to aiortc and end the source."""
+        self._stop_socket_relay()
         if self._connection is not None and self._original is not None:
             vars(self._connection).pop("data_received", None)  # aioice's own method again
             self._original = None

@@ -5,7 +5,10 @@ does. No mocks: every packet is real SRTP with real Opus."""
 
 from __future__ import annotations
 
+import os
 import random
+import select
+import socket
 from fractions import Fraction
 from typing import TYPE_CHECKING, Any
 
@@ -544,3 +547,101 @@ def test_relay_and_receive_mix() -> None:
     stamps, _ = _received(c, out)
     assert stamps == [i * BLOCK for i in range(10)]
     assert b.stats()["packets_sent"] == 10
+
+
+def _wait_readable(fd: int) -> None:
+    ready, _, _ = select.select([fd], [], [], 10)
+    assert ready, "no wake-up from the relay thread in 10 s"
+    os.read(fd, 64)
+
+
+def test_relay_socket_relays_on_its_thread_and_passes_the_rest() -> None:
+    """``relay_socket``: the peer's audio goes through the chain and back on the engine's thread;
+    what is not its audio waits for the socket's owner, who hears of it through the pipe."""
+    a, b, c, _ = _relay_legs()
+    server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    wake_r, wake_w = os.pipe()
+    try:
+        server.bind(("127.0.0.1", 0))
+        server.setblocking(False)  # as the event loop's socket is
+        peer.bind(("127.0.0.1", 0))
+        peer.settimeout(10)
+        os.set_blocking(wake_w, False)
+        to_server, peer_port = server.getsockname(), peer.getsockname()[1]
+        relay = b.relay_socket(server.fileno(), "127.0.0.1", peer_port, _gain_chain(), wake_w)
+        assert relay.running
+        source = _tone(30)
+        sent = [a.send(block) for block in np.split(source, 30)]
+        back = []
+        for d in sent[:20]:
+            peer.sendto(d, to_server)
+            back.append(peer.recv(4096))  # the gain chain gives one block per frame
+        stamps, left = _received(c, back)
+        assert stamps == [i * BLOCK for i in range(20)]
+        steady = left[10 * BLOCK :].astype(np.float64)
+        reference = source[10 * BLOCK : 20 * BLOCK, 0].astype(np.float64) / 32768
+        level_db = 10 * np.log10(np.mean(steady**2) / np.mean(reference**2))
+        assert abs(level_db + 6.0) < 0.5, level_db
+        # not the peer's audio (STUN, DTLS, RTCP, another SSRC): passed on, in order
+        other_ssrc = _rtp(1, 0, b"\x00" * 10, ssrc=0x0C0C)
+        others = (b"\x00\x01stun", b"\x16\xfe\xfddtls", other_ssrc)
+        for datagram in others:
+            peer.sendto(datagram, to_server)
+        _wait_readable(wake_r)
+        passed = relay.take_passed()
+        while len(passed) < 3:
+            _wait_readable(wake_r)
+            passed += relay.take_passed()
+        assert passed == [(d, ("127.0.0.1", peer_port)) for d in others]
+        # paused: the audio is dropped and counted (the thread reads in order, so the datagram
+        # passed after it shows it was handled)
+        relay.set_paused(True)
+        peer.sendto(sent[20], to_server)
+        peer.sendto(b"\x00\x01after", to_server)
+        _wait_readable(wake_r)
+        assert relay.take_passed() == [(b"\x00\x01after", ("127.0.0.1", peer_port))]
+        relay.set_paused(False)
+        for d in sent[21:]:
+            peer.sendto(d, to_server)
+        peer.sendto(b"\x00\x01end", to_server)  # after the thread handled the audio
+        _wait_readable(wake_r)
+        assert relay.take_passed() == [(b"\x00\x01end", ("127.0.0.1", peer_port))]
+        relay.stop()
+        assert not relay.running
+        counts = relay.counts()
+        assert (counts["relayed"], counts["paused_drops"]) == (29, 1)
+        assert counts["passed"] == 5 and counts["passed_dropped"] == counts["send_failed"] == 0
+        after = [peer.recv(4096) for _ in range(counts["sent"] - 20)]
+        stamps, _ = _received(c, after)
+        assert stamps and stamps[0] >= 20 * BLOCK  # on after the dropped one (the jitter
+        assert stamps == sorted(stamps)  # buffer may hold the last for a late packet)
+        assert counts["bytes_sent"] == sum(map(len, back + after))  # datagram bytes
+        # stopped: the socket is its owner's again
+        peer.sendto(b"mine", to_server)
+        server.settimeout(10)
+        assert server.recv(64) == b"mine"
+    finally:
+        server.close()
+        peer.close()
+        os.close(wake_r)
+        os.close(wake_w)
+
+
+def test_relay_socket_refuses_a_chain_rtp_cannot_send_and_a_bad_address() -> None:
+    from stream import _engine
+
+    _, b, _, _ = _relay_legs()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        r, w = os.pipe()
+        try:
+            chain = _engine.Chain([_engine.ResampleKernel(16_000)])
+            with pytest.raises(ConfigError, match="48000 Hz"):
+                b.relay_socket(s.fileno(), "127.0.0.1", 9, chain, w)
+            with pytest.raises(ConfigError, match="not an IP address") as bad:
+                b.relay_socket(s.fileno(), "peer.example", 9, _gain_chain(), w)
+            assert bad.value.stage == "rtp"
+        finally:
+            os.close(r)
+            os.close(w)

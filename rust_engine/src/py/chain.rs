@@ -37,19 +37,25 @@ impl Chain {
         py: Python<'_>,
         f: impl FnOnce(&mut [&mut NamedStage], &mut chain::Buffers) -> Result<T, EngineError> + Send,
     ) -> PyResult<T> {
+        py.detach(|| self.run_detached(f)).py_err(py)
+    }
+
+    /// `run` for a thread that does not hold the GIL (nor needs it).
+    pub(crate) fn run_detached<T>(
+        &self,
+        f: impl FnOnce(&mut [&mut NamedStage], &mut chain::Buffers) -> Result<T, EngineError>,
+    ) -> Result<T, EngineError> {
         let mut guards = self
             .active
             .iter()
             .map(|k| k.get().take())
-            .collect::<Result<Vec<_>, _>>()
-            .py_err(py)?;
+            .collect::<Result<Vec<_>, _>>()?;
         let mut stages: Vec<&mut NamedStage> = guards.iter_mut().map(|g| &mut **g).collect();
         // Dropped before the kernels' guards, so the next call to take them finds these free.
         let mut kept = self.buffers.try_lock().ok();
         let mut fresh = chain::Buffers::new();
         let buffers = kept.as_deref_mut().unwrap_or(&mut fresh);
-        let result = py.detach(|| catch_panic(|| f(&mut stages, buffers)));
-        result.map_err(|e| e.at(CHAIN)).py_err(py)
+        catch_panic(|| f(&mut stages, buffers)).map_err(|e| e.at(CHAIN))
     }
 }
 

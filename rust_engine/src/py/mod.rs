@@ -71,6 +71,7 @@ fn _engine(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<video::GrayscaleKernel>()?;
     m.add_class::<video::FrameRateKernel>()?;
     m.add_class::<rtc::RtpAudioLeg>()?;
+    m.add_class::<rtc::SocketRelay>()?;
     m.add_function(wrap_pyfunction!(selftest_panic, m)?)?;
     Ok(())
 }

@@ -2,6 +2,7 @@
 //! decode_channels=2, jitter_depth=3, mid=None)`: one session's audio RTP leg (`crate::rtc`),
 //! and `relay(datagram, chain)`: a whole round trip through a native `Chain` in one call.
 
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Mutex;
 use std::time::Instant;
 
@@ -11,10 +12,12 @@ use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 use super::args;
 use super::array::{read, to_array};
 use super::chain::Chain;
-use super::error::IntoPyResult;
+use super::error::{to_pyerr, IntoPyResult};
 use crate::dsp::{catch_panic, chain, EngineError, NamedStage};
 use crate::rtc::leg::{RxLeg, TxLeg, NAME};
 use crate::rtc::relay::{Relay, RATE};
+use crate::rtc::rtp::is_rtp_of;
+use crate::rtc::udp::UdpRelay;
 use crate::rtc::{Frame, LegSettings, RtpAudioLeg as Leg};
 
 const INT16_BLOCK: &str = "an int16 array of shape (samples, channels)";
@@ -28,6 +31,7 @@ pub struct RtpAudioLeg {
     rx: Mutex<RxLeg>,
     tx: Mutex<TxLeg>,
     relay: Mutex<Relay>,
+    remote_ssrc: u32,
 }
 
 fn bytes_arg(name: &str, obj: &Bound<'_, PyAny>) -> Result<Vec<u8>, EngineError> {
@@ -76,6 +80,27 @@ fn frames_to_list<'py>(py: Python<'py>, frames: Vec<Frame>) -> PyResult<Bound<'p
         )
     });
     PyList::new(py, items.collect::<PyResult<Vec<_>>>()?)
+}
+
+impl RtpAudioLeg {
+    /// One datagram's round trip through `stages` (the body of `relay`, either thread's).
+    fn relay_through(
+        &self,
+        stages: &mut [&mut NamedStage],
+        buffers: &mut chain::Buffers,
+        datagram: &[u8],
+        arrival: Instant,
+    ) -> Result<Vec<Vec<u8>>, EngineError> {
+        check_output_rate(stages)?;
+        let mut rx = self.rx.lock().unwrap_or_else(|p| p.into_inner());
+        let mut tx = self.tx.lock().unwrap_or_else(|p| p.into_inner());
+        let mut relay = self.relay.lock().unwrap_or_else(|p| p.into_inner());
+        relay
+            .relay(&mut rx, &mut tx, datagram, arrival, |block| {
+                chain::process(stages, block, i64::from(RATE), buffers)
+            })
+            .map_err(|e| e.at(NAME))
+    }
 }
 
 #[pymethods]
@@ -127,6 +152,7 @@ impl RtpAudioLeg {
             rx: Mutex::new(leg.rx),
             tx: Mutex::new(leg.tx),
             relay: Mutex::new(leg.relay),
+            remote_ssrc: settings.remote_ssrc as u32, // in range: `Leg::new` checked it
         })
     }
 
@@ -177,17 +203,59 @@ impl RtpAudioLeg {
     ) -> PyResult<Bound<'py, PyList>> {
         let arrival = Instant::now();
         let datagrams = chain.get().run(py, |stages, buffers| {
-            check_output_rate(stages)?;
-            let mut rx = self.rx.lock().unwrap_or_else(|p| p.into_inner());
-            let mut tx = self.tx.lock().unwrap_or_else(|p| p.into_inner());
-            let mut relay = self.relay.lock().unwrap_or_else(|p| p.into_inner());
-            relay
-                .relay(&mut rx, &mut tx, datagram, arrival, |block| {
-                    chain::process(stages, block, i64::from(RATE), buffers)
-                })
-                .map_err(|e| e.at(NAME))
+            self.relay_through(stages, buffers, datagram, arrival)
         })?;
         PyList::new(py, datagrams.iter().map(|d| PyBytes::new(py, d)))
+    }
+
+    /// `relay` on a thread of its own, on the session's UDP socket `fd` (a duplicate; the
+    /// caller stops reading it meanwhile): the peer's audio (RTP of its SSRC) goes through
+    /// `chain` and straight back to `(host, port)`; every other datagram waits in the relay's
+    /// `take_passed()` and a byte on `wake_fd` says so (or that the chain failed). No Python
+    /// per packet.
+    fn relay_socket(
+        slf: &Bound<'_, Self>,
+        fd: i32,
+        host: &str,
+        port: u16,
+        chain: &Bound<'_, Chain>,
+        wake_fd: i32,
+    ) -> PyResult<SocketRelay> {
+        let py = slf.py();
+        let remote = (|| {
+            let ip: IpAddr = host
+                .parse()
+                .map_err(|_| EngineError::config(format!("{host:?} is not an IP address")))?;
+            Ok::<_, EngineError>(SocketAddr::new(ip, port))
+        })()
+        .map_err(|e| e.at(NAME))
+        .py_err(py)?;
+        chain.get().run(py, |stages, _| check_output_rate(stages))?;
+        let ssrc = slf.get().remote_ssrc;
+        let leg: Py<RtpAudioLeg> = slf.clone().unbind();
+        let chain: Py<Chain> = chain.clone().unbind();
+        let relay = Box::new(move |datagram: &[u8]| {
+            let arrival = Instant::now();
+            let leg = leg.get();
+            chain.get().run_detached(|stages, buffers| {
+                leg.relay_through(stages, buffers, datagram, arrival)
+            })
+        });
+        let running = py
+            .detach(|| {
+                UdpRelay::start(
+                    fd,
+                    remote,
+                    wake_fd,
+                    Box::new(move |d| is_rtp_of(d, ssrc)),
+                    relay,
+                )
+            })
+            .map_err(|e| EngineError::config(format!("relay thread: {e}")).at(NAME))
+            .py_err(py)?;
+        Ok(SocketRelay {
+            inner: Mutex::new(running),
+        })
     }
 
     /// `(in_peak, in_sum_sq, in_count, out_peak, out_sum_sq, out_count)` of what `relay` saw
@@ -212,6 +280,71 @@ impl RtpAudioLeg {
         stats.extend(relay);
         let dict = PyDict::new(py);
         for (name, value) in stats {
+            dict.set_item(name, value)?;
+        }
+        Ok(dict)
+    }
+}
+
+/// `RtpAudioLeg.relay_socket`'s thread; `stop()` (or losing the last reference) ends it.
+#[pyclass(frozen, module = "stream._engine")]
+pub struct SocketRelay {
+    inner: Mutex<UdpRelay>,
+}
+
+impl SocketRelay {
+    fn lock(&self) -> std::sync::MutexGuard<'_, UdpRelay> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[pymethods]
+impl SocketRelay {
+    /// Ends the thread and waits for it (tens of milliseconds at most); the socket is the
+    /// caller's alone again.
+    fn stop(&self, py: Python<'_>) {
+        py.detach(|| self.lock().stop());
+    }
+
+    /// Whether it relays (not stopped, the chain not failed).
+    #[getter]
+    fn running(&self) -> bool {
+        self.lock().running()
+    }
+
+    /// Drop the peer's audio (counted as `paused_drops`) while true.
+    fn set_paused(&self, paused: bool) {
+        self.lock().set_paused(paused);
+    }
+
+    /// The datagrams that were not the peer's audio, oldest first, as `(data, (host, port))`
+    /// (what the socket's protocol would have been given).
+    fn take_passed<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let passed = py.detach(|| self.lock().take_passed());
+        let items = passed.into_iter().map(|(data, from)| {
+            PyTuple::new(
+                py,
+                [
+                    PyBytes::new(py, &data).into_any(),
+                    (from.ip().to_string(), from.port())
+                        .into_pyobject(py)?
+                        .into_any(),
+                ],
+            )
+        });
+        PyList::new(py, items.collect::<PyResult<Vec<_>>>()?)
+    }
+
+    /// The chain's error that stopped the relaying, once (None if none).
+    fn take_error(&self, py: Python<'_>) -> Option<PyErr> {
+        self.lock().take_error().map(|e| to_pyerr(py, e))
+    }
+
+    /// The thread's counters: relayed, sent, bytes_sent, send_failed, passed, passed_dropped,
+    /// paused_drops, after_error.
+    fn counts<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let dict = PyDict::new(py);
+        for (name, value) in self.lock().counts() {
             dict.set_item(name, value)?;
         }
         Ok(dict)

@@ -8,5 +8,6 @@ pub mod opus;
 pub mod relay;
 pub mod rtp;
 pub mod srtp;
+pub mod udp;
 
 pub use leg::{Frame, LegSettings, RtpAudioLeg, Stats};

@@ -241,3 +241,32 @@ mod tests {
         assert_eq!(parse(&ext), Err(ParseError::TooShort));
     }
 }
+
+/// Whether `datagram` is an RTP packet (not RTCP, RFC 5761) of `ssrc`: what a session's socket
+/// relay takes for the peer's audio; the rest (STUN, DTLS, RTCP, other streams) is not media.
+pub fn is_rtp_of(datagram: &[u8], ssrc: u32) -> bool {
+    datagram.len() > 12
+        && (128..192).contains(&datagram[0])
+        && !(192..224).contains(&datagram[1])
+        && datagram[8..12] == ssrc.to_be_bytes()
+}
+
+#[cfg(test)]
+mod media_test {
+    use super::is_rtp_of;
+
+    #[test]
+    fn rtp_of_the_ssrc_only() {
+        let mut rtp = vec![0x80, 111, 0, 1, 0, 0, 0, 0, 0, 0, 0, 7, 0xff];
+        assert!(is_rtp_of(&rtp, 7));
+        assert!(!is_rtp_of(&rtp, 8));
+        assert!(!is_rtp_of(&rtp[..12], 7)); // header only
+        rtp[1] = 200; // RTCP sender report
+        assert!(!is_rtp_of(&rtp, 7));
+        rtp[1] = 111;
+        rtp[0] = 0x16; // DTLS
+        assert!(!is_rtp_of(&rtp, 7));
+        rtp[0] = 0x00; // STUN
+        assert!(!is_rtp_of(&rtp, 7));
+    }
+}
