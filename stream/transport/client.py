@@ -86,7 +86,9 @@ class Peer:
     the server. ``ice_servers``: STUN/TURN specs (``ice`` module); None: those the server's
     ``/config`` gives (none from a server without it). ``cafile``: CA certificates (PEM) an
     ``https://`` server's certificate must chain to (default: the system's store).
-    ``on_message``: called with each data-channel message (a dict).
+    ``on_message``: called with each data-channel message (a dict). ``level_ms``: ask the
+    server for ``level`` messages at this period once the channel opens (0: none, for a peer
+    that shows no meters; None: the server's default, every 100 ms).
     ``on_sent(frame, t)``: each 20 ms audio block as it is handed to the encoder, with
     ``time.perf_counter()``.
     """
@@ -110,8 +112,10 @@ class Peer:
         cafile: str | None = None,
         on_message: Callable[[dict[str, Any]], None] | None = None,
         on_sent: Callable[[AudioFrame, float], None] | None = None,
+        level_ms: float | None = None,
     ) -> None:
         self.url = url.rstrip("/")
+        self.level_ms = level_ms
         self.source = source
         self.sink = sink
         self.want_audio = audio
@@ -170,7 +174,7 @@ class Peer:
             else:
                 pc.addTrack(track)
         self.channel = pc.createDataChannel("control")
-        self.channel.on("open", self._open.set)
+        self.channel.on("open", self._on_open)
         self.channel.on("message", self._on_message)
         use_jitter_buffer(pc, self.jitter_depth)
         offer = await pc.createOffer()
@@ -195,6 +199,11 @@ class Peer:
         self.result.candidates = selected_candidate_types(pc)
         if self.source is not None:
             self._feeder = asyncio.create_task(self._feed(), name="peer feeder")
+
+    def _on_open(self) -> None:
+        if self.level_ms is not None and self.channel is not None:
+            self.channel.send(json.dumps({"type": "levels", "ms": self.level_ms}))
+        self._open.set()
 
     def _check_relay(self, sdp: str) -> None:
         """Note (and log) a TURN server that gave no relay candidate: aioice drops a failed

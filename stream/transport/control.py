@@ -69,6 +69,8 @@ class Controllable(Protocol):
 
     def stats(self) -> dict[str, Any]: ...
 
+    def set_level_ms(self, ms: float) -> float: ...
+
 
 def error(message: str, request: Any = None) -> dict[str, Any]:
     """An ``error`` answer; it echoes ``request`` and its ``id`` (when it has one)."""
@@ -261,9 +263,14 @@ def _answers(msg: dict[str, Any], target: Controllable) -> list[dict[str, Any]]:
         return [ack, {"type": "state", "paused": target.paused}]
     if kind == "stats":
         return [{**ack, **target.stats(), "type": "stats"}]
+    if kind == "levels":
+        ms = msg.get("ms")
+        if isinstance(ms, bool) or not isinstance(ms, int | float) or not 0 <= ms < math.inf:
+            return [error("levels needs 'ms': 0 (no level messages) or a period in ms", msg)]
+        return [{**ack, "ms": target.set_level_ms(float(ms))}]
     if kind == "ping":
         return [{**msg, "type": "pong"}]
-    known = "set, get, pause, resume, stats, ping"
+    known = "set, get, pause, resume, stats, levels, ping"
     return [error(f"unknown message type {_quote(kind)}; known: {known}", msg)]
 
 

@@ -69,6 +69,9 @@ DROP_REASONS = (
 
 #: how long closing a session waits for aiortc's peer connection to stop
 PC_CLOSE_TIMEOUT_S = 5.0
+#: The level periods a peer may ask for (``{"type": "levels", "ms": ...}``), 0 aside.
+MIN_LEVEL_MS = 20.0
+MAX_LEVEL_MS = 60_000.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +86,8 @@ class SessionOptions:
     ``_aiortc.decode_inline``, ``tracks.OpusPacketizer``); ``native_rtp``: the peer's audio RTP
     and ours are handled by the engine (``native_rtp.NativeAudioPath``) where the offer allows it
     (Opus, a named SSRC) and the engine is built; needs a ``jitter_depth``.
-    ``level_ms``/``stats_ms``: how often levels and stats go to the data channel.
+    ``level_ms``/``stats_ms``: how often levels and stats go to the data channel (a peer may
+    ask for another level period, or none: ``{"type": "levels", "ms": ...}``).
     """
 
     input_channels: int | None = 1
@@ -206,7 +210,8 @@ class Session:
         self.pc = RTCPeerConnection(rtc_configuration(options.ice_servers))
         live_peer_connections.add(self.pc)
         live_pipelines.add(pipeline)
-        self.paused = False
+        self._paused = False
+        self._level_ms = options.level_ms  # 0: no level messages (the peer said so)
         self.state = "new"
         self.close_reason: str | None = None
         self.created = time.monotonic()
@@ -256,6 +261,31 @@ class Session:
     @property
     def nodes(self) -> list[Node]:
         return self.pipeline.nodes
+
+    @property
+    def paused(self) -> bool:
+        """Input is dropped while true (the peer's ``pause``/``resume``)."""
+        return self._paused
+
+    @paused.setter
+    def paused(self, value: bool) -> None:
+        self._paused = value
+        if self._native is not None:  # a relay thread drops from the next packet on
+            self._native.sync_paused()
+
+    def set_level_ms(self, ms: float) -> float:
+        """Level messages every ``ms`` (at least ``MIN_LEVEL_MS``), or none for 0: a peer that
+        shows no meters need not pay for them. Returns the period taken."""
+        self._level_ms = 0.0 if ms == 0 else min(max(ms, MIN_LEVEL_MS), MAX_LEVEL_MS)
+        self._next_level = 0.0
+        return self._level_ms
+
+    def _tick_s(self) -> float:
+        """How often a relay session's task reads the leg: every level period, else at the
+        stats period (at most a second: activity and the sender reports need it)."""
+        if self._level_ms > 0:
+            return self._level_ms / 1000
+        return min(self.options.stats_ms, 1000.0) / 1000
 
     def stats(self) -> dict[str, Any]:
         """Counters of this session, JSON-ready."""
@@ -607,8 +637,8 @@ class Session:
         native.start_relay(chain, paused=lambda: self.paused, on_error=fail)
         self._codec_path = "native relay"
         try:
-            while not failed.done():
-                await asyncio.wait([failed], timeout=self.options.level_ms / 1000)
+            while not failed.done():  # a new level period applies from the next tick on
+                await asyncio.wait([failed], timeout=self._tick_s())
                 self._relay_tick(native)
         finally:
             native.stop_relay()
@@ -630,6 +660,7 @@ class Session:
             self.pipeline.count_native_run(new, new, ns - self._relay_ns)
         self._relay_ns = ns
         self.frames_in, self.frames_out = frames, sent
+        native.sync_paused()
         if native.paused_drops:
             self.pipeline.count_drop("paused", native.paused_drops)
             native.paused_drops = 0
@@ -662,8 +693,8 @@ class Session:
     def _tick(self) -> None:
         """Levels and stats on the data channel, at most every level_ms / stats_ms."""
         now = time.monotonic()
-        if now >= self._next_level:
-            self._next_level = now + self.options.level_ms / 1000
+        if self._level_ms > 0 and now >= self._next_level:
+            self._next_level = now + self._level_ms / 1000
             self.send(
                 {"type": "level", "input": self._in_meter.take(), "output": self._out_meter.take()}
             )

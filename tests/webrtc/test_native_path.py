@@ -154,6 +154,10 @@ def test_native_session_carries_audio_both_ways_and_keeps_rtcp(
     leg = live["audio_native"]
     assert leg["packets_received"] > 50 and leg["frames_decoded"] > 50
     assert leg["packets_sent"] > 50
+    if codec == "native relay":  # on a host pair: the engine's thread on the pair's socket,
+        # which handed aioice the rest (DTLS, RTCP: the round trip below needs them)
+        assert leg["relay_thread"] == 1 and leg["relay_passed"] > 0
+        assert leg["relay_passed_dropped"] == 0
     assert leg["auth_failures"] == leg["decode_errors"] == leg["packets_malformed"] == 0
     assert leg["other_payload"] == 0
     # aiortc's RTCP and getStats read the leg: the session ran until the peer's receiver reports
@@ -261,3 +265,67 @@ def test_a_relay_whose_leg_cannot_start_ends_its_session_saying_why(
     session = asyncio.run(run())
     assert session.close_reason == "pipeline failed"
     assert session.error is not None and "no leg" in session.error
+
+
+@needs_leg
+def test_relay_thread_pauses_and_resumes_and_levels_can_be_turned_off() -> None:
+    """A paused relay session drops the peer's audio on the engine's thread from then on
+    (counted as ``paused`` drops) and sends nothing back; resumed, the audio comes back. A peer
+    that asks for no levels gets none; the session's task then reads the leg once a second."""
+
+    async def run() -> tuple[int, int, int, int, list[str]]:
+        host = SessionHost(
+            lambda: Pipeline([Gain(gain_db=-6.0, name="gain")]),
+            SessionOptions(ice_addresses=LOOPBACK),
+        )
+        heard = [0]
+        async with loopback_peer(
+            host, "s1", ToneTrack(), on_frame=lambda f: heard.__setitem__(0, heard[0] + 1)
+        ):
+            session = host.sessions["s1"]
+            sent: list[str] = []
+            send = session.send
+
+            def spy(message: Any) -> None:  # what goes to the data channel
+                sent.append(message.get("type", "") if isinstance(message, dict) else "")
+                send(message)
+
+            session.send = spy  # type: ignore[method-assign]
+
+            async def until(what: str, done: Any) -> None:
+                deadline = time.monotonic() + 30
+                while not done():
+                    assert time.monotonic() < deadline, f"{what}: {session.stats()}"
+                    await asyncio.sleep(0.05)  # polling with a deadline
+
+            def leg() -> dict[str, Any]:
+                return session.stats()["audio_native"] or {}
+
+            await until("relay thread", lambda: leg().get("relay_thread") == 1 and heard[0] > 25)
+            drops = session.pipeline.stats().drops
+            session.paused = True
+
+            def paused_drops() -> int:
+                return int(session.pipeline.stats().drops.get("paused", 0))
+
+            await until("drops", lambda: paused_drops() > 0)
+            paused_frames, dropped = leg()["relay_frames"], paused_drops()
+            await until("more drops", lambda: paused_drops() > dropped + 25)
+            assert leg()["relay_frames"] == paused_frames  # none relayed while paused
+            session.paused = False
+            await until("resume", lambda: leg()["relay_frames"] > paused_frames + 25)
+            assert session.set_level_ms(0) == 0.0
+            assert session.set_level_ms(1) == 20.0 and session.set_level_ms(1e9) == 60_000.0
+            session.set_level_ms(0)
+            await asyncio.sleep(0)
+            levels_before = sent.count("level")
+            mark = leg()["relay_frames"]
+            await until("frames", lambda: leg()["relay_frames"] > mark + 100)  # > 2 s of audio
+            levels_after = sent.count("level")
+            await host.close_all("test over")
+            return drops.get("paused", 0), levels_before, levels_after, heard[0], sent
+
+    drops_before, levels_before, levels_after, _, sent = asyncio.run(run())
+    assert drops_before == 0
+    assert levels_before > 0 and levels_after == levels_before, sent
+    assert "stats" in sent

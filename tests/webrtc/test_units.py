@@ -34,9 +34,14 @@ class Target:
     def __init__(self) -> None:
         self.nodes = [Gain(gain_db=-6.0, name="gain"), PassThrough(name="pass")]
         self.paused = False
+        self.level_ms = 100.0
 
     def stats(self) -> dict[str, Any]:
         return {"frames_in": 3}
+
+    def set_level_ms(self, ms: float) -> float:
+        self.level_ms = ms
+        return ms
 
 
 @pytest.mark.parametrize(
@@ -52,6 +57,10 @@ class Target:
         ('{"type": "set", "stage": "gain", "param": "gain_db", "value": 900}', "at most 770"),
         ('{"type": "set", "stage": "gain", "param": "__class__", "value": 1}', "cannot be set"),
         ('{"type": "get", "stage": "nope"}', "no stage named"),
+        ('{"type": "levels"}', "levels needs 'ms'"),
+        ('{"type": "levels", "ms": -1}', "levels needs 'ms'"),
+        ('{"type": "levels", "ms": true}', "levels needs 'ms'"),
+        ('{"type": "levels", "ms": "100"}', "levels needs 'ms'"),
         ("x" * (control.MAX_MESSAGE_BYTES + 1), "too large"),
     ],
 )
@@ -88,6 +97,9 @@ def test_control_messages_do_what_they_say() -> None:
     assert got["stages"][0]["settable"] == ["gain_db"]
     assert control.handle('{"type": "ping", "t": 5}', target) == [{"type": "pong", "t": 5}]
     assert control.handle('{"type": "stats"}', target)[0]["frames_in"] == 3
+    levels = control.handle('{"type": "levels", "ms": 0, "id": 2}', target)
+    assert levels == [{"type": "ack", "request": "levels", "id": 2, "ms": 0.0}]
+    assert target.level_ms == 0.0
     json.dumps(got)  # everything is JSON
 
 
