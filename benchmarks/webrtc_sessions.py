@@ -21,10 +21,10 @@ server. Servers, side by side in the same run:
 - ``pass-inline``, ``chain-inline`` (named in ``--modes``): those servers with
   ``--audio-codec inline`` (aiortc's RTP path, Opus on the session's loop: the transport before
   the native one). ``pass`` and ``chain`` take the default, the native audio path.
-- ``+levels`` after any of those (``chain+levels``): the peers ask for the session's ``level``
-  messages every 100 ms, as the page does for its meters; otherwise they ask for none (they show
-  no meters, and bare aiortc sends none), which costs the server 10 data-channel messages a
-  second less per session.
+- ``+levels`` after any of those (``chain+levels``): the peers take the session's ``level``
+  messages every 100 ms and ``stats`` every second, as the page does for its meters and figures;
+  otherwise they ask for none (they show neither, and bare aiortc sends none), which spares the
+  server 11 data-channel messages a second per session.
 
 The peers run in ``--clients`` processes on the same 2-core machine as the server, so past a few
 sessions the whole machine (peers included) is what saturates; ``cpu`` shows the server's share.
@@ -128,7 +128,7 @@ async def run_peers(
     seconds: float,
     jitter: int | None,
     signal: str = "marker",
-    level_ms: float = 0.0,
+    periods_ms: float = 0.0,
 ) -> list[Any]:
     from stream.transport.webrtc import Peer
 
@@ -141,7 +141,8 @@ async def run_peers(
             jitter_depth=jitter,
             on_sent=probe.on_sent,
             connect_timeout=30,
-            level_ms=level_ms,
+            level_ms=periods_ms,
+            stats_ms=periods_ms * 10,
         )
         for seed, probe in enumerate(probes)
     ]

@@ -39,8 +39,8 @@ __all__ = [
     "ResampleKernel",
     "ResizeKernel",
     "RtpAudioLeg",
-    "SocketRelay",
     "SileroVADKernel",
+    "SocketRelay",
     "__version__",
     "selftest_panic",
 ]

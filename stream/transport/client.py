@@ -86,9 +86,10 @@ class Peer:
     the server. ``ice_servers``: STUN/TURN specs (``ice`` module); None: those the server's
     ``/config`` gives (none from a server without it). ``cafile``: CA certificates (PEM) an
     ``https://`` server's certificate must chain to (default: the system's store).
-    ``on_message``: called with each data-channel message (a dict). ``level_ms``: ask the
-    server for ``level`` messages at this period once the channel opens (0: none, for a peer
-    that shows no meters; None: the server's default, every 100 ms).
+    ``on_message``: called with each data-channel message (a dict). ``level_ms``,
+    ``stats_ms``: ask the server for ``level`` / ``stats`` messages at these periods once the
+    channel opens (0: none, for a peer that shows no meters or figures; None: the server's
+    default, every 100 ms / every second).
     ``on_sent(frame, t)``: each 20 ms audio block as it is handed to the encoder, with
     ``time.perf_counter()``.
     """
@@ -113,9 +114,12 @@ class Peer:
         on_message: Callable[[dict[str, Any]], None] | None = None,
         on_sent: Callable[[AudioFrame, float], None] | None = None,
         level_ms: float | None = None,
+        stats_ms: float | None = None,
     ) -> None:
         self.url = url.rstrip("/")
-        self.level_ms = level_ms
+        self.periods = {
+            k: v for k, v in (("level_ms", level_ms), ("stats_ms", stats_ms)) if v is not None
+        }
         self.source = source
         self.sink = sink
         self.want_audio = audio
@@ -201,8 +205,8 @@ class Peer:
             self._feeder = asyncio.create_task(self._feed(), name="peer feeder")
 
     def _on_open(self) -> None:
-        if self.level_ms is not None and self.channel is not None:
-            self.channel.send(json.dumps({"type": "levels", "ms": self.level_ms}))
+        if self.periods and self.channel is not None:
+            self.channel.send(json.dumps({"type": "subscribe", **self.periods}))
         self._open.set()
 
     def _check_relay(self, sdp: str) -> None:

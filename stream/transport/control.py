@@ -49,6 +49,9 @@ MAX_DEPTH = 32
 #: none (RFC 8841), and aiortc's default for the remote side.
 MAX_ANSWER_BYTES = 64 * 1024
 QUOTE_CHARS = 60
+SUBSCRIBE_USAGE = (
+    "subscribe needs 'level_ms' and/or 'stats_ms': 0 (no such messages) or a period in ms"
+)
 
 # The scan for nesting depth, in a few C-speed passes: drop the JSON strings (an unterminated one
 # runs to the end, so the pattern matches wherever it starts and the scan stays linear), then sum
@@ -69,7 +72,9 @@ class Controllable(Protocol):
 
     def stats(self) -> dict[str, Any]: ...
 
-    def set_level_ms(self, ms: float) -> float: ...
+    def subscribe(
+        self, level_ms: float | None = None, stats_ms: float | None = None
+    ) -> dict[str, float]: ...
 
 
 def error(message: str, request: Any = None) -> dict[str, Any]:
@@ -263,14 +268,16 @@ def _answers(msg: dict[str, Any], target: Controllable) -> list[dict[str, Any]]:
         return [ack, {"type": "state", "paused": target.paused}]
     if kind == "stats":
         return [{**ack, **target.stats(), "type": "stats"}]
-    if kind == "levels":
-        ms = msg.get("ms")
-        if isinstance(ms, bool) or not isinstance(ms, int | float) or not 0 <= ms < math.inf:
-            return [error("levels needs 'ms': 0 (no level messages) or a period in ms", msg)]
-        return [{**ack, "ms": target.set_level_ms(float(ms))}]
+    if kind == "subscribe":
+        periods = {k: msg[k] for k in ("level_ms", "stats_ms") if k in msg}
+        if not periods or any(
+            isinstance(v, bool) or not isinstance(v, int | float) or v < 0 for v in periods.values()
+        ):
+            return [error(SUBSCRIBE_USAGE, msg)]
+        return [{**ack, **target.subscribe(**{k: float(v) for k, v in periods.items()})}]
     if kind == "ping":
         return [{**msg, "type": "pong"}]
-    known = "set, get, pause, resume, stats, levels, ping"
+    known = "set, get, pause, resume, stats, subscribe, ping"
     return [error(f"unknown message type {_quote(kind)}; known: {known}", msg)]
 
 

@@ -69,9 +69,9 @@ DROP_REASONS = (
 
 #: how long closing a session waits for aiortc's peer connection to stop
 PC_CLOSE_TIMEOUT_S = 5.0
-#: The level periods a peer may ask for (``{"type": "levels", "ms": ...}``), 0 aside.
-MIN_LEVEL_MS = 20.0
-MAX_LEVEL_MS = 60_000.0
+#: The message periods a peer may ask for (``{"type": "subscribe", ...}``), 0 aside.
+MIN_PERIOD_MS = 20.0
+MAX_PERIOD_MS = 60_000.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +87,7 @@ class SessionOptions:
     and ours are handled by the engine (``native_rtp.NativeAudioPath``) where the offer allows it
     (Opus, a named SSRC) and the engine is built; needs a ``jitter_depth``.
     ``level_ms``/``stats_ms``: how often levels and stats go to the data channel (a peer may
-    ask for another level period, or none: ``{"type": "levels", "ms": ...}``).
+    ask for other periods, or none: ``{"type": "subscribe", "level_ms": ..., "stats_ms": ...}``).
     """
 
     input_channels: int | None = 1
@@ -211,7 +211,8 @@ class Session:
         live_peer_connections.add(self.pc)
         live_pipelines.add(pipeline)
         self._paused = False
-        self._level_ms = options.level_ms  # 0: no level messages (the peer said so)
+        # periods of the level and stats messages; 0: none (the peer said so)
+        self._level_ms, self._stats_ms = options.level_ms, options.stats_ms
         self.state = "new"
         self.close_reason: str | None = None
         self.created = time.monotonic()
@@ -273,19 +274,27 @@ class Session:
         if self._native is not None:  # a relay thread drops from the next packet on
             self._native.sync_paused()
 
-    def set_level_ms(self, ms: float) -> float:
-        """Level messages every ``ms`` (at least ``MIN_LEVEL_MS``), or none for 0: a peer that
-        shows no meters need not pay for them. Returns the period taken."""
-        self._level_ms = 0.0 if ms == 0 else min(max(ms, MIN_LEVEL_MS), MAX_LEVEL_MS)
-        self._next_level = 0.0
-        return self._level_ms
+    def subscribe(
+        self, level_ms: float | None = None, stats_ms: float | None = None
+    ) -> dict[str, float]:
+        """Level and stats messages every so many ms (``MIN_PERIOD_MS`` to ``MAX_PERIOD_MS``),
+        or none for 0 (None: unchanged): a peer that shows no meters or figures need not pay for
+        them. Returns the periods taken."""
+
+        def period(ms: float) -> float:
+            return 0.0 if ms == 0 else min(max(ms, MIN_PERIOD_MS), MAX_PERIOD_MS)
+
+        if level_ms is not None:
+            self._level_ms, self._next_level = period(level_ms), 0.0
+        if stats_ms is not None:
+            self._stats_ms, self._next_stats = period(stats_ms), 0.0
+        return {"level_ms": self._level_ms, "stats_ms": self._stats_ms}
 
     def _tick_s(self) -> float:
-        """How often a relay session's task reads the leg: every level period, else at the
-        stats period (at most a second: activity and the sender reports need it)."""
-        if self._level_ms > 0:
-            return self._level_ms / 1000
-        return min(self.options.stats_ms, 1000.0) / 1000
+        """How often a relay session's task reads the leg: at the shorter message period, at
+        least once a second (activity and the sender reports need it)."""
+        periods = [ms for ms in (self._level_ms, self._stats_ms) if ms > 0]
+        return min([*periods, 1000.0]) / 1000
 
     def stats(self) -> dict[str, Any]:
         """Counters of this session, JSON-ready."""
@@ -698,8 +707,8 @@ class Session:
             self.send(
                 {"type": "level", "input": self._in_meter.take(), "output": self._out_meter.take()}
             )
-        if now >= self._next_stats:
-            self._next_stats = now + self.options.stats_ms / 1000
+        if self._stats_ms > 0 and now >= self._next_stats:
+            self._next_stats = now + self._stats_ms / 1000
             self.send({"type": "stats", **self.stats()})
 
     async def _watch_transport(self) -> None:

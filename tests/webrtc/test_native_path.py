@@ -268,12 +268,13 @@ def test_a_relay_whose_leg_cannot_start_ends_its_session_saying_why(
 
 
 @needs_leg
-def test_relay_thread_pauses_and_resumes_and_levels_can_be_turned_off() -> None:
+def test_relay_thread_pauses_and_resumes_and_messages_can_be_turned_off() -> None:
     """A paused relay session drops the peer's audio on the engine's thread from then on
     (counted as ``paused`` drops) and sends nothing back; resumed, the audio comes back. A peer
-    that asks for no levels gets none; the session's task then reads the leg once a second."""
+    that asks for no levels or stats gets none; the session's task then reads the leg once a
+    second."""
 
-    async def run() -> tuple[int, int, int, int, list[str]]:
+    async def run() -> tuple[int, tuple[int, int], tuple[int, int], list[str]]:
         host = SessionHost(
             lambda: Pipeline([Gain(gain_db=-6.0, name="gain")]),
             SessionOptions(ice_addresses=LOOPBACK),
@@ -314,18 +315,18 @@ def test_relay_thread_pauses_and_resumes_and_levels_can_be_turned_off() -> None:
             assert leg()["relay_frames"] == paused_frames  # none relayed while paused
             session.paused = False
             await until("resume", lambda: leg()["relay_frames"] > paused_frames + 25)
-            assert session.set_level_ms(0) == 0.0
-            assert session.set_level_ms(1) == 20.0 and session.set_level_ms(1e9) == 60_000.0
-            session.set_level_ms(0)
+            assert session.subscribe(level_ms=1) == {"level_ms": 20.0, "stats_ms": 1000.0}
+            assert session.subscribe(stats_ms=1e9)["stats_ms"] == 60_000.0
+            assert session.subscribe(0, 0) == {"level_ms": 0.0, "stats_ms": 0.0}
             await asyncio.sleep(0)
-            levels_before = sent.count("level")
+            levels_before, stats_before = sent.count("level"), sent.count("stats")
             mark = leg()["relay_frames"]
             await until("frames", lambda: leg()["relay_frames"] > mark + 100)  # > 2 s of audio
-            levels_after = sent.count("level")
+            after = sent.count("level"), sent.count("stats")
             await host.close_all("test over")
-            return drops.get("paused", 0), levels_before, levels_after, heard[0], sent
+            return drops.get("paused", 0), (levels_before, stats_before), after, sent
 
-    drops_before, levels_before, levels_after, _, sent = asyncio.run(run())
+    drops_before, before, after, sent = asyncio.run(run())
     assert drops_before == 0
-    assert levels_before > 0 and levels_after == levels_before, sent
-    assert "stats" in sent
+    assert before[0] > 0 and before[1] > 0, sent
+    assert after == before, sent  # none of either once the peer asked for none

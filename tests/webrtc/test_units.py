@@ -34,14 +34,18 @@ class Target:
     def __init__(self) -> None:
         self.nodes = [Gain(gain_db=-6.0, name="gain"), PassThrough(name="pass")]
         self.paused = False
-        self.level_ms = 100.0
+        self.periods = {"level_ms": 100.0, "stats_ms": 1000.0}
 
     def stats(self) -> dict[str, Any]:
         return {"frames_in": 3}
 
-    def set_level_ms(self, ms: float) -> float:
-        self.level_ms = ms
-        return ms
+    def subscribe(
+        self, level_ms: float | None = None, stats_ms: float | None = None
+    ) -> dict[str, float]:
+        for key, value in (("level_ms", level_ms), ("stats_ms", stats_ms)):
+            if value is not None:
+                self.periods[key] = value
+        return self.periods
 
 
 @pytest.mark.parametrize(
@@ -57,10 +61,10 @@ class Target:
         ('{"type": "set", "stage": "gain", "param": "gain_db", "value": 900}', "at most 770"),
         ('{"type": "set", "stage": "gain", "param": "__class__", "value": 1}', "cannot be set"),
         ('{"type": "get", "stage": "nope"}', "no stage named"),
-        ('{"type": "levels"}', "levels needs 'ms'"),
-        ('{"type": "levels", "ms": -1}', "levels needs 'ms'"),
-        ('{"type": "levels", "ms": true}', "levels needs 'ms'"),
-        ('{"type": "levels", "ms": "100"}', "levels needs 'ms'"),
+        ('{"type": "subscribe"}', "subscribe needs 'level_ms'"),
+        ('{"type": "subscribe", "level_ms": -1}', "subscribe needs"),
+        ('{"type": "subscribe", "stats_ms": true}', "subscribe needs"),
+        ('{"type": "subscribe", "level_ms": 0, "stats_ms": "1"}', "subscribe needs"),
         ("x" * (control.MAX_MESSAGE_BYTES + 1), "too large"),
     ],
 )
@@ -97,9 +101,10 @@ def test_control_messages_do_what_they_say() -> None:
     assert got["stages"][0]["settable"] == ["gain_db"]
     assert control.handle('{"type": "ping", "t": 5}', target) == [{"type": "pong", "t": 5}]
     assert control.handle('{"type": "stats"}', target)[0]["frames_in"] == 3
-    levels = control.handle('{"type": "levels", "ms": 0, "id": 2}', target)
-    assert levels == [{"type": "ack", "request": "levels", "id": 2, "ms": 0.0}]
-    assert target.level_ms == 0.0
+    subscribed = control.handle('{"type": "subscribe", "level_ms": 0, "id": 2}', target)
+    assert subscribed == [
+        {"type": "ack", "request": "subscribe", "id": 2, "level_ms": 0.0, "stats_ms": 1000.0}
+    ]
     json.dumps(got)  # everything is JSON
 
 
