@@ -645,3 +645,51 @@ def test_relay_socket_refuses_a_chain_rtp_cannot_send_and_a_bad_address() -> Non
         finally:
             os.close(r)
             os.close(w)
+
+
+def test_relay_socket_waits_for_a_live_setting() -> None:
+    """A live ``set`` (the session's loop changing a stage's setting) holds the kernel for a
+    moment; the relay thread waits for it rather than failing the call as busy."""
+    import threading
+
+    from stream import _engine
+
+    a, b, c, _ = _relay_legs()
+    gain = _engine.GainKernel(gain_db=-6.0)
+    chain = _engine.Chain([gain])
+    server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    wake_r, wake_w = os.pipe()
+    stop = threading.Event()
+
+    def settings() -> None:  # as fast as a loop can: the kernel is held most of the time
+        while not stop.is_set():
+            gain.gain_db = -6.0
+
+    setter = threading.Thread(target=settings)
+    try:
+        server.bind(("127.0.0.1", 0))
+        server.setblocking(False)
+        peer.bind(("127.0.0.1", 0))
+        peer.settimeout(10)
+        os.set_blocking(wake_w, False)
+        relay = b.relay_socket(server.fileno(), "127.0.0.1", peer.getsockname()[1], chain, wake_w)
+        setter.start()
+        back = []
+        for block in np.split(_tone(50), 50):
+            peer.sendto(a.send(block), server.getsockname())
+            back.append(peer.recv(4096))
+        stop.set()
+        setter.join()
+        assert relay.running and relay.take_error() is None
+        relay.stop()
+        assert relay.counts()["relayed"] == 50
+        assert _received(c, back)[0] == [i * BLOCK for i in range(50)]
+    finally:
+        stop.set()
+        if setter.is_alive():
+            setter.join()
+        server.close()
+        peer.close()
+        os.close(wake_r)
+        os.close(wake_w)

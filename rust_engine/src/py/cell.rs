@@ -80,6 +80,12 @@ impl<T: Reset> KernelCell<T> {
         }
     }
 
+    /// Takes the state, waiting while a settings call has it: for a thread that holds no GIL
+    /// (the holder never waits for that thread, so this cannot deadlock).
+    pub fn take_waiting(&self) -> MutexGuard<'_, T> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// A stream call: takes the state without waiting and runs `f` on it with the GIL released,
     /// inside the panic guard.
     pub fn run<R: Send>(

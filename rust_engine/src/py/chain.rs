@@ -1,6 +1,6 @@
 //! `Chain(kernels)`: several kernels as one native call per block, GIL released.
 
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 
 use pyo3::prelude::*;
 
@@ -37,25 +37,39 @@ impl Chain {
         py: Python<'_>,
         f: impl FnOnce(&mut [&mut NamedStage], &mut chain::Buffers) -> Result<T, EngineError> + Send,
     ) -> PyResult<T> {
-        py.detach(|| self.run_detached(f)).py_err(py)
-    }
-
-    /// `run` for a thread that does not hold the GIL (nor needs it).
-    pub(crate) fn run_detached<T>(
-        &self,
-        f: impl FnOnce(&mut [&mut NamedStage], &mut chain::Buffers) -> Result<T, EngineError>,
-    ) -> Result<T, EngineError> {
         let mut guards = self
             .active
             .iter()
             .map(|k| k.get().take())
-            .collect::<Result<Vec<_>, _>>()?;
+            .collect::<Result<Vec<_>, _>>()
+            .py_err(py)?;
         let mut stages: Vec<&mut NamedStage> = guards.iter_mut().map(|g| &mut **g).collect();
+        py.detach(|| Self::run_stages(&mut stages, &self.buffers, f))
+            .py_err(py)
+    }
+
+    /// `run` on a thread that holds no GIL: waits for a kernel a settings call has (a live
+    /// `set` from the session's loop), where `run` would say it is busy.
+    pub(crate) fn run_waiting<T>(
+        &self,
+        f: impl FnOnce(&mut [&mut NamedStage], &mut chain::Buffers) -> Result<T, EngineError>,
+    ) -> Result<T, EngineError> {
+        let mut guards: Vec<MutexGuard<'_, NamedStage>> =
+            self.active.iter().map(|k| k.get().take_waiting()).collect();
+        let mut stages: Vec<&mut NamedStage> = guards.iter_mut().map(|g| &mut **g).collect();
+        Self::run_stages(&mut stages, &self.buffers, f)
+    }
+
+    fn run_stages<T>(
+        stages: &mut [&mut NamedStage],
+        buffers: &Mutex<chain::Buffers>,
+        f: impl FnOnce(&mut [&mut NamedStage], &mut chain::Buffers) -> Result<T, EngineError>,
+    ) -> Result<T, EngineError> {
         // Dropped before the kernels' guards, so the next call to take them finds these free.
-        let mut kept = self.buffers.try_lock().ok();
+        let mut kept = buffers.try_lock().ok();
         let mut fresh = chain::Buffers::new();
         let buffers = kept.as_deref_mut().unwrap_or(&mut fresh);
-        catch_panic(|| f(&mut stages, buffers)).map_err(|e| e.at(CHAIN))
+        catch_panic(|| f(stages, buffers)).map_err(|e| e.at(CHAIN))
     }
 }
 

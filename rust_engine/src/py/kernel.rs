@@ -47,6 +47,11 @@ impl Kernel {
         self.cell.take()
     }
 
+    /// Takes the stage, waiting while a settings call has it (a thread without the GIL).
+    pub(crate) fn take_waiting(&self) -> MutexGuard<'_, NamedStage> {
+        self.cell.take_waiting()
+    }
+
     /// Runs `f` on the stage, waiting (GIL released) if another call holds it.
     pub(crate) fn with_stage<T: Send>(
         &self,

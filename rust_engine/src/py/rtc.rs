@@ -237,7 +237,7 @@ impl RtpAudioLeg {
         let relay = Box::new(move |datagram: &[u8]| {
             let arrival = Instant::now();
             let leg = leg.get();
-            chain.get().run_detached(|stages, buffers| {
+            chain.get().run_waiting(|stages, buffers| {
                 leg.relay_through(stages, buffers, datagram, arrival)
             })
         });
