@@ -302,6 +302,7 @@ class NativeAudioPath:
         self._relay_error: Callable[[Exception], None] = lambda exc: None
         self.paused_drops = 0  # packets dropped by the relay while the session was paused
         self.unsent = 0  # relay datagrams with no nominated pair to go on
+        self.off_pair = 0  # the peer's audio dropped: not on the pair the relay thread reads
         # the relay's thread on the pair's socket (``_start_socket_relay``), when it runs
         self._socket_relay: Any = None
         self._socket_protocol: Any = None
@@ -373,6 +374,9 @@ class NativeAudioPath:
         ):
             chain = self._chain
             if chain is not None:
+                if self._socket_relay is not None:  # the peer's audio on another of our
+                    self.off_pair += 1  # sockets than the pair's, which the thread reads
+                    return
                 self._relay(leg, chain, data)
                 return
             try:
@@ -450,13 +454,19 @@ class NativeAudioPath:
             return
         with contextlib.suppress(BlockingIOError):
             os.read(self._wake[0], 4096)
-        for data, addr in relay.take_passed():
-            self._socket_protocol.datagram_received(data, addr)
+        self._pass_on(relay.take_passed())
         error = relay.take_error()
         if error is not None:
             self._chain = None
             self._stop_socket_relay()
             self._relay_error(error)
+
+    def _pass_on(self, datagrams: list[tuple[bytes, tuple[str, int]]]) -> None:
+        for data, addr in datagrams:  # one at a time, as the loop's reader would
+            try:
+                self._socket_protocol.datagram_received(data, addr)
+            except Exception:
+                log.exception("native relay: aioice refused a datagram")
 
     def sync_paused(self) -> None:
         """Tell the relay thread whether the session is paused, and count what it dropped."""
@@ -482,8 +492,7 @@ class NativeAudioPath:
             self._loop.remove_reader(wake[0])
         os.close(wake[0])
         os.close(wake[1])
-        for data, addr in relay.take_passed():
-            self._socket_protocol.datagram_received(data, addr)
+        self._pass_on(relay.take_passed())
         if not self._socket_transport.is_closing():
             self._socket_transport.resume_reading()
 
@@ -554,6 +563,7 @@ class NativeAudioPath:
             counts["relay_thread"] = 1
             counts["relay_passed"] = thread["passed"]
             counts["relay_passed_dropped"] = thread["passed_dropped"]
+            counts["relay_off_pair"] = self.off_pair
         counts["datagram_bytes_sent"] = sent
         counts["input_dropped"] = self.source.dropped
         counts["relay_unsent"] = unsent
