@@ -267,95 +267,124 @@ fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::fd::AsRawFd;
+    use std::collections::HashMap;
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
     use std::time::{Duration, Instant};
 
-    fn pipe() -> (RawFd, RawFd) {
-        let mut fds = [0; 2];
-        // SAFETY: a two-int array for pipe(2).
-        assert_eq!(
-            unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK) },
-            0
-        );
-        (fds[0], fds[1])
+    /// A relay on a loopback socket `server`, sending to `peer`, waking through a pipe.
+    struct Rig {
+        relay: UdpRelay,
+        server: UdpSocket,
+        peer: UdpSocket,
+        wake: OwnedFd,
+        _wake_w: OwnedFd, // closed after `relay` (fields drop in order)
     }
 
-    fn wait_for(mut done: impl FnMut() -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !done() {
-            assert!(Instant::now() < deadline, "timed out");
-            std::thread::sleep(Duration::from_millis(5));
-        }
-    }
-
-    fn sockets() -> (UdpSocket, UdpSocket) {
-        let server = UdpSocket::bind("127.0.0.1:0").unwrap();
-        server.set_nonblocking(true).unwrap();
-        let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
-        peer.set_read_timeout(Some(Duration::from_secs(10)))
+    impl Rig {
+        fn new(is_media: MediaTest, relay: RelayFn) -> Self {
+            let server = UdpSocket::bind("127.0.0.1:0").unwrap();
+            server.set_nonblocking(true).unwrap();
+            let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
+            peer.set_read_timeout(Some(Duration::from_secs(10)))
+                .unwrap();
+            let mut fds = [0; 2];
+            // SAFETY: a two-int array for pipe2(2); both descriptors are owned below.
+            assert_eq!(
+                unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK) },
+                0
+            );
+            let (wake, wake_w) =
+                unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+            let relay = UdpRelay::start(
+                server.as_raw_fd(),
+                peer.local_addr().unwrap(),
+                wake_w.as_raw_fd(),
+                is_media,
+                relay,
+            )
             .unwrap();
-        (server, peer)
+            Self {
+                relay,
+                server,
+                peer,
+                wake,
+                _wake_w: wake_w,
+            }
+        }
+
+        fn send(&self, datagram: &[u8]) {
+            self.peer
+                .send_to(datagram, self.server.local_addr().unwrap())
+                .unwrap();
+        }
+
+        fn recv(&self) -> Vec<u8> {
+            let mut buf = [0u8; 64];
+            let (n, _) = self.peer.recv_from(&mut buf).unwrap();
+            buf[..n].to_vec()
+        }
+
+        fn count(&self, name: &str) -> u64 {
+            let counts: HashMap<_, _> = self.relay.counts().into_iter().collect();
+            counts[name]
+        }
+
+        fn wait_count(&self, name: &str, value: u64) {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while self.count(name) < value {
+                assert!(Instant::now() < deadline, "{name} never reached {value}");
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+
+        fn woken(&self) -> bool {
+            let mut byte = [0u8; 8];
+            // SAFETY: reads into a live buffer from a descriptor this rig owns.
+            unsafe { libc::read(self.wake.as_raw_fd(), byte.as_mut_ptr().cast(), 8) >= 1 }
+        }
     }
 
     #[test]
     fn media_relayed_to_the_remote_and_the_rest_passed_with_a_wake_up() {
-        let (server, peer) = sockets();
-        let (r, w) = pipe();
-        let mut relay = UdpRelay::start(
-            server.as_raw_fd(),
-            peer.local_addr().unwrap(),
-            w,
+        let mut rig = Rig::new(
             Box::new(|d| d.first() == Some(&0x80)),
             Box::new(|d| Ok(vec![d.iter().rev().copied().collect(), b"x".to_vec()])),
-        )
-        .unwrap();
-        let to = server.local_addr().unwrap();
-        peer.send_to(&[0x80, 1, 2], to).unwrap();
-        let mut buf = [0u8; 16];
-        let (n, _) = peer.recv_from(&mut buf).unwrap();
-        assert_eq!(&buf[..n], &[2, 1, 0x80]);
-        let (n, _) = peer.recv_from(&mut buf).unwrap();
-        assert_eq!(&buf[..n], b"x");
-        peer.send_to(&[0x16, 9], to).unwrap();
-        wait_for(|| relay.counts()[4].1 == 1);
-        let mut byte = [0u8; 8];
-        // SAFETY: reads into a live buffer.
-        assert!(unsafe { libc::read(r, byte.as_mut_ptr().cast(), 8) } >= 1);
-        let passed = relay.take_passed();
-        assert_eq!(passed, vec![(vec![0x16, 9], peer.local_addr().unwrap())]);
+        );
+        rig.send(&[0x80, 1, 2]);
+        assert_eq!(rig.recv(), [2, 1, 0x80]);
+        assert_eq!(rig.recv(), b"x");
+        rig.send(&[0x16, 9]);
+        rig.wait_count("passed", 1);
+        assert!(rig.woken());
+        let from = rig.peer.local_addr().unwrap();
+        assert_eq!(rig.relay.take_passed(), vec![(vec![0x16, 9], from)]);
         // the owner may still send on its socket while the thread runs
-        server.send_to(b"dtls", peer.local_addr().unwrap()).unwrap();
-        let (n, _) = peer.recv_from(&mut buf).unwrap();
-        assert_eq!(&buf[..n], b"dtls");
-        relay.stop();
-        let counts: std::collections::HashMap<_, _> = relay.counts().into_iter().collect();
-        assert_eq!(counts["relayed"], 1);
-        assert_eq!(counts["sent"], 2);
-        assert_eq!(counts["bytes_sent"], 4);
+        rig.server.send_to(b"dtls", from).unwrap();
+        assert_eq!(rig.recv(), b"dtls");
+        rig.relay.stop();
+        assert_eq!(
+            (
+                rig.count("relayed"),
+                rig.count("sent"),
+                rig.count("bytes_sent")
+            ),
+            (1, 2, 4)
+        );
         // after stop the owner's socket is intact and readable by the owner again
-        peer.send_to(&[0x80, 5], to).unwrap();
-        server.set_nonblocking(false).unwrap();
-        server
+        rig.send(&[0x80, 5]);
+        rig.server.set_nonblocking(false).unwrap();
+        rig.server
             .set_read_timeout(Some(Duration::from_secs(10)))
             .unwrap();
-        let (n, _) = server.recv_from(&mut buf).unwrap();
+        let mut buf = [0u8; 8];
+        let (n, _) = rig.server.recv_from(&mut buf).unwrap();
         assert_eq!(&buf[..n], &[0x80, 5]);
-        // SAFETY: closing the pipe this test made.
-        unsafe {
-            libc::close(r);
-            libc::close(w);
-        }
     }
 
     #[test]
     fn a_failing_or_panicking_relay_stops_relaying_and_says_why() {
         for panics in [false, true] {
-            let (server, peer) = sockets();
-            let (r, w) = pipe();
-            let relay = UdpRelay::start(
-                server.as_raw_fd(),
-                peer.local_addr().unwrap(),
-                w,
+            let rig = Rig::new(
                 Box::new(|_| true),
                 Box::new(move |_| {
                     if panics {
@@ -363,88 +392,51 @@ mod tests {
                     }
                     Err(EngineError::config("no"))
                 }),
-            )
-            .unwrap();
-            let to = server.local_addr().unwrap();
-            peer.send_to(&[1], to).unwrap();
-            wait_for(|| !relay.running());
-            let error = relay.take_error().unwrap().to_string();
+            );
+            rig.send(&[1]);
+            rig.wait_count("relayed", 1);
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while rig.relay.running() {
+                assert!(Instant::now() < deadline, "still running");
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            let error = rig.relay.take_error().unwrap().to_string();
             assert!(
                 error.contains(if panics { "boom" } else { "no" }),
                 "{error}"
             );
-            peer.send_to(&[2], to).unwrap();
-            wait_for(|| relay.counts()[7].1 == 1);
-            assert_eq!(relay.counts()[0].1, 1);
-            drop(relay);
-            // SAFETY: closing the pipe this test made.
-            unsafe {
-                libc::close(r);
-                libc::close(w);
-            }
+            rig.send(&[2]);
+            rig.wait_count("after_error", 1);
+            assert_eq!(rig.count("relayed"), 1);
         }
     }
 
     #[test]
     fn paused_media_is_dropped_and_counted() {
-        let (server, peer) = sockets();
-        let (r, w) = pipe();
-        let relay = UdpRelay::start(
-            server.as_raw_fd(),
-            peer.local_addr().unwrap(),
-            w,
-            Box::new(|_| true),
-            Box::new(|d| Ok(vec![d.to_vec()])),
-        )
-        .unwrap();
-        relay.set_paused(true);
-        let to = server.local_addr().unwrap();
-        peer.send_to(&[1], to).unwrap();
-        wait_for(|| relay.counts()[6].1 == 1);
-        relay.set_paused(false);
-        peer.send_to(&[2], to).unwrap();
-        let mut buf = [0u8; 4];
-        let (n, _) = peer.recv_from(&mut buf).unwrap();
-        assert_eq!(&buf[..n], &[2]);
-        drop(relay);
-        // SAFETY: closing the pipe this test made.
-        unsafe {
-            libc::close(r);
-            libc::close(w);
-        }
+        let rig = Rig::new(Box::new(|_| true), Box::new(|d| Ok(vec![d.to_vec()])));
+        rig.relay.set_paused(true);
+        rig.send(&[1]);
+        rig.wait_count("paused_drops", 1);
+        rig.relay.set_paused(false);
+        rig.send(&[2]);
+        assert_eq!(rig.recv(), [2]);
     }
 
     #[test]
     fn the_queue_for_the_owner_is_bounded() {
-        let (server, peer) = sockets();
-        let (r, w) = pipe();
-        let relay = UdpRelay::start(
-            server.as_raw_fd(),
-            peer.local_addr().unwrap(),
-            w,
-            Box::new(|_| false),
-            Box::new(|_| Ok(vec![])),
-        )
-        .unwrap();
-        let to = server.local_addr().unwrap();
+        let rig = Rig::new(Box::new(|_| false), Box::new(|_| Ok(vec![])));
         let total = PASSED_MAX + 10;
         for i in 0..total {
-            peer.send_to(&(i as u32).to_be_bytes(), to).unwrap();
+            rig.send(&(i as u32).to_be_bytes());
             if i % 64 == 0 {
                 // the kernel's socket buffer is bounded too: let the thread keep up
-                wait_for(|| relay.counts()[4].1 as usize > i);
+                rig.wait_count("passed", i as u64 + 1);
             }
         }
-        wait_for(|| relay.counts()[4].1 as usize == total);
-        let passed = relay.take_passed();
+        rig.wait_count("passed", total as u64);
+        let passed = rig.relay.take_passed();
         assert_eq!(passed.len(), PASSED_MAX);
-        assert_eq!(relay.counts()[5].1, 10);
+        assert_eq!(rig.count("passed_dropped"), 10);
         assert_eq!(passed[0].0, 10u32.to_be_bytes().to_vec()); // the oldest went
-        drop(relay);
-        // SAFETY: closing the pipe this test made.
-        unsafe {
-            libc::close(r);
-            libc::close(w);
-        }
     }
 }
