@@ -261,6 +261,44 @@ class NativeAudioSource:
         self._wake()
 
 
+@dataclass
+class _RelayThread:
+    """The engine's relay thread on an ICE pair's socket, and what giving the socket back to
+    the event loop needs."""
+
+    relay: Any  # the engine's SocketRelay
+    protocol: Any  # aioice's protocol on the socket: gets what the thread passes on
+    transport: Any  # the loop's datagram transport: not reading meanwhile
+    loop: asyncio.AbstractEventLoop
+    wake_r: int  # the pipe the thread writes a byte to, watched by the loop
+    wake_w: int
+    paused_counted: int = 0  # the thread's paused drops already counted
+
+    def pass_on(self) -> None:
+        for data, addr in self.relay.take_passed():  # one at a time, as the loop's reader
+            try:
+                self.protocol.datagram_received(data, addr)
+            except Exception:
+                log.exception("native relay: aioice refused a datagram")
+
+    def stop(self) -> dict[str, int]:
+        """Joins the thread; its final counts."""
+        self.relay.stop()
+        counts: dict[str, int] = self.relay.counts()
+        return counts
+
+    def give_back(self) -> None:
+        """After ``stop``: the pipe closed, what the thread held passed on, and the socket
+        read by the loop again."""
+        if not self.loop.is_closed():
+            self.loop.remove_reader(self.wake_r)
+        os.close(self.wake_r)
+        os.close(self.wake_w)
+        self.pass_on()
+        if not self.transport.is_closing():
+            self.transport.resume_reading()
+
+
 class NativeAudioPath:
     """One session's audio RTP through the engine's ``RtpAudioLeg`` (see the module docstring).
 
@@ -304,12 +342,7 @@ class NativeAudioPath:
         self.unsent = 0  # relay datagrams with no nominated pair to go on
         self.off_pair = 0  # the peer's audio dropped: not on the pair the relay thread reads
         # the relay's thread on the pair's socket (``_start_socket_relay``), when it runs
-        self._socket_relay: Any = None
-        self._socket_protocol: Any = None
-        self._socket_transport: Any = None
-        self._wake: tuple[int, int] | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread_paused_drops = 0  # the thread's count already moved to paused_drops
+        self._thread: _RelayThread | None = None
 
     @property
     def leg(self) -> Any:
@@ -374,7 +407,7 @@ class NativeAudioPath:
         ):
             chain = self._chain
             if chain is not None:
-                if self._socket_relay is not None:  # the peer's audio on another of our
+                if self._thread is not None:  # the peer's audio on another of our
                     self.off_pair += 1  # sockets than the pair's, which the thread reads
                     return
                 self._relay(leg, chain, data)
@@ -413,12 +446,12 @@ class NativeAudioPath:
     @property
     def relay_thread(self) -> bool:
         """Whether the relay runs on the engine's thread on the pair's socket."""
-        return self._socket_relay is not None
+        return self._thread is not None
 
     def _start_socket_relay(self) -> None:
         """Move the relay onto the engine's thread on the nominated pair's socket, when that
         pair is a plain UDP socket of the event loop's (not a TURN allocation)."""
-        if self._socket_relay is not None or self._connection is None:
+        if self._thread is not None or self._connection is None:
             return
         pair = self._connection._nominated.get(1)
         transport = getattr(getattr(pair, "protocol", None), "transport", None)
@@ -427,7 +460,6 @@ class NativeAudioPath:
         sock = transport.get_extra_info("socket")
         if sock is None or not hasattr(transport, "pause_reading") or transport.is_closing():
             return
-        loop = asyncio.get_running_loop()
         read_fd, write_fd = os.pipe()
         os.set_blocking(read_fd, False)
         os.set_blocking(write_fd, False)
@@ -440,61 +472,47 @@ class NativeAudioPath:
             os.close(write_fd)
             return
         relay.set_paused(self._paused())
-        self._socket_relay, self._wake = relay, (read_fd, write_fd)
-        self._socket_protocol, self._socket_transport = pair.protocol, transport
+        loop = asyncio.get_running_loop()
+        self._thread = _RelayThread(relay, pair.protocol, transport, loop, read_fd, write_fd)
         transport.pause_reading()
         loop.add_reader(read_fd, self._drain_socket_relay)
-        self._loop = loop
 
     def _drain_socket_relay(self) -> None:
         """Hand aioice what the thread did not relay (STUN, DTLS, RTCP), as the loop would
         have; end the relay if the chain failed."""
-        relay = self._socket_relay
-        if relay is None or self._wake is None:
+        thread = self._thread
+        if thread is None:
             return
         with contextlib.suppress(BlockingIOError):
-            os.read(self._wake[0], 4096)
-        self._pass_on(relay.take_passed())
-        error = relay.take_error()
+            os.read(thread.wake_r, 4096)
+        thread.pass_on()
+        error = thread.relay.take_error()
         if error is not None:
             self._chain = None
             self._stop_socket_relay()
             self._relay_error(error)
 
-    def _pass_on(self, datagrams: list[tuple[bytes, tuple[str, int]]]) -> None:
-        for data, addr in datagrams:  # one at a time, as the loop's reader would
-            try:
-                self._socket_protocol.datagram_received(data, addr)
-            except Exception:
-                log.exception("native relay: aioice refused a datagram")
-
     def sync_paused(self) -> None:
         """Tell the relay thread whether the session is paused, and count what it dropped."""
-        relay = self._socket_relay
-        if relay is None:
+        thread = self._thread
+        if thread is None:
             return
-        relay.set_paused(self._paused())
-        dropped = relay.counts()["paused_drops"]
-        self.paused_drops += dropped - self._thread_paused_drops
-        self._thread_paused_drops = dropped
+        thread.relay.set_paused(self._paused())
+        dropped = thread.relay.counts()["paused_drops"]
+        self.paused_drops += dropped - thread.paused_counted
+        thread.paused_counted = dropped
 
     def _stop_socket_relay(self) -> None:
         """Join the thread, give the socket back to the loop, and pass on what it held."""
-        relay, wake = self._socket_relay, self._wake
-        if relay is None or wake is None:
+        thread = self._thread
+        if thread is None:
             return
-        relay.stop()
-        self._bytes_sent += relay.counts()["bytes_sent"]
-        self.unsent += relay.counts()["send_failed"]
+        counts = thread.stop()
+        self._bytes_sent += counts["bytes_sent"]
+        self.unsent += counts["send_failed"]
         self.sync_paused()
-        self._socket_relay = self._wake = None
-        if self._loop is not None and not self._loop.is_closed():
-            self._loop.remove_reader(wake[0])
-        os.close(wake[0])
-        os.close(wake[1])
-        self._pass_on(relay.take_passed())
-        if not self._socket_transport.is_closing():
-            self._socket_transport.resume_reading()
+        self._thread = None
+        thread.give_back()
 
     def _relay(self, leg: Any, chain: Any, data: bytes) -> None:
         if self._paused():
@@ -555,9 +573,8 @@ class NativeAudioPath:
         counts: dict[str, int] = dict(self._leg.stats())
         counts["datagram_bytes_received"] = counts["bytes_received"]
         sent, unsent = self._bytes_sent, self.unsent
-        relay = self._socket_relay
-        if relay is not None:
-            thread = relay.counts()
+        if self._thread is not None:
+            thread = self._thread.relay.counts()
             sent += thread["bytes_sent"]
             unsent += thread["send_failed"]
             counts["relay_thread"] = 1

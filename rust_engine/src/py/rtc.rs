@@ -31,7 +31,6 @@ pub struct RtpAudioLeg {
     rx: Mutex<RxLeg>,
     tx: Mutex<TxLeg>,
     relay: Mutex<Relay>,
-    remote_ssrc: u32,
 }
 
 fn bytes_arg(name: &str, obj: &Bound<'_, PyAny>) -> Result<Vec<u8>, EngineError> {
@@ -83,7 +82,8 @@ fn frames_to_list<'py>(py: Python<'py>, frames: Vec<Frame>) -> PyResult<Bound<'p
 }
 
 impl RtpAudioLeg {
-    /// One datagram's round trip through `stages` (the body of `relay`, either thread's).
+    /// One datagram's round trip through `stages` (the body of `relay`, either thread's; the
+    /// caller checked the chain's output rate).
     fn relay_through(
         &self,
         stages: &mut [&mut NamedStage],
@@ -91,7 +91,6 @@ impl RtpAudioLeg {
         datagram: &[u8],
         arrival: Instant,
     ) -> Result<Vec<Vec<u8>>, EngineError> {
-        check_output_rate(stages)?;
         let mut rx = self.rx.lock().unwrap_or_else(|p| p.into_inner());
         let mut tx = self.tx.lock().unwrap_or_else(|p| p.into_inner());
         let mut relay = self.relay.lock().unwrap_or_else(|p| p.into_inner());
@@ -152,7 +151,6 @@ impl RtpAudioLeg {
             rx: Mutex::new(leg.rx),
             tx: Mutex::new(leg.tx),
             relay: Mutex::new(leg.relay),
-            remote_ssrc: settings.remote_ssrc as u32, // in range: `Leg::new` checked it
         })
     }
 
@@ -203,6 +201,7 @@ impl RtpAudioLeg {
     ) -> PyResult<Bound<'py, PyList>> {
         let arrival = Instant::now();
         let datagrams = chain.get().run(py, |stages, buffers| {
+            check_output_rate(stages)?; // a call may bring another chain
             self.relay_through(stages, buffers, datagram, arrival)
         })?;
         PyList::new(py, datagrams.iter().map(|d| PyBytes::new(py, d)))
@@ -230,8 +229,13 @@ impl RtpAudioLeg {
         })()
         .map_err(|e| e.at(NAME))
         .py_err(py)?;
-        chain.get().run(py, |stages, _| check_output_rate(stages))?;
-        let ssrc = slf.get().remote_ssrc;
+        chain.get().run(py, |stages, _| check_output_rate(stages))?; // once: the chain is fixed
+        let ssrc = slf
+            .get()
+            .rx
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remote_ssrc();
         let leg: Py<RtpAudioLeg> = slf.clone().unbind();
         let chain: Py<Chain> = chain.clone().unbind();
         let relay = Box::new(move |datagram: &[u8]| {

@@ -250,6 +250,11 @@ impl RxLeg {
         timestamp
     }
 
+    /// The SSRC this leg receives.
+    pub fn remote_ssrc(&self) -> u32 {
+        self.remote_ssrc
+    }
+
     pub fn stats(&self) -> Stats {
         let valid = self.valid > 0;
         vec![
