@@ -22,7 +22,9 @@ speech-like near-end in double talk, -60 dBFS noise).
 Systems side by side: ``speex`` (``EchoCancel(algorithm="speex")``'s kernel; both backends give
 the same samples, so one row), ``aec3-rust`` (the default's Rust kernel, ``sonora``) and
 ``aec3-python`` (the default's Python twin: WebRTC's own audio processing module through livekit,
-the reference every browser runs). AEC3's output lags its input by ``latency_samples``; it is
+the reference every browser runs), ``kalman-rust`` and ``kalman-python`` (``algorithm="kalman"``:
+our frequency-domain Kalman canceller with a shadow filter and a residual-echo suppressor,
+media_nodes/audio/kalman_aec.py, the engine's twin in f64). AEC3's output lags its input by ``latency_samples``; it is
 taken off before measuring (as the node does). AEC3's suppressor and comfort noise reshape the
 -60 dBFS noise, which caps its ERLE here at 25-30 dB (tests/audio/test_aec3.py measures the
 converged figure at -90 dBFS: 47-49 dB).
@@ -57,6 +59,7 @@ from media_nodes.audio.aec3_kernel import Aec3Kernel as PythonAec3
 from media_nodes.audio.echo_cancel import EchoCancel
 from media_nodes.audio.echo_cancel_kernel import EchoCancelKernel as PythonEchoCancel
 from media_nodes.audio.echo_scene import echo_scene, room_response
+from media_nodes.audio.kalman_kernel import KalmanAecKernel as PythonKalman
 from stream import Event, engine_available
 from stream.frames import AudioFrame
 from stream.testing import run_node, split_frames
@@ -536,6 +539,7 @@ def main() -> None:
     kernels: dict[str, Any] = {"speex-python": PythonEchoCancel}
     speex: Any = PythonEchoCancel
     aec3: dict[str, Any] = {}
+    kalman: dict[str, Any] = {}
     nodes: dict[str, Any] = {"speex": ("speex", "python")}
     if engine_available():
         from stream import _engine
@@ -545,6 +549,9 @@ def main() -> None:
         if hasattr(_engine, "Aec3Kernel"):
             aec3["aec3-rust"] = kernels["aec3-rust"] = _engine.Aec3Kernel
             nodes["aec3-rust"] = ("aec3", "rust")
+        if hasattr(_engine, "KalmanAecKernel"):
+            kalman["kalman-rust"] = kernels["kalman-rust"] = _engine.KalmanAecKernel
+            nodes["kalman-rust"] = ("kalman", "rust")
     try:
         import livekit.rtc  # noqa: F401  (the AEC3 twin's module)
     except ImportError:
@@ -552,7 +559,9 @@ def main() -> None:
     else:
         aec3["aec3-python"] = kernels["aec3-python"] = PythonAec3
         nodes["aec3-python"] = ("aec3", "python")
-    systems = {"speex": speex, **aec3}
+    kalman["kalman-python"] = kernels["kalman-python"] = PythonKalman
+    nodes["kalman-python"] = ("kalman", "python")
+    systems = {"speex": speex, **aec3, **kalman}
     print(f"rate {args.rate} Hz; systems: {', '.join(systems)}")
     section_erle(systems, seeds, args.rate, args.smoke)
     section_convergence(systems, seeds, args.rate, args.smoke)

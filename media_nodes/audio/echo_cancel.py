@@ -3,13 +3,15 @@
 The node, ``EchoCancel(reference)``, reads the far-end stream (what the speaker played, e.g.
 ``SpeakerSink.reference()``) in a task, places it on the near-end's sample clock by timestamps
 (resampled to the near-end's rate if need be) and feeds both to the kernel the ``algorithm``
-names: WebRTC's AEC3 (``Aec3Kernel``: aec3_kernel.py, the default; no system library) or Speex's
-MDF canceller (``EchoCancelKernel``: echo_cancel_kernel.py, needs libspeexdsp). Near-end audio
-with no reference audio for its time is processed against silence (it passes through, minus the
-tail of the echo of earlier far-end audio) and counted. ``reference="peer"`` is the audio a
-WebRTC session sends to its peer, bound by the session (stream/transport/echo_reference.py); its
-echo comes back a network round trip later, so the bulk delay is found from the signals
-(``delay_ms="auto"``, ``DelayEstimator``: echo_delay.py) and the filter's window moved there.
+names: WebRTC's AEC3 (``Aec3Kernel``: aec3_kernel.py, the default; no system library), Speex's
+MDF canceller (``EchoCancelKernel``: echo_cancel_kernel.py, needs libspeexdsp) or our
+frequency-domain Kalman canceller (``KalmanAecKernel``: kalman_kernel.py; no system library).
+Near-end audio with no reference audio for its time is processed against silence (it passes
+through, minus the tail of the echo of earlier far-end audio) and counted. ``reference="peer"``
+is the audio a WebRTC session sends to its peer, bound by the session
+(stream/transport/echo_reference.py); its echo comes back a network round trip later, so the
+bulk delay is found from the signals (``delay_ms="auto"``, ``DelayEstimator``: echo_delay.py)
+and the filter's window moved there.
 """
 
 from __future__ import annotations
@@ -46,9 +48,12 @@ from .echo_settings import (  # noqa: F401 - DELAY_MS: its old home
     AEC3_SETTINGS,
     AUTO,
     DELAY_MS,
+    KALMAN,
+    KALMAN_SETTINGS,
     SETTINGS,
     SPEEX,
 )
+from .kalman_kernel import KalmanAecKernel
 
 log = logging.getLogger("media_nodes.audio")
 
@@ -64,6 +69,7 @@ AEC3_REACH_MS = 400.0
 KERNELS: dict[str, tuple[str, type[Any], Any]] = {
     AEC3: ("Aec3Kernel", Aec3Kernel, AEC3_SETTINGS),
     SPEEX: ("EchoCancelKernel", EchoCancelKernel, SETTINGS),
+    KALMAN: ("KalmanAecKernel", KalmanAecKernel, KALMAN_SETTINGS),
 }
 
 
@@ -76,8 +82,10 @@ class EchoCancel(KernelBacked, Node):
     before the pipeline starts. A reference at another rate than the near-end's is resampled.
     Near-end frames must be mono float32 planar. ``algorithm``: ``"aec3"`` (default: WebRTC's
     AEC3, the Rust port ``sonora`` or the twin on WebRTC's C++; 8, 16, 32 or 48 kHz, finds echo
-    paths up to about 450 ms itself, ``frame_ms`` a multiple of 10) or ``"speex"`` (Speex's MDF
-    from libspeexdsp, 8 to 96 kHz). ``filter_ms`` is the longest echo path modelled by Speex and
+    paths up to about 450 ms itself, ``frame_ms`` a multiple of 10), ``"speex"`` (Speex's MDF
+    from libspeexdsp, 8 to 96 kHz) or ``"kalman"`` (a frequency-domain Kalman filter with a
+    shadow filter and a residual-echo suppressor that leaves double talk alone: kalman_aec.py;
+    8, 16, 32 or 48 kHz). ``filter_ms`` is the longest echo path modelled by Speex and Kalman and
     the width of the window "auto" keeps the echo in (default 200 ms); ``delay_ms`` a bulk
     delay of the echo path the reference is moved by first (the filter covers ``delay_ms`` to
     ``delay_ms + filter_ms``), a number or ``"auto"`` (estimated from the signals, up to 1 s;
@@ -225,8 +233,8 @@ class EchoCancel(KernelBacked, Node):
         }
 
     def kernel_args(self) -> dict[str, Any]:
-        """The arguments of the ``algorithm``'s kernel (Speex: filter_ms, frame_ms; AEC3:
-        frame_ms), every one explicitly."""
+        """The arguments of the ``algorithm``'s kernel (Speex and Kalman: filter_ms, frame_ms;
+        AEC3: frame_ms), every one explicitly."""
         settings: Any = KERNELS[self.algorithm][2]
         args: dict[str, Any] = settings.kernel_args(self._settings)
         return args
@@ -244,9 +252,9 @@ class EchoCancel(KernelBacked, Node):
     @property
     def latency_samples(self) -> int:
         """The kernel's output delay, in samples (AEC3: 88/128/260/430 at 8/16/32/48 kHz;
-        Speex: 0; 0 before the stream's first frame), which the node takes off the stream: it
-        drops that many warm-up samples and drains as many at the end, so output sample ``p``
-        carries near-end sample ``p``."""
+        Kalman: one block, 16/32/128/192; Speex: 0; 0 before the stream's first frame), which
+        the node takes off the stream: it drops that many warm-up samples and drains as many at
+        the end, so output sample ``p`` carries near-end sample ``p``."""
         return self._latency
 
     async def initialize(self) -> None:
@@ -527,8 +535,9 @@ class EchoCancel(KernelBacked, Node):
 
     def _reach_ms(self) -> float:
         """How far past the bulk delay the kernel cancels an echo without a move: AEC3 searches
-        the delay itself (moving would restart a converged canceller); Speex's filter covers
-        ``filter_ms``, and the echo's strongest tap must leave room for the room after it."""
+        the delay itself (moving would restart a converged canceller); Speex's and Kalman's
+        filters cover ``filter_ms``, and the echo's strongest tap must leave room for the room
+        after it."""
         return AEC3_REACH_MS if self.algorithm == AEC3 else self.filter_ms / 2
 
     def _end_kernel_stream(self) -> list[Any]:

@@ -24,9 +24,10 @@ STALL_MS = (0.0, 60000.0)
 DELAY_MS = (0.0, 10000.0)
 #: ``delay_ms="auto"``: the bulk delay is estimated from the signals
 AUTO = "auto"
-#: ``algorithm``: WebRTC's AEC3 (the default) or Speex's MDF
-AEC3, SPEEX = "aec3", "speex"
-ALGORITHMS = (AEC3, SPEEX)
+#: ``algorithm``: WebRTC's AEC3 (the default), Speex's MDF, or our frequency-domain Kalman
+#: canceller (kalman_aec.py)
+AEC3, SPEEX, KALMAN = "aec3", "speex", "kalman"
+ALGORITHMS = (AEC3, SPEEX, KALMAN)
 
 
 def _range(name: str, bounds: tuple[float, float]) -> Callable[[Any], float]:
@@ -70,7 +71,7 @@ SETTINGS = Settings(
         "float",
         200.0,
         _range("filter_ms", FILTER_MS),
-        doc="longest echo path modelled (Speex; AEC3 sizes its own filters)",
+        doc="longest echo path modelled (Speex, Kalman; AEC3 sizes its own filters)",
     ),
     Setting(
         "frame_ms",
@@ -100,7 +101,7 @@ SETTINGS = Settings(
         "str",
         AEC3,
         one_of("algorithm", ALGORITHMS),
-        doc="the canceller: 'aec3' (WebRTC's AEC3) or 'speex' (Speex's MDF)",
+        doc="the canceller: 'aec3' (WebRTC's AEC3), 'speex' (Speex's MDF) or 'kalman'",
         kernel=False,
     ),
     relate=_relate,
@@ -132,3 +133,11 @@ __all__ = [
     "STALL_MS",
     "aec3_frame_ms",
 ]
+
+#: The Kalman canceller's settings (``KalmanAecKernel``, both twins): the echo path modelled and
+#: the emitted frame, the ranges of EchoCancel's.
+KALMAN_SETTINGS = Settings(
+    "KalmanAecKernel",
+    Setting("filter_ms", "float", 200.0, _range("filter_ms", FILTER_MS), doc="echo path modelled"),
+    Setting("frame_ms", "float", 20.0, _range("frame_ms", FRAME_MS), doc="the emitted frame"),
+)
