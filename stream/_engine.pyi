@@ -30,6 +30,7 @@ __all__ = [
     "GainKernel",
     "GrayscaleKernel",
     "HighPassKernel",
+    "KalmanAecKernel",
     "Kernel",
     "LevelMeterKernel",
     "MixKernel",
@@ -251,6 +252,36 @@ class Aec3Kernel:
     def reset(self) -> None:
         """Drops the stream state, the adapted filters included."""
 
+    @property
+    def frame_ms(self) -> float: ...
+    @property
+    def frame_samples(self) -> int | None: ...
+    @property
+    def pending_samples(self) -> int: ...
+    @property
+    def latency_samples(self) -> int: ...
+    @property
+    def stage(self) -> str: ...
+
+@final
+class KalmanAecKernel:
+    """Our frequency-domain Kalman echo canceller: the far-end's echo out of a mono near-end, at
+    8, 16, 32 or 48 kHz, one canceller block (2 ms up to 16 kHz, 4 ms above) behind the input."""
+
+    def __new__(
+        cls, filter_ms: float = 200.0, frame_ms: float = 20.0, *, stage: str = "echo_cancel"
+    ) -> Self: ...
+    def process(self, near: _Block, far: _Block, sample_rate: int) -> list[_Block]:
+        """``near`` ``(1, n)``, ``far`` ``(C, n)`` float32; zero or one block of whole frames."""
+
+    def flush(self) -> list[_Block]:
+        """The samples not yet emitted, then a reset."""
+
+    def reset(self) -> None:
+        """Drops the stream state, the adapted filters included."""
+
+    @property
+    def filter_ms(self) -> float: ...
     @property
     def frame_ms(self) -> float: ...
     @property

@@ -29,6 +29,7 @@ pub mod fir;
 pub mod format;
 pub mod g711;
 pub mod gain;
+pub mod kalman_aec;
 pub mod level_meter;
 pub mod mixer;
 pub mod rebuffer;

@@ -15,6 +15,7 @@ mod error;
 mod format;
 mod g711;
 mod gain;
+mod kalman_aec;
 mod kernel;
 mod level_meter;
 mod mixer;
@@ -59,6 +60,7 @@ fn _engine(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<denoise::DenoiseKernel>()?;
     m.add_class::<echo_cancel::EchoCancelKernel>()?;
     m.add_class::<aec3::Aec3Kernel>()?;
+    m.add_class::<kalman_aec::KalmanAecKernel>()?;
     m.add_class::<voice::HighPassKernel>()?;
     m.add_class::<voice::NoiseSuppressKernel>()?;
     m.add_class::<voice::AutoGainKernel>()?;
