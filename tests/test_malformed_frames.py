@@ -235,7 +235,14 @@ CASES: dict[str, Case] = {
         rate=16000,
         channels=1,
     ),
-    "EchoCancel.speex": Case(  # the default is AEC3; Speex's MDF takes the same checks
+    "EchoCancel.aec3": Case(  # the default is Kalman; AEC3 and Speex take the same checks
+        lambda n, t, i: media_nodes.EchoCancel(
+            _audio(16000, 1, 9, start=300), stall_ms=5.0, delay_ms=0.0, algorithm="aec3", name=n
+        ),
+        rate=16000,
+        channels=1,
+    ),
+    "EchoCancel.speex": Case(
         lambda n, t, i: media_nodes.EchoCancel(
             _audio(16000, 1, 9, start=300), stall_ms=5.0, delay_ms=0.0, algorithm="speex", name=n
         ),
@@ -411,6 +418,7 @@ KERNELS: dict[str, tuple[dict[str, Any], KernelCall]] = {
     "EnergyVADKernel": ({}, lambda k, x, r: k.process(x, r)),
     "EchoCancelKernel": ({}, lambda k, x, r: k.process(x, np.zeros_like(x), r)),
     "Aec3Kernel": ({}, lambda k, x, r: k.process(x, np.zeros_like(x), r)),
+    "KalmanAecKernel": ({}, lambda k, x, r: k.process(x, np.zeros_like(x), r)),
     "MixKernel": ({"gains_db": [0.0, -6.0]}, _mix),
     "FormatConvertKernel": ({"format": "s16"}, lambda k, x, r: k.process(x, "fltp")),
     "G711Kernel": ({"law": "alaw"}, lambda k, x, r: k.encode(x, r)),

@@ -32,6 +32,7 @@ from media_nodes.audio import (
     g711,
     gain,
     high_pass,
+    kalman_kernel,
     level_meter,
     mixer,
     noise_suppress,
@@ -157,11 +158,22 @@ STAGES = [
         echo_settings.SETTINGS,
         aec3_kernel.Aec3Kernel,
         "Aec3Kernel",
-        {"reference": "peer"},
+        {"reference": "peer", "algorithm": "aec3"},
         {},
         ("reference",),
         kernel_settings=echo_settings.AEC3_SETTINGS,
         label="EchoCancel/aec3",
+    ),
+    Stage(
+        EchoCancel,
+        echo_settings.SETTINGS,
+        kalman_kernel.KalmanAecKernel,
+        "KalmanAecKernel",
+        {"reference": "peer"},
+        {},
+        ("reference",),
+        kernel_settings=echo_settings.KALMAN_SETTINGS,
+        label="EchoCancel/kalman",
     ),
     Stage(
         resize.Resize,
@@ -478,14 +490,22 @@ BAD: dict[str, dict[str, list[Any]]] = {
         "delay_ms": [-1.0, "soon"],
         "algorithm": ["webrtc", "AEC3", 3, None],
     },
-    # The default algorithm: frame_ms inside EchoCancel's [2, 100] but not whole 10 ms (the
-    # node's relate check, in the AEC3 kernels' words); outside it the node's range speaks first.
+    # frame_ms inside EchoCancel's [2, 100] but not whole 10 ms (the node's relate check, in the
+    # AEC3 kernels' words); outside it the node's range speaks first.
     "EchoCancel/aec3": {
         "filter_ms": [5.0],
         "frame_ms": [5.0, 15.0, 99.0],
         "stall_ms": [-1.0],
         "delay_ms": ["soon"],
         "algorithm": [""],
+    },
+    # The default algorithm: the node's ranges, which its kernel twins share.
+    "EchoCancel/kalman": {
+        "filter_ms": [5.0, 3000.0, "long"],
+        "frame_ms": [1.0, 101.0],
+        "stall_ms": [-1.0],
+        "delay_ms": ["soon"],
+        "algorithm": ["kalman2"],
     },
     "Resize": {"width": [0, 16385, 1.5], "height": [0], "quality": ["best"]},
     "ColorConvert": {"format": ["yuv444p"]},

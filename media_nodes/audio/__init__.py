@@ -11,6 +11,7 @@ from .format_convert import FormatConvert, FormatConvertKernel
 from .g711 import G711Decode, G711Encode, G711Frame, G711Kernel
 from .gain import Gain, GainKernel
 from .high_pass import HighPass, HighPassKernel
+from .kalman_kernel import KalmanAecKernel
 from .level_meter import LevelMeter, LevelMeterKernel
 from .mixer import Mixer, MixKernel
 from .noise_suppress import NoiseSuppress, NoiseSuppressKernel
@@ -42,6 +43,7 @@ __all__ = [
     "GainKernel",
     "HighPass",
     "HighPassKernel",
+    "KalmanAecKernel",
     "LevelMeter",
     "LevelMeterKernel",
     "MixKernel",

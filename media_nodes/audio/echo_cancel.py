@@ -3,9 +3,9 @@
 The node, ``EchoCancel(reference)``, reads the far-end stream (what the speaker played, e.g.
 ``SpeakerSink.reference()``) in a task, places it on the near-end's sample clock by timestamps
 (resampled to the near-end's rate if need be) and feeds both to the kernel the ``algorithm``
-names: WebRTC's AEC3 (``Aec3Kernel``: aec3_kernel.py, the default; no system library), Speex's
-MDF canceller (``EchoCancelKernel``: echo_cancel_kernel.py, needs libspeexdsp) or our
-frequency-domain Kalman canceller (``KalmanAecKernel``: kalman_kernel.py; no system library).
+names: our frequency-domain Kalman canceller (``KalmanAecKernel``: kalman_kernel.py, the
+default; no system library), WebRTC's AEC3 (``Aec3Kernel``: aec3_kernel.py, the canceller browsers
+run) or Speex's MDF canceller (``EchoCancelKernel``: echo_cancel_kernel.py, needs libspeexdsp).
 Near-end audio with no reference audio for its time is processed against silence (it passes
 through, minus the tail of the echo of earlier far-end audio) and counted. ``reference="peer"``
 is the audio a WebRTC session sends to its peer, bound by the session
@@ -41,6 +41,8 @@ from .echo_delay import (
     EST_HOP_S,
     EST_LAG_S,
     EST_RATIO,
+    EST_SEARCH_HOP_S,
+    EST_SEARCH_S,
     DelayEstimator,
 )
 from .echo_settings import (  # noqa: F401 - DELAY_MS: its old home
@@ -80,16 +82,17 @@ class EchoCancel(KernelBacked, Node):
     ``SpeakerSink.reference()``, read once by a task started at ``initialize()``; or ``"peer"``:
     the audio a WebRTC session sends to its peer, bound by the session (``use_reference``)
     before the pipeline starts. A reference at another rate than the near-end's is resampled.
-    Near-end frames must be mono float32 planar. ``algorithm``: ``"aec3"`` (default: WebRTC's
-    AEC3, the Rust port ``sonora`` or the twin on WebRTC's C++; 8, 16, 32 or 48 kHz, finds echo
-    paths up to about 450 ms itself, ``frame_ms`` a multiple of 10), ``"speex"`` (Speex's MDF
-    from libspeexdsp, 8 to 96 kHz) or ``"kalman"`` (a frequency-domain Kalman filter with a
-    shadow filter and a residual-echo suppressor that leaves double talk alone: kalman_aec.py;
-    8, 16, 32 or 48 kHz). ``filter_ms`` is the longest echo path modelled by Speex and Kalman and
-    the width of the window "auto" keeps the echo in (default 200 ms); ``delay_ms`` a bulk
-    delay of the echo path the reference is moved by first (the filter covers ``delay_ms`` to
-    ``delay_ms + filter_ms``), a number or ``"auto"`` (estimated from the signals, up to 1 s;
-    None: ``"auto"`` for ``"peer"``, else 0);
+    Near-end frames must be mono float32 planar. ``algorithm``: ``"kalman"`` (default: a
+    frequency-domain Kalman filter with a shadow filter and a residual-echo suppressor that
+    leaves double talk alone, kalman_aec.py; 8, 16, 32 or 48 kHz), ``"aec3"`` (WebRTC's AEC3,
+    the Rust port ``sonora`` or the twin on WebRTC's C++; 8, 16, 32 or 48 kHz, finds echo paths
+    up to about 450 ms itself, ``frame_ms`` a multiple of 10) or ``"speex"`` (Speex's MDF from
+    libspeexdsp, 8 to 96 kHz). ``filter_ms`` is the longest echo path modelled by Kalman and
+    Speex and the width of the window "auto" keeps the echo in (default 200 ms); ``delay_ms`` a
+    bulk delay of the echo path the reference is moved by first (the filter covers ``delay_ms``
+    to ``delay_ms + filter_ms``), a number or ``"auto"`` (estimated from the signals, up to 1 s;
+    None: ``"auto"`` for ``"peer"`` and for Kalman, which does not search the delay itself,
+    else 0);
     ``frame_ms`` the kernel's frame (20 ms); ``stall_ms`` how long a near-end frame waits for
     reference audio covering it before it is processed against silence. Output is timed on the
     near-end's sample clock and keeps its sample count: output sample ``p`` is near-end sample
@@ -101,8 +104,8 @@ class EchoCancel(KernelBacked, Node):
 
     accepts_any = True
     settings = SETTINGS
-    native_kernel = "Aec3Kernel"  # the default algorithm's; build_kernel picks by algorithm
-    python_kernel = Aec3Kernel
+    native_kernel = "KalmanAecKernel"  # the default algorithm's; build_kernel picks by algorithm
+    python_kernel = KalmanAecKernel
     filter_ms: float
     frame_ms: float
     stall_ms: float
@@ -117,7 +120,7 @@ class EchoCancel(KernelBacked, Node):
         stall_ms: float = 50.0,
         delay_ms: float | str | None = None,
         *,
-        algorithm: str = AEC3,
+        algorithm: str = KALMAN,
         name: str | None = None,
         backend: str | None = None,
     ) -> None:
@@ -144,7 +147,8 @@ class EchoCancel(KernelBacked, Node):
             algorithm=algorithm,
         )
         if self._settings["delay_ms"] is None:
-            self._settings["delay_ms"] = AUTO if isinstance(reference, str) else 0.0
+            searches = isinstance(reference, str) or self._settings["algorithm"] == KALMAN
+            self._settings["delay_ms"] = AUTO if searches else 0.0
         self._backend_init(backend)
         #: near-end frames processed with no reference audio for (part of) their time
         self.unreferenced_frames = 0
@@ -185,6 +189,7 @@ class EchoCancel(KernelBacked, Node):
         self._delay = 0  # bulk delay in samples at the near-end rate
         self._estimator: DelayEstimator | None = None
         self._next_estimate = 0  # the near-end position of the next estimate
+        self._search_until = 0  # estimates come faster until here (or a delay is found)
         self._far_copied = 0  # the estimator has the reference up to here
         self._candidate: float | None = None
         self._delay_found = False
@@ -408,14 +413,16 @@ class EchoCancel(KernelBacked, Node):
         if start is None or (self._next is not None and abs(start - self._next) <= 1):
             start = self._next if self._next is not None else 0
         elif self._estimator is not None:  # the near-end's clock jumped: estimate from here
-            self._next_estimate = start + round(EST_HOP_S * rate)
+            self._search_until = start + round(EST_SEARCH_S * rate)
+            self._next_estimate = start + self._hop(start)
             self._far_copied = start - self._estimator.max_delay
         if self._rate == 0:
             self._rate = rate
             self._delay = round(self.bulk_delay_ms * rate / 1000)
             if self.auto_delay:
                 self._estimator = DelayEstimator(rate)
-                self._next_estimate = start + round(EST_HOP_S * rate)
+                self._search_until = start + round(EST_SEARCH_S * rate)
+                self._next_estimate = start + self._hop(start)
                 self._far_copied = start - self._estimator.max_delay
         if self._out_pos is None:
             self._out_pos = start
@@ -477,7 +484,7 @@ class EchoCancel(KernelBacked, Node):
             pos += cut
             if self._estimator is not None and pos >= self._next_estimate:
                 outs += self._estimate(pos)
-                self._next_estimate = pos + round(EST_HOP_S * rate)
+                self._next_estimate = pos + self._hop(pos)
         self._trim(pos - self._keep())
         if complete:
             self._stalled = False
@@ -486,6 +493,12 @@ class EchoCancel(KernelBacked, Node):
         self.frames += 1
         for out in outs:
             yield out
+
+    def _hop(self, pos: int) -> int:
+        """Samples from ``pos`` to the next estimate: a quarter second while searching (no delay
+        found yet, in the first ``EST_SEARCH_S`` of the stream), else half a second."""
+        searching = not self._delay_found and pos < self._search_until
+        return round((EST_SEARCH_HOP_S if searching else EST_HOP_S) * self._rate)
 
     def _estimate(self, at: int) -> list[Any]:
         """Estimate the bulk delay at near-end position ``at``; move it when the echo left the

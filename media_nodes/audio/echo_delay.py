@@ -16,6 +16,9 @@ AUTO_MAX_DELAY_MS = 1000.0  # the longest bulk delay "auto" looks for
 EST_RATE = 8000  # about the rate the estimator works at (an integer fraction of the stream's)
 EST_WINDOW_S = 4.0  # near-end audio each estimate looks at
 EST_HOP_S = 0.5  # an estimate every half second of near-end
+EST_SEARCH_HOP_S = 0.25  # ... every quarter second while searching: until the first delay is
+EST_SEARCH_S = 4.0  # found, in the first 4 s of near-end (an echo-free stream then pays no more)
+EST_MIN_S = 0.5  # the least near-end an estimate looks at
 EST_LAG_S = 0.1  # ... of audio this much older than the newest
 EST_RATIO = 10.0  # a peak this far over the mean is an echo (uncorrelated: about 5)
 EST_AGREE_MS = 2.0  # two estimates in a row within this are believed
@@ -33,7 +36,7 @@ class DelayEstimator:
     spectrum whitened, so the peak is sharp on speech) over delays 0 to ``max_delay_ms``. It
     returns ``(delay_ms, ratio)``, ``ratio`` being the peak over the mean magnitude (uncorrelated
     signals give about 5, the echo of speech through Opus both ways 15 to 40), or None when
-    either side is silent (under -60 dBFS) or less than a second of near-end was seen.
+    either side is silent (under -60 dBFS) or less than ``EST_MIN_S`` of near-end was seen.
     """
 
     def __init__(
@@ -63,7 +66,7 @@ class DelayEstimator:
         start = max(end - self.window, self._near.first if self._near.first is not None else end)
         q = self.step
         start = end - (end - start) // q * q
-        if end - start < self.rate:
+        if end - start < round(EST_MIN_S * self.rate):
             return None
         near = self._near.read(start, end)
         far = self._far.read(start - self.max_delay, end)

@@ -1,10 +1,11 @@
 """EchoCancel's settings, one definition (stream.stage_settings) for the node and its kernels.
 
-Apart from ``echo_cancel.py`` so the kernel twins (``echo_cancel_kernel.py``: Speex;
-``aec3_kernel.py``: AEC3) and the node can all take it without importing each other.
-``SETTINGS`` is the node's (and Speex's kernel's: ``filter_ms``, ``frame_ms``);
-``AEC3_SETTINGS`` the AEC3 kernel's (``frame_ms`` only, a multiple of AEC3's 10 ms), the check
-the node's ``relate`` applies when ``algorithm="aec3"``.
+Apart from ``echo_cancel.py`` so the kernel twins (``kalman_kernel.py``: ours;
+``echo_cancel_kernel.py``: Speex; ``aec3_kernel.py``: AEC3) and the node can all take it without
+importing each other. ``SETTINGS`` is the node's (and Speex's kernel's: ``filter_ms``,
+``frame_ms``); ``KALMAN_SETTINGS`` the Kalman kernel's (the same two); ``AEC3_SETTINGS`` the AEC3
+kernel's (``frame_ms`` only, a multiple of AEC3's 10 ms), the check the node's ``relate`` applies
+when ``algorithm="aec3"``.
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ STALL_MS = (0.0, 60000.0)
 DELAY_MS = (0.0, 10000.0)
 #: ``delay_ms="auto"``: the bulk delay is estimated from the signals
 AUTO = "auto"
-#: ``algorithm``: WebRTC's AEC3 (the default), Speex's MDF, or our frequency-domain Kalman
-#: canceller (kalman_aec.py)
+#: ``algorithm``: our frequency-domain Kalman canceller (kalman_aec.py, the default), WebRTC's
+#: AEC3, or Speex's MDF
 AEC3, SPEEX, KALMAN = "aec3", "speex", "kalman"
 ALGORITHMS = (AEC3, SPEEX, KALMAN)
 
@@ -99,9 +100,9 @@ SETTINGS = Settings(
     Setting(
         "algorithm",
         "str",
-        AEC3,
+        KALMAN,
         one_of("algorithm", ALGORITHMS),
-        doc="the canceller: 'aec3' (WebRTC's AEC3), 'speex' (Speex's MDF) or 'kalman'",
+        doc="the canceller: 'kalman' (ours), 'aec3' (WebRTC's AEC3) or 'speex' (Speex's MDF)",
         kernel=False,
     ),
     relate=_relate,

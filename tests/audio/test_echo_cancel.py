@@ -221,7 +221,7 @@ def scene8k() -> dict[str, Any]:
     near_sizes=SIZES,
     ref_sizes=SIZES,
     delay=st.sampled_from([0.0, 35.0, "auto"]),
-    algorithm=st.sampled_from(["aec3", "speex"]),
+    algorithm=st.sampled_from(["kalman", "aec3", "speex"]),
 )
 async def test_node_output_does_not_depend_on_the_split(
     backend: str,
@@ -304,7 +304,8 @@ def test_settings_and_the_peer_reference_form() -> None:
         EchoCancel([], delay_ms="late", name="aec")
     with pytest.raises(ConfigError, match=r"^aec: delay_ms must be a number in \[0.0, 10000.0\]"):
         EchoCancel([], delay_ms=-1, name="aec")
-    assert EchoCancel([]).delay_ms == 0.0 and EchoCancel("peer").delay_ms == "auto"
+    assert EchoCancel([], algorithm="speex").delay_ms == 0.0
+    assert EchoCancel([]).delay_ms == "auto" and EchoCancel("peer").delay_ms == "auto"
     with pytest.raises(ConfigError, match="manifest form only with reference='peer'"):
         EchoCancel([]).params()
     with pytest.raises(ConfigError, match="use_reference"):
@@ -322,7 +323,7 @@ def test_settings_and_the_peer_reference_form() -> None:
         "frame_ms": 20.0,
         "stall_ms": 50.0,
         "delay_ms": "auto",
-        "algorithm": "aec3",
+        "algorithm": "kalman",
     }
 
 
@@ -337,10 +338,17 @@ async def test_a_peer_reference_is_bound_before_it_runs(backend: str) -> None:
     assert out.shape == mic.shape and node.unreferenced_frames == 0
 
 
-# --------------------------------------------------------------------------- the AEC3 default
+# ------------------------------------------------------------- Kalman (the default) and AEC3
 
 # The AEC3 kernels' output delay (both twins, tests/audio/test_aec3.py), per rate.
 AEC3_LATENCY = {8000: 88, 16000: 128, 32000: 260, 48000: 430}
+
+
+def _kalman_kernel(backend: str) -> Any:
+    cls = getattr(kernel_module(backend), "KalmanAecKernel", None)
+    if cls is None:
+        pytest.skip("the installed engine predates KalmanAecKernel")
+    return cls
 
 
 def _aec3_kernel(backend: str) -> Any:
@@ -388,12 +396,59 @@ def _aligned(out: list[AudioFrame], start: int, n: int) -> F32:
     return y
 
 
-async def test_default_is_aec3_and_the_node_takes_its_latency_off(backend: str) -> None:
+async def test_default_is_kalman_and_the_node_takes_its_latency_off(backend: str) -> None:
+    kalman = _kalman_kernel(backend)
+    r = 16000
+    s = echo_scene(4.0, rate=r, double_talk=(3.0, 3.5))
+    mic, far = s["mic"].astype(np.float32)[None], s["far"].astype(np.float32)[None]
+    node, out = await _through_node(mic, far, r, start=r, delay_ms=0.0)
+    assert node.algorithm == "kalman" and node.backend == backend
+    assert type(node.kernel) is kalman and node.latency_samples == 32  # one 2 ms block
+    assert node.backend_reason.endswith("; algorithm 'kalman'")
+    lat = 32
+    pad = np.zeros((1, lat), np.float32)
+    direct = run(kalman(), np.concatenate([mic, pad], 1), np.concatenate([far, pad], 1), r, [320])
+    assert np.array_equal(join_frames(out), direct[:, lat:])
+    assert [f.pts for f in out[:3]] == [r, r + 320 - lat, r + 640 - lat]
+    assert out[0].num_samples == 320 - lat and all(f.num_samples == 320 for f in out[1:-1])
+    assert sum(f.num_samples for f in out) == mic.shape[1]
+    # Kalman does not search the delay itself: a stream reference gets "auto" by default.
+    assert EchoCancel([]).delay_ms == "auto"
+    assert EchoCancel([], algorithm="aec3").delay_ms == 0.0
+
+
+@pytest.mark.parametrize(("rate", "block"), [(8000, 16), (32000, 128), (48000, 192)])
+async def test_kalman_runs_at_each_of_its_rates(backend: str, rate: int, block: int) -> None:
+    _kalman_kernel(backend)
+    s = echo_scene(1.0, rate=rate)
+    mic, far = s["mic"].astype(np.float32)[None], s["far"].astype(np.float32)[None]
+    node, out = await _through_node(mic, far, rate)
+    assert node.latency_samples == block and node.unreferenced_frames == 0
+    assert out[0].pts == 0 and out[0].sample_rate == rate
+    assert sum(f.num_samples for f in out) == mic.shape[1]
+    assert all(b.pts == a.pts + a.num_samples for a, b in pairwise(out))
+
+
+async def test_kalman_refuses_other_rates_naming_the_stage(backend: str) -> None:
+    _kalman_kernel(backend)
+    x = np.zeros((1, 4410), np.float32)
+    node = EchoCancel(_frames(split_frames(x, 44100, 882)), name="aec")
+    with pytest.raises(NodeError) as info:
+        await run_node(node, split_frames(x, 44100, 882))
+    cause = info.value.__cause__
+    assert isinstance(cause, FormatError) and cause.stage == "aec"
+    assert str(cause).startswith(
+        "aec: the Kalman canceller runs at 8000, 16000, 32000 or 48000 Hz, got 44100 Hz; "
+        "put Resample before it"
+    )
+
+
+async def test_aec3_node_takes_its_latency_off(backend: str) -> None:
     aec3 = _aec3_kernel(backend)
     r = 16000
     s = echo_scene(4.0, rate=r, double_talk=(3.0, 3.5))
     mic, far = s["mic"].astype(np.float32)[None], s["far"].astype(np.float32)[None]
-    node, out = await _through_node(mic, far, r, start=r)
+    node, out = await _through_node(mic, far, r, start=r, algorithm="aec3")
     assert node.algorithm == "aec3" and node.backend == backend
     assert type(node.kernel) is aec3 and node.latency_samples == AEC3_LATENCY[r]
     assert node.backend_reason.endswith("; algorithm 'aec3'")
@@ -414,7 +469,7 @@ async def test_aec3_runs_at_each_of_its_rates(backend: str, rate: int) -> None:
     _aec3_kernel(backend)
     s = echo_scene(1.0, rate=rate)
     mic, far = s["mic"].astype(np.float32)[None], s["far"].astype(np.float32)[None]
-    node, out = await _through_node(mic, far, rate)
+    node, out = await _through_node(mic, far, rate, algorithm="aec3")
     assert node.latency_samples == AEC3_LATENCY[rate] and node.unreferenced_frames == 0
     assert out[0].pts == 0 and out[0].sample_rate == rate
     assert sum(f.num_samples for f in out) == mic.shape[1]
@@ -424,7 +479,7 @@ async def test_aec3_runs_at_each_of_its_rates(backend: str, rate: int) -> None:
 async def test_aec3_refuses_other_rates_naming_the_stage(backend: str) -> None:
     _aec3_kernel(backend)
     x = np.zeros((1, 4410), np.float32)
-    node = EchoCancel(_frames(split_frames(x, 44100, 882)), name="aec")
+    node = EchoCancel(_frames(split_frames(x, 44100, 882)), name="aec", algorithm="aec3")
     with pytest.raises(NodeError) as info:
         await run_node(node, split_frames(x, 44100, 882))
     cause = info.value.__cause__
@@ -443,9 +498,10 @@ async def test_aec3_echo_reduction_through_the_node(backend: str) -> None:
     s = _quiet_scene(seconds, r)
     n = s["mic"].shape[0]
     f32 = np.float32
-    _, out = await _through_node(s["mic"].astype(f32)[None], s["far"].astype(f32)[None], r)
+    mic, far = s["mic"].astype(f32)[None], s["far"].astype(f32)[None]
+    _, out = await _through_node(mic, far, r, algorithm="aec3")
     alone = (s["near"] + s["noise"]).astype(f32)[None]
-    _, passed_out = await _through_node(alone, np.zeros_like(alone), r)
+    _, passed_out = await _through_node(alone, np.zeros_like(alone), r, algorithm="aec3")
     y = _aligned(out, 0, n).astype(np.float64)
     residual = y - _aligned(passed_out, 0, n)
     w = r // 2
@@ -470,7 +526,7 @@ async def test_auto_delay_takes_aec3_past_its_own_range(backend: str) -> None:
     mic, far, r = delayed_scene(scene, 0.7, 12.0)
     results = {}
     for delay in (0.0, "auto"):
-        node = EchoCancel(split_frames(far, r, 320), delay_ms=delay)
+        node = EchoCancel(split_frames(far, r, 320), delay_ms=delay, algorithm="aec3")
         audio, events = _media(await run_node(node, split_frames(mic, r, 320)))
         tail = slice(8 * r, 12 * r)
         assert audio.shape == mic.shape
@@ -485,10 +541,9 @@ async def test_auto_delay_takes_aec3_past_its_own_range(backend: str) -> None:
 
 def test_the_default_needs_no_libspeexdsp(monkeypatch: pytest.MonkeyPatch) -> None:
     """libspeexdsp made unloadable (the Python twin's loader): Speex is unavailable, the
-    default AEC3 builds as before. (The Rust Speex kernel loads the library the same way.)"""
+    default (Kalman) builds as before. (The Rust Speex kernel loads the library the same way.)"""
     from media_nodes.audio import echo_cancel_kernel
 
-    _aec3_kernel("python")
     monkeypatch.setattr(echo_cancel_kernel, "LIBRARY", "libspeexdsp-missing.so.1")
     monkeypatch.setattr(echo_cancel_kernel, "_LIB", None)
     speex = EchoCancel([], algorithm="speex", backend="python", name="aec")
@@ -496,5 +551,5 @@ def test_the_default_needs_no_libspeexdsp(monkeypatch: pytest.MonkeyPatch) -> No
         speex.build_kernel()
     node = EchoCancel([], backend="python", name="aec")
     node.build_kernel()
-    assert node.backend == "python" and type(node.kernel).__name__ == "Aec3Kernel"
-    assert node.backend_reason == "asked for (backend='python'); algorithm 'aec3'"
+    assert node.backend == "python" and type(node.kernel).__name__ == "KalmanAecKernel"
+    assert node.backend_reason == "asked for (backend='python'); algorithm 'kalman'"

@@ -61,7 +61,9 @@ ERLE_S = (7.5, 9.5)
 DOUBLE_S = (9.7, 11.2)
 NEAR_ONLY_S = (12.2, 12.9)
 ERLE_MIN_DB = 10.0
-AEC3_ERLE_MIN_DB = 20.0  # the default's, over ERLE_S
+AEC3_ERLE_MIN_DB = 20.0  # over ERLE_S
+KALMAN_ERLE_MIN_DB = 25.0  # the default's, over ERLE_S
+EARLY_S = 3  # issue 11: 25 dB within 3 s, read in 0.5 s windows (the plot's and benchmark's)
 
 
 def room_response(rate: int = RATE, seed: int = 0) -> np.ndarray:
@@ -243,6 +245,7 @@ class Leg:
     echo_dbfs: float
     erle: float
     per_second: list[float]
+    early: list[float]  # ERLE per 0.5 s window over the first EARLY_S
     double_in: float
     double_out: float
     alone: float
@@ -254,7 +257,7 @@ class Leg:
 def run_leg(
     hosts: Any, start_server: Any, tmp_path: Path, algorithm: str | None = None, **aec_params: Any
 ) -> Leg:
-    """One run; ``algorithm`` None: the manifest names none (EchoCancel's default, AEC3)."""
+    """One run; ``algorithm`` None: the manifest names none (EchoCancel's default, Kalman)."""
     tmp_path.mkdir()
     raw_path, out_path = tmp_path / "raw.npz", tmp_path / "out.npz"
     aec = {"reference": "peer", **aec_params}
@@ -325,6 +328,10 @@ def run_leg(
         per_second=[
             round(_db(x[span((t, t + 1))], y[span((t, t + 1))]), 1) for t in range(int(ERLE_S[1]))
         ],
+        early=[
+            round(_db(x[span((t / 2, t / 2 + 0.5))], y[span((t / 2, t / 2 + 0.5))]), 1)
+            for t in range(2 * EARLY_S)
+        ],
         double_in=_gain_db(x[d], own),
         double_out=_gain_db(y[d], own),
         alone=_db(y[span(NEAR_ONLY_S)], x[span(NEAR_ONLY_S)]),
@@ -335,7 +342,8 @@ def run_leg(
     warnings = [line for line in server.lines if "WARNING" in line][-5:]
     leg.report = (
         f"echo {leg.echo_dbfs:.1f} dBFS, ERLE {leg.erle:.1f} dB over {ERLE_S} s (per second "
-        f"{leg.per_second}); near-end in double talk {leg.double_in:+.2f} dB in, "
+        f"{leg.per_second}; per 0.5 s to {EARLY_S} s {leg.early}); near-end in double talk "
+        f"{leg.double_in:+.2f} dB in, "
         f"{leg.double_out:+.2f} dB out; near-end alone out/in {leg.alone:+.2f} dB; echo_delay "
         f"events {events}; reference {stats[-1] if stats else None}; peer started at "
         f"{at / AEC_RATE:.3f} s; peer glitches {leg.glitches}; server warnings {warnings}; "
@@ -346,7 +354,7 @@ def run_leg(
     return leg
 
 
-@pytest.mark.parametrize("algorithm", [None, "speex"], ids=["default", "speex"])
+@pytest.mark.parametrize("algorithm", [None, "aec3", "speex"], ids=["default", "aec3", "speex"])
 def test_echo_of_the_outbound_audio_is_cancelled(
     hosts: Any, start_server: Any, tmp_path: Path, algorithm: str | None
 ) -> None:
@@ -371,12 +379,20 @@ def test_echo_of_the_outbound_audio_is_cancelled(
         # 0.1-0.5).
         assert abs(leg.double_out - leg.double_in) <= 2.0, report
         return
-    # AEC3 (the default): measured 31.7-32.5 dB over ERLE_S, and 25 dB within 3 s (issue 11's
-    # figure; measured 28-30 dB in the second second): AEC3 finds the ~370 ms round trip itself,
-    # so "auto" reports it and keeps the bulk delay (a move would restart the canceller). Its
-    # stock suppressor ducks the near-end in double talk where the echo is louder than it
-    # (docs/aec3-evaluation.md; issue 11's goal is not met yet): measured 4.9-6.9 dB here; a
-    # suppressor that removed the talker would take 20 dB or more.
-    assert leg.erle >= AEC3_ERLE_MIN_DB, report
-    assert max(leg.per_second[:3]) >= 25.0, report
-    assert abs(leg.double_out - leg.double_in) <= 10.0, report
+    if algorithm == "aec3":
+        # Measured 31.7-32.5 dB over ERLE_S, 28-30 dB in the second second: AEC3 finds the
+        # ~370 ms round trip itself, so "auto" reports it and keeps the bulk delay (a move would
+        # restart the canceller). Its stock suppressor ducks the near-end in double talk where
+        # the echo is louder than it (docs/aec3-evaluation.md): measured 4.9-6.9 dB here; a
+        # suppressor that removed the talker would take 20 dB or more.
+        assert leg.erle >= AEC3_ERLE_MIN_DB, report
+        assert max(leg.per_second[:3]) >= 25.0, report
+        assert abs(leg.double_out - leg.double_in) <= 10.0, report
+        return
+    # Kalman (the default), issue 11's goals on the leg: 25 dB within 3 s ("auto" finds the
+    # round trip at 1.75-2.25 s, the filter converges after it: measured 37 dB in the 2.5-3 s
+    # window; a 1 s window straddling the convergence read 23.8-42.7), deeper once converged,
+    # and the near-end kept in double talk within 2 dB (measured 0.34-0.45 dB).
+    assert leg.erle >= KALMAN_ERLE_MIN_DB, report
+    assert max(leg.early) >= 25.0, report
+    assert abs(leg.double_out - leg.double_in) <= 2.0, report
