@@ -234,19 +234,20 @@ def test_idle_call_is_closed(call_server: Any, caller: Any) -> None:
 def test_echo_is_cancelled_on_a_call(call_server: Any, caller: Any) -> None:
     """The caller plays what it receives through a room (``room_response``) into its microphone;
     the pipeline (EchoCancel(reference="peer") then a far-end talker) cancels that echo."""
-    probes: list[tuple[Recorder, FarEnd]] = []
+    probes: list[tuple[Recorder, EchoCancel, FarEnd]] = []
     seconds = 10.0
 
     def factory() -> Pipeline:
         probe, far = Recorder(name="probe"), FarEnd(seconds, RATE, name="far")
-        probes.append((probe, far))
-        return Pipeline([probe, EchoCancel(reference="peer", name="aec"), far])
+        aec = EchoCancel(reference="peer", name="aec")
+        probes.append((probe, aec, far))
+        return Pipeline([probe, aec, far])
 
     server = call_server(factory)
     rir = room_response(RATE, np.random.default_rng(0))
     silence = np.zeros(int(seconds * RATE), np.float32)
     caller(lambda: twilio_call(f"{server.base}/twilio", silence, room=Speaker(rir)), timeout=180)
-    probe, far = probes[0]
+    probe, aec, far = probes[0]
     raw, cancelled = probe.signal(), far.signal()
     n = min(raw.shape[0], cancelled.shape[0])
     a, b = int(3.0 * RATE), n - int(0.5 * RATE)
@@ -259,8 +260,12 @@ def test_echo_is_cancelled_on_a_call(call_server: Any, caller: Any) -> None:
         for i in range(0, n - RATE, RATE)
     ]
     print(
-        f"echo {echo_db:.1f} dBFS, left {left_db:.1f} dBFS, ERLE {erle:.1f} dB; per second {per_s}"
+        f"echo {echo_db:.1f} dBFS, left {left_db:.1f} dBFS, ERLE {erle:.1f} dB; per second "
+        f"{per_s}; bulk delay {aec.bulk_delay_ms} ms (moved {aec.delay_changes}x, last estimate "
+        f"{aec.delay_estimate_ms} ms)"
     )
+    # The default (Kalman): "auto" finds the ~117 ms echo and moves the bulk delay once, which
+    # restarts the filter; measured 24.5-26.3 dB in 5 runs, 16.8 in one more (AEC3: 26-27 dB).
     assert erle >= 20, erle
 
 
