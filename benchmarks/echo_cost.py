@@ -7,10 +7,10 @@ it by the bulk delay, runs the delay estimator (``delay_ms="auto"``), calls the 
 the output. The kernel alone is the same kernel (``build_kernel()``: same backend, same
 arguments) called in a bare loop on the same near-end and the already-aligned reference. Every
 configuration: 16 and 48 kHz, a mono or a stereo reference, ``delay_ms=100`` or ``"auto"``,
-``algorithm`` ``aec3`` and ``speex``, both backends (``REMOTEMEDIA_RUNTIME``). The scene is
-``echo_scene()`` with the echo 150 ms late. Times are CPU time of this process
-(``time.process_time``: what the stream costs a core, whatever else the machine runs), best of
-``--repeats`` runs, in µs per 20 ms frame; "% core" is that over 20 ms.
+``algorithm`` ``kalman`` (the default), ``aec3`` and ``speex``, both backends
+(``REMOTEMEDIA_RUNTIME``). The scene is ``echo_scene()`` with the echo 150 ms late. Times are
+CPU time of this process (``time.process_time``: what the stream costs a core, whatever else the
+machine runs), best of ``--repeats`` runs, in µs per 20 ms frame; "% core" is that over 20 ms.
 
     python benchmarks/echo_cost.py            # 10 s scenes, best of 3
     python benchmarks/echo_cost.py --smoke    # 1.5 s scenes, one run: proves it runs (CI)
@@ -129,7 +129,7 @@ async def main() -> None:
     )
     print("|---|---|---:|---|---|---:|---:|---:|---:|")
     worst: dict[str, float] = {}
-    for algorithm in ("aec3", "speex"):
+    for algorithm in ("kalman", "aec3", "speex"):
         for backend in BACKENDS:
             why = available(algorithm, backend)
             if why is not None:

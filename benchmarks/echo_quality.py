@@ -20,14 +20,15 @@ speech-like near-end in double talk, -60 dBFS noise).
    bring it, through pyrnnoise).
 
 Systems side by side: ``speex`` (``EchoCancel(algorithm="speex")``'s kernel; both backends give
-the same samples, so one row), ``aec3-rust`` (the default's Rust kernel, ``sonora``) and
-``aec3-python`` (the default's Python twin: WebRTC's own audio processing module through livekit,
-the reference every browser runs), ``kalman-rust`` and ``kalman-python`` (``algorithm="kalman"``:
-our frequency-domain Kalman canceller with a shadow filter and a residual-echo suppressor,
-media_nodes/audio/kalman_aec.py, the engine's twin in f64). AEC3's output lags its input by ``latency_samples``; it is
-taken off before measuring (as the node does). AEC3's suppressor and comfort noise reshape the
--60 dBFS noise, which caps its ERLE here at 25-30 dB (tests/audio/test_aec3.py measures the
-converged figure at -90 dBFS: 47-49 dB).
+the same samples, so one row), ``kalman-rust`` and ``kalman-python`` (the default,
+``algorithm="kalman"``: our frequency-domain Kalman canceller with a shadow filter and a
+residual-echo suppressor, media_nodes/audio/kalman_aec.py, the twins in float64),
+``aec3-rust`` (``algorithm="aec3"``'s Rust kernel, ``sonora``) and ``aec3-python`` (its Python
+twin: WebRTC's own audio processing module through livekit, the reference every browser runs).
+AEC3's and Kalman's output lags the input by ``latency_samples``; it is taken off before
+measuring (as the node does). AEC3's suppressor and comfort noise reshape the -60 dBFS noise,
+which caps its ERLE here at 25-30 dB (tests/audio/test_aec3.py measures the converged figure at
+-90 dBFS: 47-49 dB).
 
 ERLE is echo energy over residual-echo energy: the output minus the near-end and noise as the
 canceller passes them alone (its DC notch shifts the phase of low voices: subtracting the raw
