@@ -8,7 +8,7 @@ frames of exactly 10 ms, so the twin quantises (``clip(rint(x * 32768))``) and s
 1/32768. The twins are different code of one algorithm: they agree in echo reduction and level
 (measured in tests/audio/test_aec3.py), not sample for sample.
 
-The node is ``EchoCancel`` (echo_cancel.py, ``algorithm="aec3"``, its default); the kernel's
+The node is ``EchoCancel`` (echo_cancel.py, with ``algorithm="aec3"``); the kernel's
 settings are ``AEC3_SETTINGS`` in echo_settings.py, beside the node's.
 """
 

@@ -65,7 +65,7 @@ class VoiceProcessor(Node):
 
     ``echo``: None (no echo cancellation), ``"peer"`` (the audio a WebRTC session sends to its
     peer, bound by the session) or a reference stream of AudioFrames, as ``EchoCancel`` takes
-    it (AEC3, its default). ``noise``: ``"webrtc"`` (``NoiseSuppress``), ``"rnnoise"``
+    it (its default: Kalman). ``noise``: ``"webrtc"`` (``NoiseSuppress``), ``"rnnoise"``
     (``Denoise``, 48 kHz only) or None. ``gain``: ``AutoGain`` last. ``high_pass``:
     ``HighPass`` first. ``backend`` goes to every inner stage. Inner stages are named
     ``{name}.high_pass``, ``{name}.echo``, ``{name}.noise``, ``{name}.gain``; their typed
