@@ -277,6 +277,11 @@ class KalmanAecKernel:
     def flush(self) -> list[_Block]:
         """The samples not yet emitted, then a reset."""
 
+    def shift_far(self, samples: int) -> int:
+        """Carries the adapted filters over a move of the bulk delay (the far-end fed from now on
+        ``samples`` later behind the near-end); returns the samples shifted by (whole blocks),
+        0 when it cannot (then flush)."""
+
     def reset(self) -> None:
         """Drops the stream state, the adapted filters included."""
 

@@ -502,8 +502,8 @@ class EchoCancel(KernelBacked, Node):
 
     def _estimate(self, at: int) -> list[Any]:
         """Estimate the bulk delay at near-end position ``at``; move it when the echo left the
-        filter's window (an ``echo_delay`` event, the kernel flushed: its filter was for the old
-        delay)."""
+        filter's window (an ``echo_delay`` event; the kernel flushed, its filter was for the old
+        delay, unless the Kalman canceller can carry its filters over)."""
         estimator = self._estimator
         assert estimator is not None
         # The reference up to what this estimate reads, copied now: all of it has been placed
@@ -531,10 +531,16 @@ class EchoCancel(KernelBacked, Node):
         self._delay_found = True
         outs: list[Any] = []
         if not inside:
-            self.bulk_delay_ms = max(0.0, round(lag_ms - AUTO_MARGIN_MS, 3))
-            self._delay = round(self.bulk_delay_ms * self._rate / 1000)
+            target_ms = max(0.0, round(lag_ms - AUTO_MARGIN_MS, 3))
+            moved = self._carry_over(round(target_ms * self._rate / 1000) - self._delay)
+            if moved:  # the kernel kept its filters, moved by whole blocks
+                self._delay += moved
+                self.bulk_delay_ms = round(self._delay * 1000 / self._rate, 3)
+            else:
+                self.bulk_delay_ms = target_ms
+                self._delay = round(self.bulk_delay_ms * self._rate / 1000)
+                outs += self._end_kernel_stream()
             self.delay_changes += 1
-            outs += self._end_kernel_stream()
         outs.append(
             self.event(
                 "echo_delay",
@@ -545,6 +551,15 @@ class EchoCancel(KernelBacked, Node):
             )
         )
         return outs
+
+    def _carry_over(self, delta: int) -> int:
+        """Move the Kalman canceller's filters with a move of the bulk delay by ``delta``
+        samples, so what it learnt of the room carries over: the samples it moved by (whole
+        blocks), or 0 (another algorithm, no stream yet, a move past its filter): then the
+        kernel is flushed and starts over."""
+        if self.algorithm != KALMAN or self._skip is None or self._delay + delta < self._latency:
+            return 0  # (near 0 the rounding to blocks could take the delay under it)
+        return int(self._kernel.shift_far(delta))
 
     def _reach_ms(self) -> float:
         """How far past the bulk delay the kernel cancels an echo without a move: AEC3 searches

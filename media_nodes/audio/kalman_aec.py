@@ -95,6 +95,32 @@ class KalmanAec:
         self.phi_e: F64 = np.zeros(self.bins)
         self.phi_r: F64 = np.zeros(self.bins)
 
+    def shift(self, m: int) -> None:
+        """The far-end fed from now on is ``m`` blocks older (``m`` < 0: newer) than so far: the
+        bulk delay before the canceller moved. The filters, ``P`` and the far-end history move
+        by ``m`` lags so the echo path learnt carries over; lags with no history start empty
+        (``P`` at its start). ``0 < |m| < parts``."""
+        parts, k = self.parts, abs(m)
+        assert 0 < k < parts
+        for a, fill in ((self.w, 0.0), (self.ws, 0.0), (self.p, self.p0)):
+            if m > 0:
+                a[: parts - k] = a[k:].copy()
+                a[parts - k :] = fill
+            else:
+                a[k:] = a[: parts - k].copy()
+                a[:k] = fill
+        # Ring: lag l lives in slot (head - l) % parts. Moving the head by m re-labels every
+        # slot; the m slots that wrap around hold no far-end of the new alignment.
+        if m > 0:
+            stale = (self.head - np.arange(k)) % parts  # the newest k: now the oldest lags
+            self.head = (self.head - k) % parts
+            self.x_hist[stale] = 0.0
+            self.x_time = np.fft.irfft(self.x_hist[self.head], n=self.fft)
+        else:
+            self.head = (self.head + k) % parts
+            self.x_hist[(self.head - np.arange(k)) % parts] = 0.0  # newer than fed: unknown
+            self.x_time = np.zeros(self.fft)
+
     def _lagged(self) -> C128:
         """Far-end spectra by lag (0: newest)."""
         order = (self.head - np.arange(self.parts)) % self.parts

@@ -115,6 +115,20 @@ class KalmanAecKernel(PairKernel):
         st.feed(x[0].astype(np.float64), far_mono(f).astype(np.float64))
         return st.take(whole_frames=True)
 
+    def shift_far(self, samples: int) -> int:
+        """Carry the adapted filters over a move of the bulk delay: the far-end fed from now on
+        is ``samples`` later (negative: earlier) behind the near-end than so far. Rounds to
+        whole canceller blocks and returns the samples it shifted by; 0 when it cannot (no
+        stream yet, less than half a block, or a move as long as the filter): flush then."""
+        st = self._st
+        if st is None:
+            return 0
+        m = round(int(samples) / st.aec.block)
+        if m == 0 or abs(m) >= st.aec.parts:
+            return 0
+        st.aec.shift(m)
+        return m * st.aec.block
+
     def flush(self) -> list[Block]:
         st, out = self._st, []
         if st is not None:

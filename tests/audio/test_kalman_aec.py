@@ -24,6 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from media_nodes.audio.echo_scene import echo_scene
+from media_nodes.audio.kalman_aec import block_samples
 from media_nodes.audio.kalman_kernel import KalmanAecKernel as PythonKalman
 from stream.errors import ConfigError, FormatError
 
@@ -204,6 +205,41 @@ def test_twins_give_the_same_samples_however_the_input_is_split(
         assert whole.shape == split.shape == mic.shape
         np.testing.assert_array_equal(whole, split, err_msg=name)
         outs[name] = whole
+    np.testing.assert_allclose(outs["rust"], outs["python"], rtol=0, atol=1e-6)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    rate=st.sampled_from([8000, 16000, 32000, 48000]),
+    seed=st.integers(0, 2**31),
+    at=st.floats(0.05, 0.4),
+    shift_ms=st.floats(-150.0, 150.0),
+    filter_ms=st.sampled_from([64.0, 200.0]),
+)
+def test_twins_shift_their_filters_alike(
+    rate: int, seed: int, at: float, shift_ms: float, filter_ms: float
+) -> None:
+    """``shift_far`` mid-stream (a move of the bulk delay): both twins round it to the same
+    whole blocks (0 when it is under half a block or as long as the filter) and go on giving
+    the same samples within float32 rounding."""
+    rust = _engine_kernel()
+    rng = np.random.default_rng(seed)
+    n, cut = int(0.5 * rate), int(at * rate)
+    far = rng.standard_normal(n) * 0.1
+    near = np.convolve(far, rng.standard_normal(rate // 100) * 0.05)[:n]
+    mic, ref = near.astype(np.float32)[None], far.astype(np.float32)[None]
+    delta = round(shift_ms * rate / 1000)
+    outs, moved = {}, {}
+    for name, cls in (("rust", rust), ("python", PythonKalman)):
+        k = cls(filter_ms, 20.0)
+        blocks = k.process(mic[:, :cut], ref[:, :cut], rate)
+        moved[name] = k.shift_far(delta)
+        blocks += k.process(mic[:, cut:], ref[:, cut:], rate) + k.flush()
+        outs[name] = np.concatenate(blocks, axis=1)
+    block = block_samples(rate)
+    parts = -(-round(filter_ms * rate / 1000) // block)
+    m = round(delta / block)
+    assert moved["rust"] == moved["python"] == (m * block if 0 < abs(m) < parts else 0)
     np.testing.assert_allclose(outs["rust"], outs["python"], rtol=0, atol=1e-6)
 
 

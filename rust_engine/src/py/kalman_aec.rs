@@ -62,6 +62,13 @@ impl KalmanAecKernel {
         pair::flush(&self.cell, py)
     }
 
+    /// Carries the adapted filters over a move of the bulk delay: the far-end fed from now on
+    /// is `samples` later (negative: earlier) behind the near-end. Rounds to whole canceller
+    /// blocks; returns the samples shifted by, 0 when it cannot (then flush).
+    fn shift_far(&self, py: Python<'_>, samples: i64) -> PyResult<i64> {
+        self.cell.run(py, |k| Ok(k.shift_far(samples)))
+    }
+
     /// Drops the stream state, the adapted filters included.
     fn reset(&self, py: Python<'_>) -> PyResult<()> {
         self.cell.run(py, |k| {
