@@ -324,7 +324,7 @@ impl PairStage for EchoCancel {
 
 #[cfg(test)]
 mod tests {
-    use super::super::testutil::Lcg;
+    use super::super::testutil::{run_pair, Lcg};
     use super::*;
 
     fn have_speex() -> bool {
@@ -353,18 +353,7 @@ mod tests {
     }
 
     fn run(k: &mut EchoCancel, near: &[f32], far: &[f32], rate: u32, step: usize) -> Vec<f32> {
-        let mut out = Vec::new();
-        for (a, b) in near.chunks(step).zip(far.chunks(step)) {
-            let nb = BlockRef::new(1, a.len(), a);
-            let fb = BlockRef::new(1, b.len(), b);
-            if let Some(blk) = k.process(nb, fb, i64::from(rate)).unwrap() {
-                out.extend(blk.data);
-            }
-        }
-        if let Some(blk) = k.flush().unwrap() {
-            out.extend(blk.data);
-        }
-        out
+        run_pair(k, near, far, rate, step, |_| None)
     }
 
     #[test]

@@ -701,61 +701,12 @@ impl PairStage for KalmanAecKernel {
 
 #[cfg(test)]
 mod tests {
-    use super::super::testutil::Lcg;
+    use super::super::testutil::{echo_scene, power, run_pair};
     use super::super::ErrorKind;
     use super::*;
 
-    /// Speech-like far end (noise bursts of 400 ms at varying level, 100 ms pauses, low-passed
-    /// once) through a decaying 60 ms room after `delay_ms`, plus noise at -90 dBFS. Returns
-    /// (echo, far, noise).
-    fn echo_scene(rate: u32, seconds: f64, delay_ms: usize) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
-        let mut g = Lcg(7);
-        let n = (f64::from(rate) * seconds) as usize;
-        let mut far = vec![0.0f32; n];
-        let burst = rate as usize / 2;
-        let mut prev = 0.0f32;
-        for (i, v) in far.iter_mut().enumerate() {
-            let on = i % burst < burst * 4 / 5;
-            let level = 0.05 + 0.1 * ((i / burst) % 3) as f32;
-            let white = if on { level * g.next_f32() } else { 0.0 };
-            prev = 0.6 * prev + 0.4 * white;
-            *v = prev;
-        }
-        let delay = rate as usize * delay_ms / 1000;
-        let len = rate as usize * 60 / 1000;
-        let mut h = vec![0.0f32; delay + len];
-        for (k, tap) in h[delay..].iter_mut().enumerate() {
-            *tap = 0.3 * g.next_f32() * (-(k as f32) / (0.01 * rate as f32)).exp();
-        }
-        let noise: Vec<f32> = (0..n).map(|_| 3e-5 * g.next_f32()).collect();
-        let echo = (0..n)
-            .map(|i| {
-                (0..h.len().min(i + 1))
-                    .map(|k| h[k] * far[i - k])
-                    .sum::<f32>()
-            })
-            .collect();
-        (echo, far, noise)
-    }
-
     fn run(k: &mut KalmanAecKernel, near: &[f32], far: &[f32], rate: u32, step: usize) -> Vec<f32> {
-        let mut out = Vec::new();
-        for (a, b) in near.chunks(step).zip(far.chunks(step)) {
-            let nb = BlockRef::new(1, a.len(), a);
-            let fb = BlockRef::new(1, b.len(), b);
-            if let Some(blk) = k.process(nb, fb, i64::from(rate)).unwrap() {
-                assert_eq!(blk.frames % k.frame_samples().unwrap(), 0);
-                out.extend(blk.data);
-            }
-        }
-        if let Some(blk) = k.flush().unwrap() {
-            out.extend(blk.data);
-        }
-        out
-    }
-
-    fn power(x: &[f32]) -> f64 {
-        x.iter().map(|v| f64::from(*v).powi(2)).sum::<f64>()
+        run_pair(k, near, far, rate, step, |k| k.frame_samples())
     }
 
     #[test]
