@@ -428,7 +428,7 @@ class WebRTCServer:
         """
         sessions = list(self.local.sessions.values())
         for session in sessions:
-            session.send(message)
+            session.notify(message)  # a session just starting gets it when its channel opens
         return len(sessions)
 
     async def stop(self, timeout: float = 10.0, reason: str = "server stopping") -> None:

@@ -228,6 +228,8 @@ class Session:
         self._audio_out: AudioOutputTrack | None = None
         self._video_out: VideoOutputTrack | None = None
         self._channel: RTCDataChannel | None = None
+        # notices (draining, close) sent before the data channel opened: sent when it opens
+        self._unsent: list[dict[str, Any]] = []
         self._run_task: asyncio.Task[None] | None = None
         self._close_task: asyncio.Task[None] | None = None
         # EchoCancel(reference="peer") stages cancel the echo of what this session sends
@@ -449,9 +451,16 @@ class Session:
             "stages": [control.stage_settings(n) for n in self.pipeline.nodes],
         }
         if channel.readyState == "open":
-            self.send(hello)
+            self._greet(hello)
         else:
-            channel.on("open", lambda: self.send(hello))
+            channel.on("open", lambda: self._greet(hello))
+
+    def _greet(self, hello: dict[str, Any]) -> None:
+        """The channel opened: the hello, then the notices that waited for it."""
+        self.send(hello)
+        unsent, self._unsent = self._unsent, []
+        for message in unsent:
+            self.send(message)
 
     def _on_message(self, message: str | bytes) -> None:
         self.last_activity = time.monotonic()
@@ -485,6 +494,19 @@ class Session:
     def data_delivered(self) -> bool:
         """Whether the peer has what was sent on the data channel (``_aiortc.data_delivered``)."""
         return self.state == "closed" or data_delivered(self.pc)
+
+    @property
+    def can_send(self) -> bool:
+        """Whether the data channel is open."""
+        return self._channel is not None and self._channel.readyState == "open"
+
+    def notify(self, message: dict[str, Any]) -> None:
+        """Send a notice (draining, close) now, or after the hello once the data channel opens
+        (a session just starting; at most a few are kept)."""
+        if self.can_send:
+            self.send(message)
+        elif self.state != "closed" and len(self._unsent) < 4:
+            self._unsent.append(message)
 
     def send(self, message: dict[str, Any]) -> None:
         """Send a JSON message on the data channel, if one is open (else drop it)."""
@@ -804,15 +826,32 @@ class Session:
             self._on_closed(self)
 
 
+#: How long a close notice waits for the data channel of a session that is just starting (its
+#: peer's channel usually opens within a round trip of the media; a peer without one waits
+#: this long at most).
+OPENING_S = 1.0
+
+
 async def tell_closing(sessions: list[Session], reason: str, timeout: float) -> None:
     """Send each session's peer ``{"type": "close", "reason"}`` and wait (up to ``timeout``)
     until every one has it (its SCTP acknowledged the message) or has closed: closing the
-    connection sooner could end it before the notice arrives, on a busy machine."""
+    connection sooner could end it before the notice arrives, on a busy machine. A session
+    younger than ``OPENING_S`` whose channel is not open yet gets the notice when it opens."""
+    notice = {"type": "close", "reason": reason}
+    opening: list[Session] = []
     for session in sessions:
-        session.send({"type": "close", "reason": reason})
+        session.notify(notice)
+        young = time.monotonic() - session.created < OPENING_S
+        if not session.can_send and session.state != "closed" and young:
+            opening.append(session)
+    until = time.monotonic() + OPENING_S
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(timeout):
-            while not all(s.data_delivered for s in sessions):
+            while not all(s.data_delivered for s in sessions) or any(
+                not s.can_send and s.state != "closed" for s in opening
+            ):
+                if time.monotonic() >= until:
+                    opening = []  # their peers opened no channel in time
                 await asyncio.sleep(0.02)  # no event for an SCTP acknowledgement
 
 
