@@ -448,30 +448,39 @@ async def test_default_is_kalman_and_the_node_takes_its_latency_off(backend: str
     assert EchoCancel([], algorithm="aec3").delay_ms == 0.0
 
 
-@pytest.mark.parametrize(("rate", "block"), [(8000, 16), (32000, 128), (48000, 192)])
-async def test_kalman_runs_at_each_of_its_rates(backend: str, rate: int, block: int) -> None:
-    _kalman_kernel(backend)
+KALMAN_BLOCK = {8000: 16, 32000: 128, 48000: 192}  # its latency: one canceller block
+REFUSED = {
+    "kalman": "the Kalman canceller runs at 8000, 16000, 32000 or 48000 Hz",
+    "aec3": "AEC3 runs at 8000, 16000, 32000 or 48000 Hz",
+}
+
+
+@pytest.mark.parametrize("algorithm", ["kalman", "aec3"])
+@pytest.mark.parametrize("rate", [8000, 32000, 48000])
+async def test_the_node_runs_at_each_of_the_algorithms_rates(
+    backend: str, algorithm: str, rate: int
+) -> None:
+    (_kalman_kernel if algorithm == "kalman" else _aec3_kernel)(backend)
     s = echo_scene(1.0, rate=rate)
     mic, far = s["mic"].astype(np.float32)[None], s["far"].astype(np.float32)[None]
-    node, out = await _through_node(mic, far, rate)
-    assert node.latency_samples == block and node.unreferenced_frames == 0
+    node, out = await _through_node(mic, far, rate, algorithm=algorithm)
+    latency = KALMAN_BLOCK[rate] if algorithm == "kalman" else AEC3_LATENCY[rate]
+    assert node.latency_samples == latency and node.unreferenced_frames == 0
     assert out[0].pts == 0 and out[0].sample_rate == rate
     assert sum(f.num_samples for f in out) == mic.shape[1]
     assert all(b.pts == a.pts + a.num_samples for a, b in pairwise(out))
 
 
-async def test_kalman_refuses_other_rates_naming_the_stage(backend: str) -> None:
-    _kalman_kernel(backend)
+@pytest.mark.parametrize("algorithm", ["kalman", "aec3"])
+async def test_other_rates_are_refused_naming_the_stage(backend: str, algorithm: str) -> None:
+    (_kalman_kernel if algorithm == "kalman" else _aec3_kernel)(backend)
     x = np.zeros((1, 4410), np.float32)
-    node = EchoCancel(_frames(split_frames(x, 44100, 882)), name="aec")
+    node = EchoCancel(_frames(split_frames(x, 44100, 882)), name="aec", algorithm=algorithm)
     with pytest.raises(NodeError) as info:
         await run_node(node, split_frames(x, 44100, 882))
     cause = info.value.__cause__
     assert isinstance(cause, FormatError) and cause.stage == "aec"
-    assert str(cause).startswith(
-        "aec: the Kalman canceller runs at 8000, 16000, 32000 or 48000 Hz, got 44100 Hz; "
-        "put Resample before it"
-    )
+    assert str(cause).startswith(f"aec: {REFUSED[algorithm]}, got 44100 Hz; put Resample before it")
 
 
 async def test_aec3_node_takes_its_latency_off(backend: str) -> None:
@@ -493,31 +502,6 @@ async def test_aec3_node_takes_its_latency_off(backend: str) -> None:
     assert [f.pts for f in out[:3]] == [r, r + 320 - lat, r + 640 - lat]
     assert out[0].num_samples == 320 - lat and all(f.num_samples == 320 for f in out[1:-1])
     assert sum(f.num_samples for f in out) == mic.shape[1]
-
-
-@pytest.mark.parametrize("rate", [8000, 32000, 48000])
-async def test_aec3_runs_at_each_of_its_rates(backend: str, rate: int) -> None:
-    _aec3_kernel(backend)
-    s = echo_scene(1.0, rate=rate)
-    mic, far = s["mic"].astype(np.float32)[None], s["far"].astype(np.float32)[None]
-    node, out = await _through_node(mic, far, rate, algorithm="aec3")
-    assert node.latency_samples == AEC3_LATENCY[rate] and node.unreferenced_frames == 0
-    assert out[0].pts == 0 and out[0].sample_rate == rate
-    assert sum(f.num_samples for f in out) == mic.shape[1]
-    assert all(b.pts == a.pts + a.num_samples for a, b in pairwise(out))
-
-
-async def test_aec3_refuses_other_rates_naming_the_stage(backend: str) -> None:
-    _aec3_kernel(backend)
-    x = np.zeros((1, 4410), np.float32)
-    node = EchoCancel(_frames(split_frames(x, 44100, 882)), name="aec", algorithm="aec3")
-    with pytest.raises(NodeError) as info:
-        await run_node(node, split_frames(x, 44100, 882))
-    cause = info.value.__cause__
-    assert isinstance(cause, FormatError) and cause.stage == "aec"
-    assert str(cause).startswith(
-        "aec: AEC3 runs at 8000, 16000, 32000 or 48000 Hz, got 44100 Hz; put Resample before it"
-    )
 
 
 async def test_aec3_echo_reduction_through_the_node(backend: str) -> None:
