@@ -282,6 +282,10 @@ class KalmanAecKernel:
         ``samples`` later behind the near-end); returns the samples shifted by (whole blocks),
         0 when it cannot (then flush)."""
 
+    def set_filter_ms(self, filter_ms: float) -> None:
+        """Models ``filter_ms`` of echo path from now on (and in later streams); a running
+        stream keeps what it learnt of the lags both lengths cover. ConfigError out of range."""
+
     def reset(self) -> None:
         """Drops the stream state, the adapted filters included."""
 

@@ -64,6 +64,10 @@ PEER = "peer"
 MAX_GAP_S = 1.0  # a reference whose clock jumps further restarts (no silence filled in)
 MAX_AHEAD_S = 2.0  # reference read ahead of the near-end before the reader waits
 AUTO_MARGIN_MS = 20.0  # the filter's window starts this long before the estimated echo
+#: Kalman's filter while "auto" searches (from the stream's start until the first delay is found,
+#: or EST_SEARCH_S): an echo this late is cancelled before its delay is known; then the filter is
+#: cut to ``filter_ms`` around the echo, keeping what it learnt.
+KALMAN_SEARCH_MS = 600.0
 #: How far past the bulk delay AEC3 finds an echo itself (its delay search reaches about 450 ms:
 #: docs/aec3-evaluation.md); "auto" moves the bulk delay for AEC3 only when the echo is further.
 AEC3_REACH_MS = 400.0
@@ -88,7 +92,9 @@ class EchoCancel(KernelBacked, Node):
     the Rust port ``sonora`` or the twin on WebRTC's C++; 8, 16, 32 or 48 kHz, finds echo paths
     up to about 450 ms itself, ``frame_ms`` a multiple of 10) or ``"speex"`` (Speex's MDF from
     libspeexdsp, 8 to 96 kHz). ``filter_ms`` is the longest echo path modelled by Kalman and
-    Speex and the width of the window "auto" keeps the echo in (default 200 ms); ``delay_ms`` a
+    Speex and the width of the window "auto" keeps the echo in (default 200 ms; Kalman with
+    "auto" models ``KALMAN_SEARCH_MS``, 600 ms, until the delay is found, at most the first
+    ``EST_SEARCH_S``, so a late echo is cancelled before its delay is known); ``delay_ms`` a
     bulk delay of the echo path the reference is moved by first (the filter covers ``delay_ms``
     to ``delay_ms + filter_ms``), a number or ``"auto"`` (estimated from the signals, up to 1 s;
     None: ``"auto"`` for ``"peer"`` and for Kalman, which does not search the delay itself,
@@ -193,6 +199,7 @@ class EchoCancel(KernelBacked, Node):
         self._far_copied = 0  # the estimator has the reference up to here
         self._candidate: float | None = None
         self._delay_found = False
+        self._wide = False  # Kalman's filter is KALMAN_SEARCH_MS long while "auto" searches
         if self.auto_delay:
             self.bulk_delay_ms = 0.0
             self.delay_estimate_ms = None
@@ -424,6 +431,9 @@ class EchoCancel(KernelBacked, Node):
                 self._search_until = start + round(EST_SEARCH_S * rate)
                 self._next_estimate = start + self._hop(start)
                 self._far_copied = start - self._estimator.max_delay
+                if self.algorithm == KALMAN and self.filter_ms < KALMAN_SEARCH_MS:
+                    self._kernel.set_filter_ms(KALMAN_SEARCH_MS)
+                    self._wide = True
         if self._out_pos is None:
             self._out_pos = start
         self._next = start + n
@@ -484,6 +494,8 @@ class EchoCancel(KernelBacked, Node):
             pos += cut
             if self._estimator is not None and pos >= self._next_estimate:
                 outs += self._estimate(pos)
+                if self._wide and pos >= self._search_until:
+                    self._narrow()  # no echo found while searching: the usual filter
                 self._next_estimate = pos + self._hop(pos)
         self._trim(pos - self._keep())
         if complete:
@@ -541,6 +553,8 @@ class EchoCancel(KernelBacked, Node):
                 self._delay = round(self.bulk_delay_ms * self._rate / 1000)
                 outs += self._end_kernel_stream()
             self.delay_changes += 1
+        if self._wide:
+            self._narrow()  # the search filter cut to the window the echo is in now
         outs.append(
             self.event(
                 "echo_delay",
@@ -551,6 +565,12 @@ class EchoCancel(KernelBacked, Node):
             )
         )
         return outs
+
+    def _narrow(self) -> None:
+        """End the search filter: Kalman models ``filter_ms`` from the bulk delay on, keeping
+        what it learnt there."""
+        self._kernel.set_filter_ms(self.filter_ms)
+        self._wide = False
 
     def _carry_over(self, delta: int) -> int:
         """Move the Kalman canceller's filters with a move of the bulk delay by ``delta``

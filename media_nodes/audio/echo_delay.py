@@ -23,6 +23,7 @@ EST_LAG_S = 0.1  # ... of audio this much older than the newest
 EST_RATIO = 10.0  # a peak this far over the mean is an echo (uncorrelated: about 5)
 EST_AGREE_MS = 2.0  # two estimates in a row within this are believed
 SILENT = 1e-3  # -60 dBFS: no estimate when either side is quieter
+EST_TAPER_S = 0.05  # both ends of both signals faded over this (see DelayEstimator)
 
 
 class DelayEstimator:
@@ -37,6 +38,9 @@ class DelayEstimator:
     returns ``(delay_ms, ratio)``, ``ratio`` being the peak over the mean magnitude (uncorrelated
     signals give about 5, the echo of speech through Opus both ways 15 to 40), or None when
     either side is silent (under -60 dBFS) or less than ``EST_MIN_S`` of near-end was seen.
+    Both signals are faded in and out over ``EST_TAPER_S``: cut square, both end at the same
+    instant, and the whitened cut correlates with itself at delay 0 (peaks of ratio 35 to 45 at
+    0 ms on speech whose echo is 150 or 450 ms late).
     """
 
     def __init__(
@@ -54,6 +58,8 @@ class DelayEstimator:
         self.size = self.window + self.max_delay + self.lag + 2 * rate
         self._near = _Ring(self.size)
         self._far = _Ring(self.size)
+        k = max(1, round(EST_TAPER_S * rate / self.step))
+        self._fade = (0.5 - 0.5 * np.cos(np.pi * (np.arange(k) + 0.5) / k)).astype(np.float32)
 
     def add_near(self, pos: int, x: Block) -> None:
         self._near.write(pos, x[0] if x.shape[0] == 1 else x.mean(axis=0))
@@ -72,8 +78,8 @@ class DelayEstimator:
         far = self._far.read(start - self.max_delay, end)
         if _rms(near) < SILENT or _rms(far[self.max_delay :]) < SILENT:
             return None
-        nd = _decimate(near, q)
-        fd = _decimate(far, q)
+        nd = self._faded(_decimate(near, q))
+        fd = self._faded(_decimate(far, q))
         size = 1 << int(np.ceil(np.log2(nd.shape[0] + fd.shape[0])))
         cross = np.fft.rfft(nd, size)
         cross *= np.conj(np.fft.rfft(fd, size))
@@ -86,6 +92,15 @@ class DelayEstimator:
         best = int(np.argmax(values))
         ratio = float(values[best] / max(float(np.mean(np.abs(values))), 1e-30))
         return best * q * 1000 / self.rate, ratio
+
+    def _faded(
+        self, x: np.ndarray[Any, np.dtype[np.float32]]
+    ) -> np.ndarray[Any, np.dtype[np.float32]]:
+        """``x`` (a fresh array) faded in and out over ``EST_TAPER_S``, in place."""
+        k = min(self._fade.shape[0], x.shape[0] // 2)
+        x[:k] *= self._fade[:k]
+        x[x.shape[0] - k :] *= self._fade[:k][::-1]
+        return x
 
 
 def _decimate(

@@ -44,6 +44,11 @@ def block_samples(rate: int) -> int:
     return rate // 500 if rate <= 16000 else rate // 250
 
 
+def parts_for(filter_ms: float, rate: int) -> int:
+    """Partitions (blocks of far-end history) that model ``filter_ms`` of echo path."""
+    return max(1, math.ceil(filter_ms * rate / 1000 / block_samples(rate)))
+
+
 #: Kalman: starting state variance per millisecond of block (a partition holds that much of the
 #: echo path), and the Markov factor per millisecond (squared, per block: ``a2``).
 P0_PER_MS = 0.025
@@ -71,7 +76,7 @@ class KalmanAec:
         self.rate, self.block = rate, n
         self.fft = 2 * n
         self.bins = n + 1
-        self.parts = max(1, math.ceil(filter_ms * rate / 1000 / n))
+        self.parts = parts_for(filter_ms, rate)
         block_ms = 1000.0 * n / rate
         self.a2 = A2_PER_MS**block_ms
         self.p0 = P0_PER_MS * block_ms
@@ -120,6 +125,24 @@ class KalmanAec:
             self.head = (self.head + k) % parts
             self.x_hist[(self.head - np.arange(k)) % parts] = 0.0  # newer than fed: unknown
             self.x_time = np.zeros(self.fft)
+
+    def resize(self, parts: int) -> None:
+        """Model ``parts`` lags from now on: the first ``min(parts, self.parts)`` keep their
+        filters, ``P`` and far-end history; lags added start empty (``P`` at its start)."""
+        assert parts >= 1
+        keep = min(parts, self.parts)
+        order = (self.head - np.arange(keep)) % self.parts  # the slots of lags 0..keep
+        x_hist: C128 = np.zeros((parts, self.bins), np.complex128)
+        # Ring re-laid with the newest spectrum in slot 0: lag l in slot (-l) % parts.
+        x_hist[(-np.arange(keep)) % parts] = self.x_hist[order]
+        self.x_hist, self.head = x_hist, 0
+        for name, fill in (("w", 0.0), ("ws", 0.0), ("p", self.p0)):
+            old = getattr(self, name)
+            new = np.full((parts, self.bins), fill, old.dtype)
+            new[:keep] = old[:keep]
+            setattr(self, name, new)
+        self.parts = parts
+        self.turn %= parts
 
     def _lagged(self) -> C128:
         """Far-end spectra by lag (0: newest)."""

@@ -16,7 +16,7 @@ from stream.kernel import Block
 
 from .echo_pair import PairKernel, far_mono
 from .echo_settings import KALMAN_SETTINGS
-from .kalman_aec import KalmanAec, block_samples
+from .kalman_aec import KalmanAec, block_samples, parts_for
 
 #: The sample rates the canceller runs at.
 RATES = (8000, 16000, 32000, 48000)
@@ -128,6 +128,18 @@ class KalmanAecKernel(PairKernel):
             return 0
         st.aec.shift(m)
         return m * st.aec.block
+
+    def set_filter_ms(self, filter_ms: float) -> None:
+        """Model ``filter_ms`` of echo path from now on (and in later streams): a running
+        stream keeps what it learnt of the lags both lengths cover, lags added start empty.
+        Raises ``ConfigError`` for a length out of range."""
+        values = SETTINGS.validate(
+            self.stage, {"filter_ms": filter_ms, "frame_ms": self.frame_ms}, kernel=True
+        )
+        self.filter_ms = values["filter_ms"]
+        st = self._st
+        if st is not None:
+            st.aec.resize(parts_for(self.filter_ms, st.rate))
 
     def flush(self) -> list[Block]:
         st, out = self._st, []

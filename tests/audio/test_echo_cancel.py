@@ -18,6 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from media_nodes.audio import EchoCancel
+from media_nodes.audio import echo_cancel as echo_cancel_module
 from media_nodes.audio.echo_scene import echo_scene
 from stream import Event
 from stream.errors import BackendUnavailable, ConfigError, FormatError, NodeError
@@ -286,10 +287,10 @@ async def test_auto_finds_the_bulk_delay_and_cancels_beyond_the_filter(
 async def test_kalman_keeps_its_filters_when_auto_moves_the_bulk_delay(
     backend: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # 48 kHz, the echo 150 ms late: at delay 0 the 200 ms filter holds the start of the room;
-    # "auto" moves the bulk delay to it and the filters move along (whole 4 ms blocks) instead
-    # of starting over. Measured over the half second after the move: 26.0 dB, 17.8 dB when the
-    # kernel is flushed instead.
+    # 48 kHz, the echo 150 ms late: the search filter (KALMAN_SEARCH_MS from delay 0) holds the
+    # room; "auto" moves the bulk delay to it and the filters move along (whole 4 ms blocks) and
+    # are cut to 200 ms instead of starting over. Measured over the half second after the move
+    # (at 1.0 s; the noise counted as left): 20.1 dB, 8.5 dB when the kernel is flushed instead.
     scene = echo_scene(4.0, rate=48000, double_talk=None, seed=0)
     mic, far, r = delayed_scene(scene, 0.15, 4.0)
     results = {}
@@ -307,8 +308,57 @@ async def test_kalman_keeps_its_filters_when_auto_moves_the_bulk_delay(
         left = audio[0, a:b] - scene["near"][a:b] - scene["noise"][a:b]
         echo = mic[0, a:b] - scene["near"][a:b] - scene["noise"][a:b]
         results[carry] = db(echo, left)
-    assert results[True] >= 22.0, results
-    assert results[True] >= results[False] + 4.0, results
+    assert results[True] >= 17.0, results
+    assert results[True] >= results[False] + 6.0, results
+
+
+async def test_kalman_cancels_a_late_echo_while_auto_searches(
+    backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 16 kHz, the echo 450 ms late: past the 200 ms filter at delay 0, inside the search filter
+    # (KALMAN_SEARCH_MS) Kalman runs from the start until "auto" finds the delay; then it is cut
+    # to 200 ms at the echo, keeping what it learnt. Measured over 1-2 s (the echo starts at
+    # 0.45 s, the delay is found at 1.5 s; the noise counted as left): 19.9 dB, 7.1 dB without
+    # the search filter.
+    scene = echo_scene(4.0, rate=16000, double_talk=None, seed=0)
+    mic, far, r = delayed_scene(scene, 0.45, 4.0)
+    results = {}
+    for search in (True, False):
+        if not search:
+            monkeypatch.setattr(echo_cancel_module, "KALMAN_SEARCH_MS", 0.0)
+        node = EchoCancel(split_frames(far, r, 320))
+        audio, events = _media(await run_node(node, split_frames(mic, r, 320)))
+        [(kind, _, payload)] = events
+        assert kind == "echo_delay" and 440.0 <= payload["delay_ms"] <= 445.0  # measured 444
+        assert node._kernel.filter_ms == 200.0  # cut back once the delay was found
+        a, b = r, 2 * r
+        left = audio[0, a:b] - scene["near"][a:b] - scene["noise"][a:b]
+        results[search] = db(mic[0, a:b] - scene["noise"][a:b], left)
+    assert results[True] >= 16.0 and results[True] >= results[False] + 8.0, results
+
+
+async def test_the_search_filter_ends_when_no_echo_is_found(
+    backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # No echo at all (the microphone hears another talker): the search filter runs for
+    # EST_SEARCH_S, then it is cut to filter_ms at delay 0.
+    s = echo_scene(6.0, rate=16000, double_talk=(0.0, 6.0), seed=4)
+    mic = (s["near"] + s["noise"]).astype(np.float32)[None]
+    far = s["far"].astype(np.float32)[None]
+    cuts: list[tuple[int | None, float]] = []
+    narrow = EchoCancel._narrow
+
+    def spy(self: EchoCancel) -> None:
+        cuts.append((self._next, self._kernel.filter_ms))
+        narrow(self)
+
+    monkeypatch.setattr(EchoCancel, "_narrow", spy)
+    node = EchoCancel(split_frames(far, 16000, 320), filter_ms=120.0)
+    audio, events = _media(await run_node(node, split_frames(mic, 16000, 320)))
+    assert events == [] and node.delay_changes == 0 and audio.shape == mic.shape
+    search_end = round(echo_cancel_module.EST_SEARCH_S * 16000)
+    assert cuts == [(search_end, echo_cancel_module.KALMAN_SEARCH_MS)]  # frames end on it
+    assert node._kernel.filter_ms == 120.0
 
 
 async def test_a_reference_at_another_rate_is_resampled(

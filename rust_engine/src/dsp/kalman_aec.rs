@@ -185,13 +185,19 @@ fn filter_output(
     }
 }
 
+/// Partitions (blocks of far-end history) that model `filter_ms` of echo path at `rate`.
+pub fn parts_for(filter_ms: f64, rate: u32) -> usize {
+    let n = block_samples(rate);
+    ((filter_ms * f64::from(rate) / 1000.0 / n as f64).ceil() as usize).max(1)
+}
+
 impl KalmanAec {
     /// A canceller at `rate` modelling `filter_ms` of echo path (at least one partition).
     pub fn new(rate: u32, filter_ms: f64) -> Self {
         let n = block_samples(rate);
         let fft = 2 * n;
         let bins = n + 1;
-        let parts = ((filter_ms * f64::from(rate) / 1000.0 / n as f64).ceil() as usize).max(1);
+        let parts = parts_for(filter_ms, rate);
         let block_ms = 1000.0 * n as f64 / f64::from(rate);
         let a2 = A2_PER_MS.powf(block_ms);
         let p0 = P0_PER_MS * block_ms;
@@ -299,6 +305,30 @@ impl KalmanAec {
         } else {
             self.x_time.fill(0.0);
         }
+    }
+
+    /// Models `parts` lags from now on: the first `min(parts, self.parts)` keep their filters,
+    /// `P` and far-end history; lags added start empty (`P` at its start).
+    pub fn resize(&mut self, parts: usize) {
+        assert!(parts >= 1);
+        let bins = self.bins;
+        let cells = parts * bins;
+        // The ring re-laid with the newest spectrum in slot 0: lag l in slot (parts - l) % parts.
+        let mut x_hist = vec![C64::default(); cells];
+        let mut x2_hist = vec![0.0; cells];
+        for (l, s) in self.slots().take(parts).enumerate() {
+            let (to, from) = (((parts - l) % parts) * bins, s * bins);
+            x_hist[to..to + bins].copy_from_slice(&self.x_hist[from..from + bins]);
+            x2_hist[to..to + bins].copy_from_slice(&self.x2_hist[from..from + bins]);
+        }
+        self.x_hist = x_hist;
+        self.x2_hist = x2_hist;
+        self.head = 0;
+        self.w.resize(cells, C64::default());
+        self.ws.resize(cells, C64::default());
+        self.p.resize(cells, self.p0);
+        self.parts = parts;
+        self.turn %= parts;
     }
 
     /// Ring slots by lag (0: the newest spectrum).
@@ -654,6 +684,16 @@ impl KalmanAecKernel {
         }
         s.aec.shift(m as isize);
         m * block
+    }
+
+    /// Models `filter_ms` of echo path from now on (and in later streams): a running stream
+    /// keeps what it learnt of the lags both lengths cover; lags added start empty.
+    pub fn set_filter_ms(&mut self, filter_ms: f64) -> Result<()> {
+        self.filter_ms = check_range("filter_ms", filter_ms, FILTER_MS)?;
+        if let Some(s) = self.stream.as_mut() {
+            s.aec.resize(parts_for(self.filter_ms, s.rate));
+        }
+        Ok(())
     }
 
     /// End of stream: the output held and the partial block (zero-padded for the canceller, its

@@ -69,6 +69,13 @@ impl KalmanAecKernel {
         self.cell.run(py, |k| Ok(k.shift_far(samples)))
     }
 
+    /// Models `filter_ms` of echo path from now on (and in later streams): a running stream keeps
+    /// what it learnt of the lags both lengths cover; lags added start empty.
+    fn set_filter_ms(&self, py: Python<'_>, filter_ms: &Bound<'_, PyAny>) -> PyResult<()> {
+        let ms = self.cell.py(py, args::float("filter_ms", filter_ms))?;
+        self.cell.run(py, |k| k.set_filter_ms(ms))
+    }
+
     /// Drops the stream state, the adapted filters included.
     fn reset(&self, py: Python<'_>) -> PyResult<()> {
         self.cell.run(py, |k| {
