@@ -12,6 +12,11 @@ Three parts, each a standard one of the field, with settings measured on the ben
    its error stays clearly under the Kalman filter's (the echo path changed), it is copied over
    and ``P`` is raised to its starting value; when it diverges (double talk) it is reset from
    the Kalman filter.
+   A guard on both: when the Kalman filter's error holds clearly more energy than the
+   microphone over some 50 blocks (``DIVERGED``: it learnt an echo that is not there, from a
+   near-end talker who happened to match the far end) both filters are emptied. (Not per
+   block: in double talk the echo and the talker often cancel a little in the microphone,
+   and the error is then rightly louder than it.)
 3. A residual-echo suppressor (weighted overlap-add, square-root Hann windows of two blocks): the
    residual echo's power is what ``P`` says of the filter's error times the far end's power,
    plus a fixed fraction of the echo estimate's; the gain per bin is one minus that over the
@@ -59,6 +64,12 @@ SHADOW_STEP = 0.8
 SHADOW_SMOOTH = 0.95
 SHADOW_WINS = 0.5
 SHADOW_LOST = 8.0
+#: Both filters are emptied when the Kalman filter's error, smoothed over some 50 blocks, holds
+#: this many times the microphone's energy: it adds an echo that is not there (learnt from a
+#: near-end talker who happened to match the far end, with no echo at all, e.g. headphones).
+#: Over fewer blocks a filter still converging trips it where the echo pauses.
+DIVERGED = 8.0
+DIVERGED_SMOOTH = 0.98
 #: Suppressor: weight of the Kalman residual, fraction of the echo estimate's power always
 #: counted as residual (-30 dB), smoothing of the powers, the gain's floor (-40 dB).
 RESIDUAL_WEIGHT = 0.25
@@ -91,6 +102,9 @@ class KalmanAec:
         self.x_pow: F64 = np.zeros(self.bins)
         self.err_main = 0.0
         self.err_shadow = 0.0
+        self.err_slow = 0.0  # the error's and the microphone's energy, DIVERGED_SMOOTH
+        self.near_slow = 0.0
+        self.resets = 0
         self.turn = 0  # the lag constrained next
         self.copies = 0
         self.window: F64 = np.sqrt(0.5 - 0.5 * np.cos(2 * np.pi * np.arange(self.fft) / self.fft))
@@ -173,7 +187,8 @@ class KalmanAec:
         x = self._lagged()
         x2 = x.real**2 + x.imag**2
         e, e_f, echo = self._error(self.w, x, near)
-        self._shadow(x, x2, near, e)
+        if self._shadow(x, x2, near, e):  # both filters emptied: the error is the near end
+            e, e_f, echo = self._error(self.w, x, near)
         # Kalman update: gain per lag and bin from the state variance and the error's power.
         self.psi = 0.5 * self.psi + 0.5 * (e_f.real**2 + e_f.imag**2)
         gain = self.p / (np.sum(x2 * self.p, axis=0) + self.psi + 1e-12)
@@ -184,7 +199,10 @@ class KalmanAec:
         self._constrain()
         return self._suppress(e, echo, np.sum(x2 * self.p, axis=0))
 
-    def _shadow(self, x: C128, x2: F64, near: F64, e: F64) -> None:
+    def _shadow(self, x: C128, x2: F64, near: F64, e: F64) -> bool:
+        """Adapt the shadow filter; copy it over the Kalman filter when it does clearly better,
+        reset it from the Kalman filter when it diverges, and empty both when the Kalman filter
+        adds energy (``DIVERGED``). True when they were emptied."""
         es, es_f, _ = self._error(self.ws, x, near)
         power = np.sum(x2, axis=0)
         self.x_pow = np.maximum(0.9 * self.x_pow + 0.1 * power, power)
@@ -201,6 +219,16 @@ class KalmanAec:
         elif self.err_shadow > SHADOW_LOST * self.err_main:
             self.ws[:] = self.w
             self.err_shadow = self.err_main
+        q, near2 = DIVERGED_SMOOTH, float(np.dot(near, near))
+        self.err_slow = q * self.err_slow + (1 - q) * float(np.dot(e, e))
+        self.near_slow = q * self.near_slow + (1 - q) * near2
+        if self.err_slow > DIVERGED * self.near_slow and self.near_slow > 1e-7:
+            self.w[:] = 0.0
+            self.ws[:] = 0.0
+            self.err_main = self.err_shadow = self.err_slow = self.near_slow
+            self.resets += 1
+            return True
+        return False
 
     def _suppress(self, e: F64, echo: F64, misfit: F64) -> F64:
         n = self.block

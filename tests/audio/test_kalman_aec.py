@@ -311,6 +311,23 @@ def test_a_filter_cut_to_the_echo_keeps_cancelling(kalman: Any) -> None:
     assert after >= before - 3.0 and after >= new + 10.0, (before, after, new)
 
 
+def test_with_no_echo_the_output_is_never_louder_than_the_microphone(kalman: Any) -> None:
+    """A far end and a near-end talker but no echo at all (headphones): the talker's pitch can
+    match the far end's for a while, and the filters learnt it as an echo path, then played the
+    next loud far-end syllable into the output (this scene: +11.3 and +27.6 dB over the
+    microphone in seconds 4 and 5). With the DIVERGED guard no second is louder than the
+    microphone (measured: at most -0.03 dB)."""
+    rate = 16000
+    s = echo_scene(6.0, rate=rate, double_talk=(0.0, 6.0), seed=4)
+    mic = (s["near"] + s["noise"]).astype(np.float32)[None]
+    far = s["far"].astype(np.float32)[None]
+    out, lat = run(kalman(120.0), mic, far, rate, [320])
+    y = out[0, lat:]  # y[i]: microphone sample i
+    for t in range(6):
+        a, b = t * rate, min((t + 1) * rate, len(y))
+        assert db(y[a:b], mic[0, a:b]) <= 1.0, t
+
+
 def test_each_call_emits_whole_frames_and_flush_the_tail(kalman: Any) -> None:
     k = kalman(frame_ms=10.0)
     x = np.full((1, 250), 0.1, np.float32)

@@ -57,6 +57,13 @@ pub const SHADOW_STEP: f64 = 0.8;
 pub const SHADOW_SMOOTH: f64 = 0.95;
 pub const SHADOW_WINS: f64 = 0.5;
 pub const SHADOW_LOST: f64 = 8.0;
+/// Both filters are emptied when the Kalman filter's error, smoothed over some 50 blocks
+/// ([`DIVERGED_SMOOTH`]), holds this many times the microphone's energy: it adds an echo that is
+/// not there (learnt from a near-end talker who happened to match the far end, with no echo at
+/// all, e.g. headphones). Over fewer blocks a filter still converging trips it where the echo
+/// pauses.
+pub const DIVERGED: f64 = 8.0;
+pub const DIVERGED_SMOOTH: f64 = 0.98;
 /// Suppressor: weight of the Kalman residual, fraction of the echo estimate's power always
 /// counted as residual (-30 dB), smoothing of the powers, the gain's floor (-40 dB).
 pub const RESIDUAL_WEIGHT: f64 = 0.25;
@@ -140,6 +147,10 @@ pub struct KalmanAec {
     /// The lag constrained next.
     turn: usize,
     copies: u64,
+    /// The Kalman filter's error and the microphone's energy per block, [`DIVERGED_SMOOTH`].
+    err_slow: f64,
+    near_slow: f64,
+    resets: u64,
     window: Vec<f64>,
     e_time: Vec<f64>,
     y_time: Vec<f64>,
@@ -228,6 +239,9 @@ impl KalmanAec {
             err_shadow: 0.0,
             turn: 0,
             copies: 0,
+            err_slow: 0.0,
+            near_slow: 0.0,
+            resets: 0,
             window,
             e_time: vec![0.0; fft],
             y_time: vec![0.0; fft],
@@ -258,6 +272,11 @@ impl KalmanAec {
     /// Times the shadow filter was copied over the Kalman filter.
     pub fn copies(&self) -> u64 {
         self.copies
+    }
+
+    /// Times both filters were emptied because the Kalman filter added energy ([`DIVERGED`]).
+    pub fn resets(&self) -> u64 {
+        self.resets
     }
 
     /// The far-end fed from now on is `m` blocks older (`m` < 0: newer) than so far: the bulk
@@ -352,7 +371,9 @@ impl KalmanAec {
             *p = x.re * x.re + x.im * x.im;
         }
         self.error(false, near);
-        self.shadow(near);
+        if self.shadow(near) {
+            self.error(false, near); // both filters emptied: the error is the near end
+        }
         // Kalman update: gain per lag and bin from the state variance and the error's power.
         for (psi, e) in self.psi.iter_mut().zip(&self.e_f) {
             *psi = 0.5 * *psi + 0.5 * (e.re * e.re + e.im * e.im);
@@ -422,7 +443,10 @@ impl KalmanAec {
         self.fft.rfft(e_f);
     }
 
-    fn shadow(&mut self, near: &[f64]) {
+    /// Adapts the shadow filter; copies it over the Kalman filter when it does clearly better,
+    /// resets it from the Kalman filter when it diverges, and empties both when the Kalman filter
+    /// adds energy ([`DIVERGED`]). True when they were emptied.
+    fn shadow(&mut self, near: &[f64]) -> bool {
         let bins = self.bins;
         self.error(true, near);
         self.sums.fill(0.0);
@@ -463,6 +487,19 @@ impl KalmanAec {
             self.ws.copy_from_slice(&self.w);
             self.err_shadow = self.err_main;
         }
+        let q = DIVERGED_SMOOTH;
+        self.err_slow = q * self.err_slow + (1.0 - q) * dot(&self.e);
+        self.near_slow = q * self.near_slow + (1.0 - q) * dot(near);
+        if self.err_slow > DIVERGED * self.near_slow && self.near_slow > 1e-7 {
+            self.w.fill(C64::default());
+            self.ws.fill(C64::default());
+            self.err_main = self.near_slow;
+            self.err_shadow = self.near_slow;
+            self.err_slow = self.near_slow;
+            self.resets += 1;
+            return true;
+        }
+        false
     }
 
     /// Zero the second half of one lag's impulse response in both filters, in turn.
@@ -777,6 +814,32 @@ mod tests {
         let erle = 10.0 * (power(&echo[a - 32..b - 32]) / power(&left)).log10();
         // Measured 53 dB; without the shift (the filter re-adapting from 100 ms to 20 ms) 19.
         assert!(erle >= 35.0, "{erle:.1} dB right after the move");
+    }
+
+    #[test]
+    fn a_filter_that_adds_energy_is_emptied() {
+        // No echo: the far end and the microphone are independent noises. A filter that learnt
+        // a path anyway (here: set to one) adds the far end to the output until the guard
+        // empties both filters; then the output is the microphone again.
+        let (rate, n) = (16000, 32);
+        let mut rng = super::super::testutil::Lcg(7);
+        let mut aec = KalmanAec::new(rate, 20.0);
+        for w in aec.w.iter_mut().chain(aec.ws.iter_mut()) {
+            *w = C64::new(0.5, 0.0);
+        }
+        let (mut mic_pow, mut out_pow) = (0.0, 0.0);
+        let mut out = vec![0.0; n];
+        for b in 0..1000 {
+            let far: Vec<f64> = (0..n).map(|_| 0.3 * f64::from(rng.next_f32())).collect();
+            let mic: Vec<f64> = (0..n).map(|_| 0.01 * f64::from(rng.next_f32())).collect();
+            aec.process(&mic, &far, &mut out);
+            if b >= 500 {
+                mic_pow += mic.iter().map(|v| v * v).sum::<f64>();
+                out_pow += out.iter().map(|v| v * v).sum::<f64>();
+            }
+        }
+        assert!(aec.resets() >= 1, "{}", aec.resets());
+        assert!(out_pow <= 1.25 * mic_pow, "{out_pow} {mic_pow}");
     }
 
     #[test]
