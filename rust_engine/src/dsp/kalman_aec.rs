@@ -26,6 +26,7 @@ use std::sync::Arc;
 use realfft::num_complex::Complex;
 use realfft::{ComplexToReal, RealFftPlanner, RealToComplex};
 
+use super::kalman_lags::{self as lags, Ring, Split};
 use super::reference::{check_pair, far_mono, PairFormat, PairStage};
 use super::{py_float, round_half_even, Block, BlockRef, EngineError, Result};
 
@@ -130,14 +131,14 @@ pub struct KalmanAec {
     a2: f64,
     p0: f64,
     fft: Fft,
-    /// Ring of far-end spectra (`parts` slots of `bins`), and their powers.
-    x_hist: Vec<C64>,
-    x2_hist: Vec<f64>,
+    /// Ring of far-end spectra (`parts` slots of `bins`); their powers are recomputed where
+    /// read (cheaper than reading them from memory: the filters outgrow the cache).
+    x_hist: Split,
     /// Ring slot of the newest spectrum.
     head: usize,
     /// Kalman filter, shadow filter and state variance, by lag (`parts` rows of `bins`).
-    w: Vec<C64>,
-    ws: Vec<C64>,
+    w: Split,
+    ws: Split,
     p: Vec<f64>,
     x_time: Vec<f64>,
     psi: Vec<f64>,
@@ -158,15 +159,23 @@ pub struct KalmanAec {
     phi_e: Vec<f64>,
     phi_r: Vec<f64>,
     // Per-block work, allocated once: the errors, their spectra, the echo estimate, and
-    // per-bin sums.
+    // per-bin sums: the far end's power over lags (then the shadow's step normaliser), the
+    // Kalman gain's denominator, and the misfit the suppressor reads.
     e: Vec<f64>,
     es: Vec<f64>,
     echo: Vec<f64>,
     e_f: Vec<C64>,
     es_f: Vec<C64>,
+    /// `e_f`, `es_f` split; both filters' echo estimates as spectra.
+    e_split: Split,
+    es_split: Split,
+    acc: Split,
+    acc2: Split,
     spec: Vec<C64>,
     spec2: Vec<C64>,
+    norm: Vec<f64>,
     sums: Vec<f64>,
+    misfit: Vec<f64>,
 }
 
 impl std::fmt::Debug for KalmanAec {
@@ -175,24 +184,6 @@ impl std::fmt::Debug for KalmanAec {
             .field("block", &self.block)
             .field("parts", &self.parts)
             .finish()
-    }
-}
-
-/// `acc`: the sum over lags of `filter * x` (the filter's echo estimate, as a spectrum; the
-/// second half of its inverse FFT is the estimate for the newest block), lag 0 first.
-fn filter_output(
-    filter: &[C64],
-    x_hist: &[C64],
-    slots: impl Iterator<Item = usize>,
-    bins: usize,
-    acc: &mut [C64],
-) {
-    acc.fill(C64::default());
-    for (row, s) in filter.chunks_exact(bins).zip(slots) {
-        let x = &x_hist[s * bins..(s + 1) * bins];
-        for ((a, w), x) in acc.iter_mut().zip(row).zip(x) {
-            *a += w * x;
-        }
     }
 }
 
@@ -226,11 +217,10 @@ impl KalmanAec {
             a2,
             p0,
             fft: Fft::new(fft),
-            x_hist: vec![C64::default(); cells],
-            x2_hist: vec![0.0; cells],
+            x_hist: Split::zeros(cells),
             head: 0,
-            w: vec![C64::default(); cells],
-            ws: vec![C64::default(); cells],
+            w: Split::zeros(cells),
+            ws: Split::zeros(cells),
             p: vec![p0; cells],
             x_time: vec![0.0; fft],
             psi: vec![0.0; bins],
@@ -253,9 +243,15 @@ impl KalmanAec {
             echo: vec![0.0; n],
             e_f: vec![C64::default(); bins],
             es_f: vec![C64::default(); bins],
+            e_split: Split::zeros(bins),
+            es_split: Split::zeros(bins),
+            acc: Split::zeros(bins),
+            acc2: Split::zeros(bins),
             spec: vec![C64::default(); bins],
             spec2: vec![C64::default(); bins],
+            norm: vec![0.0; bins],
             sums: vec![0.0; bins],
+            misfit: vec![0.0; bins],
         }
     }
 
@@ -288,21 +284,18 @@ impl KalmanAec {
         assert!(k > 0 && k < parts);
         let (keep, gone) = ((parts - k) * bins, k * bins);
         let p0 = self.p0;
-        if m > 0 {
-            self.w.copy_within(gone.., 0);
-            self.w[keep..].fill(C64::default());
-            self.ws.copy_within(gone.., 0);
-            self.ws[keep..].fill(C64::default());
-            self.p.copy_within(gone.., 0);
-            self.p[keep..].fill(p0);
+        let cells = parts * bins;
+        let (from, to, emptied) = if m > 0 {
+            (gone..cells, 0, keep..cells)
         } else {
-            self.w.copy_within(..keep, gone);
-            self.w[..gone].fill(C64::default());
-            self.ws.copy_within(..keep, gone);
-            self.ws[..gone].fill(C64::default());
-            self.p.copy_within(..keep, gone);
-            self.p[..gone].fill(p0);
+            (0..keep, gone, 0..gone)
+        };
+        for filter in [&mut self.w, &mut self.ws] {
+            filter.copy_within(from.clone(), to);
+            filter.fill_zero(emptied.clone());
         }
+        self.p.copy_within(from, to);
+        self.p[emptied].fill(p0);
         // Ring: lag l lives in slot (head - l) mod parts. Moving the head by m re-labels every
         // slot; the k slots that wrap around hold no far-end of the new alignment.
         let stale: Vec<usize> = if m > 0 {
@@ -314,12 +307,11 @@ impl KalmanAec {
             self.slots().take(k).collect()
         };
         for s in stale {
-            self.x_hist[s * bins..(s + 1) * bins].fill(C64::default());
-            self.x2_hist[s * bins..(s + 1) * bins].fill(0.0);
+            self.x_hist.fill_zero(s * bins..(s + 1) * bins);
         }
         if m > 0 {
-            let at = self.head * bins..(self.head + 1) * bins;
-            self.fft.irfft(&self.x_hist[at]);
+            self.x_hist.store(self.head * bins, &mut self.spec);
+            self.fft.irfft(&self.spec);
             self.x_time.copy_from_slice(&self.fft.time);
         } else {
             self.x_time.fill(0.0);
@@ -333,18 +325,16 @@ impl KalmanAec {
         let bins = self.bins;
         let cells = parts * bins;
         // The ring re-laid with the newest spectrum in slot 0: lag l in slot (parts - l) % parts.
-        let mut x_hist = vec![C64::default(); cells];
-        let mut x2_hist = vec![0.0; cells];
+        let mut x_hist = Split::zeros(cells);
         for (l, s) in self.slots().take(parts).enumerate() {
             let (to, from) = (((parts - l) % parts) * bins, s * bins);
-            x_hist[to..to + bins].copy_from_slice(&self.x_hist[from..from + bins]);
-            x2_hist[to..to + bins].copy_from_slice(&self.x2_hist[from..from + bins]);
+            x_hist.re[to..to + bins].copy_from_slice(&self.x_hist.re[from..from + bins]);
+            x_hist.im[to..to + bins].copy_from_slice(&self.x_hist.im[from..from + bins]);
         }
         self.x_hist = x_hist;
-        self.x2_hist = x2_hist;
         self.head = 0;
-        self.w.resize(cells, C64::default());
-        self.ws.resize(cells, C64::default());
+        self.w.resize(cells);
+        self.ws.resize(cells);
         self.p.resize(cells, self.p0);
         self.parts = parts;
         self.turn %= parts;
@@ -358,77 +348,75 @@ impl KalmanAec {
 
     /// One block: `near` and `far` (`block` samples each) in, `block` samples of output (the
     /// near end `block` samples ago, its echo removed) out.
+    ///
+    /// The per-lag work (most of the cost) runs in three passes over the filters, each fusing
+    /// loops the Python twin runs one after another; every per-bin sum still adds its lags in
+    /// lag order, so the results are the same to the bit.
     pub fn process(&mut self, near: &[f64], far: &[f64], out: &mut [f64]) {
-        let (n, bins) = (self.block, self.bins);
+        let n = self.block;
         assert!(near.len() == n && far.len() == n && out.len() == n);
         self.x_time.copy_within(n.., 0);
         self.x_time[n..].copy_from_slice(far);
         self.head = (self.head + 1) % self.parts;
-        let at = self.head * bins..(self.head + 1) * bins;
         self.fft.time.copy_from_slice(&self.x_time);
-        self.fft.rfft(&mut self.x_hist[at.clone()]);
-        for (p, x) in self.x2_hist[at.clone()].iter_mut().zip(&self.x_hist[at]) {
-            *p = x.re * x.re + x.im * x.im;
-        }
+        self.fft.rfft(&mut self.spec);
+        self.x_hist.load(self.head * self.bins, &self.spec);
+        lags::outputs(
+            self.ring(),
+            &self.x_hist,
+            &self.w,
+            &self.ws,
+            &mut self.acc,
+            &mut self.acc2,
+            &mut self.norm,
+        );
+        self.acc.store(0, &mut self.spec);
+        self.acc2.store(0, &mut self.spec2);
         self.error(false, near);
+        self.error(true, near);
         if self.shadow(near) {
-            self.error(false, near); // both filters emptied: the error is the near end
+            // Both filters emptied: the echo estimate is nothing, the error the near end.
+            self.spec.fill(C64::default());
+            self.error(false, near);
         }
-        // Kalman update: gain per lag and bin from the state variance and the error's power.
         for (psi, e) in self.psi.iter_mut().zip(&self.e_f) {
             *psi = 0.5 * *psi + 0.5 * (e.re * e.re + e.im * e.im);
         }
-        self.misfit();
         for (s, psi) in self.sums.iter_mut().zip(&self.psi) {
             *s = *s + psi + 1e-12;
         }
-        let (a2, leak) = (self.a2, 1.0 - self.a2);
-        let slots = self.slots();
-        for (l, s) in slots.enumerate() {
-            let cell = l * bins..(l + 1) * bins;
-            let x = &self.x_hist[s * bins..(s + 1) * bins];
-            let x2 = &self.x2_hist[s * bins..(s + 1) * bins];
-            let w = &mut self.w[cell.clone()];
-            let p = &mut self.p[cell];
-            for k in 0..bins {
-                let gain = p[k] / self.sums[k];
-                w[k] += x[k].conj().scale(gain) * self.e_f[k];
-                let w2 = w[k].re * w[k].re + w[k].im * w[k].im;
-                p[k] = a2 * (1.0 - 0.5 * gain * x2[k]) * p[k] + leak * w2;
-            }
-        }
+        self.e_split.load(0, &self.e_f);
+        let markov = (self.a2, 1.0 - self.a2);
+        lags::update(
+            self.ring(),
+            &self.x_hist,
+            &mut self.w,
+            &mut self.p,
+            &self.sums,
+            &self.e_split,
+            markov,
+            &mut self.misfit,
+        );
         self.constrain();
-        self.misfit();
         self.suppress(out);
     }
 
-    /// `self.sums`: the sum over lags of `x2 * p` (what `P` says of the echo estimate's error).
-    fn misfit(&mut self) {
-        let bins = self.bins;
-        self.sums.fill(0.0);
-        for (l, s) in self.slots().enumerate() {
-            let x2 = &self.x2_hist[s * bins..(s + 1) * bins];
-            let p = &self.p[l * bins..(l + 1) * bins];
-            for ((m, x2), p) in self.sums.iter_mut().zip(x2).zip(p) {
-                *m += x2 * p;
-            }
+    /// The far-end ring's layout now.
+    fn ring(&self) -> Ring {
+        Ring {
+            head: self.head,
+            parts: self.parts,
+            bins: self.bins,
         }
     }
 
-    /// The error of the Kalman filter (`e`, `e_f`, `echo`) or of the shadow's (`es`, `es_f`):
-    /// the near end minus the filter's echo estimate, and the error's spectrum with the block
-    /// zero-padded in front.
+    /// The error of the Kalman filter (`e`, `e_f`, `echo`; its estimate in `spec`) or of the
+    /// shadow's (`es`, `es_f`; `spec2`): the near end minus the filter's echo estimate, and the
+    /// error's spectrum with the block zero-padded in front.
     fn error(&mut self, shadow: bool, near: &[f64]) {
         let n = self.block;
-        let filter = if shadow { &self.ws } else { &self.w };
-        filter_output(
-            filter,
-            &self.x_hist,
-            self.slots(),
-            self.bins,
-            &mut self.spec,
-        );
-        self.fft.irfft(&self.spec);
+        self.fft
+            .irfft(if shadow { &self.spec2 } else { &self.spec });
         let (e, e_f) = if shadow {
             (&mut self.es, &mut self.es_f)
         } else {
@@ -443,79 +431,88 @@ impl KalmanAec {
         self.fft.rfft(e_f);
     }
 
-    /// Adapts the shadow filter; copies it over the Kalman filter when it does clearly better,
-    /// resets it from the Kalman filter when it diverges, and empties both when the Kalman filter
-    /// adds energy ([`DIVERGED`]). True when they were emptied.
+    /// Second pass: adapts the shadow filter; copies it over the Kalman filter when it does
+    /// clearly better, resets it from the Kalman filter when it diverges, and empties both when
+    /// the Kalman filter adds energy ([`DIVERGED`]); `sums` gets the misfit (the sum over lags of
+    /// the far end's power times `P`: what `P` says of the echo estimate's error). True when the
+    /// filters were emptied.
     fn shadow(&mut self, near: &[f64]) -> bool {
         let bins = self.bins;
-        self.error(true, near);
-        self.sums.fill(0.0);
-        for s in self.slots() {
-            let x2 = &self.x2_hist[s * bins..(s + 1) * bins];
-            for (m, x2) in self.sums.iter_mut().zip(x2) {
-                *m += x2;
-            }
-        }
-        for (xp, power) in self.x_pow.iter_mut().zip(&self.sums) {
+        for (xp, power) in self.x_pow.iter_mut().zip(&self.norm) {
             *xp = (0.9 * *xp + 0.1 * power).max(*power);
         }
         let mean = self.x_pow.iter().sum::<f64>() / bins as f64;
         let (floor, tiny) = (0.01 * mean, 1e-6 * self.fft.time.len() as f64);
         // numpy divides a complex by a real as Smith's method does: times the reciprocal.
-        for (m, xp) in self.sums.iter_mut().zip(&self.x_pow) {
+        for (m, xp) in self.norm.iter_mut().zip(&self.x_pow) {
             *m = 1.0 / (xp + floor + tiny);
         }
-        for (l, s) in self.slots().enumerate() {
-            let x = &self.x_hist[s * bins..(s + 1) * bins];
-            let ws = &mut self.ws[l * bins..(l + 1) * bins];
-            for k in 0..bins {
-                let step = x[k].conj().scale(SHADOW_STEP) * self.es_f[k];
-                ws[k] += step.scale(self.sums[k]);
-            }
-        }
+        // What to do after the step depends on the errors before it: decided first, so the step
+        // and the misfit share a pass (a copy raises `P`, so it takes a pass of its own).
         let k = SHADOW_SMOOTH;
         let dot = |v: &[f64]| v.iter().map(|a| a * a).sum::<f64>();
         self.err_main = k * self.err_main + (1.0 - k) * dot(&self.e);
         self.err_shadow = k * self.err_shadow + (1.0 - k) * dot(&self.es);
-        if self.err_shadow < SHADOW_WINS * self.err_main && self.err_main > 1e-7 {
-            self.w.copy_from_slice(&self.ws);
-            let p0 = self.p0;
-            self.p.iter_mut().for_each(|p| *p = p.max(p0));
+        let copy = self.err_shadow < SHADOW_WINS * self.err_main && self.err_main > 1e-7;
+        let lost = !copy && self.err_shadow > SHADOW_LOST * self.err_main;
+        if copy {
             self.err_main = self.err_shadow;
             self.copies += 1;
-        } else if self.err_shadow > SHADOW_LOST * self.err_main {
-            self.ws.copy_from_slice(&self.w);
+        } else if lost {
             self.err_shadow = self.err_main;
         }
         let q = DIVERGED_SMOOTH;
         self.err_slow = q * self.err_slow + (1.0 - q) * dot(&self.e);
         self.near_slow = q * self.near_slow + (1.0 - q) * dot(near);
-        if self.err_slow > DIVERGED * self.near_slow && self.near_slow > 1e-7 {
-            self.w.fill(C64::default());
-            self.ws.fill(C64::default());
+        let emptied = self.err_slow > DIVERGED * self.near_slow && self.near_slow > 1e-7;
+        if emptied {
             self.err_main = self.near_slow;
             self.err_shadow = self.near_slow;
             self.err_slow = self.near_slow;
             self.resets += 1;
-            return true;
         }
-        false
+        self.es_split.load(0, &self.es_f);
+        lags::shadow_step(
+            self.ring(),
+            &self.x_hist,
+            &mut self.ws,
+            &self.p,
+            SHADOW_STEP,
+            &self.es_split,
+            &self.norm,
+            &mut self.sums,
+        );
+        if copy {
+            self.w.copy_from(&self.ws);
+            let p0 = self.p0;
+            self.p.iter_mut().for_each(|p| *p = p.max(p0));
+            lags::misfit(self.ring(), &self.x_hist, &self.p, &mut self.sums);
+        } else if lost {
+            self.ws.copy_from(&self.w);
+        }
+        if emptied {
+            self.w.zero();
+            self.ws.zero();
+        }
+        emptied
     }
 
     /// Zero the second half of one lag's impulse response in both filters, in turn.
     fn constrain(&mut self) {
         let (n, bins) = (self.block, self.bins);
-        let cell = self.turn * bins..(self.turn + 1) * bins;
+        let at = self.turn * bins;
         for filter in [&mut self.w, &mut self.ws] {
-            self.fft.irfft(&filter[cell.clone()]);
+            filter.store(at, &mut self.spec);
+            self.fft.irfft(&self.spec);
             self.fft.time[n..].fill(0.0);
-            self.fft.rfft(&mut filter[cell.clone()]);
+            self.fft.rfft(&mut self.spec);
+            filter.load(at, &self.spec);
         }
         self.turn = (self.turn + 1) % self.parts;
     }
 
-    /// The residual-echo suppressor (weighted overlap-add) on the error, `self.sums` holding the
-    /// misfit; writes the output block.
+    /// The residual-echo suppressor (weighted overlap-add) on the error, `self.misfit` holding
+    /// the misfit; writes the output block.
     fn suppress(&mut self, out: &mut [f64]) {
         let n = self.block;
         self.e_time.copy_within(n.., 0);
@@ -534,7 +531,7 @@ impl KalmanAec {
         for b in 0..self.bins {
             let (e_w, y_w) = (self.spec[b], self.spec2[b]);
             let residual =
-                ECHO_LEAK * (y_w.re * y_w.re + y_w.im * y_w.im) + RESIDUAL_WEIGHT * self.sums[b];
+                ECHO_LEAK * (y_w.re * y_w.re + y_w.im * y_w.im) + RESIDUAL_WEIGHT * self.misfit[b];
             self.phi_e[b] = k * self.phi_e[b] + (1.0 - k) * (e_w.re * e_w.re + e_w.im * e_w.im);
             self.phi_r[b] = (k * self.phi_r[b] + (1.0 - k) * residual).max(residual);
             let g = (1.0 - self.phi_r[b] / self.phi_e[b].max(1e-20)).clamp(GAIN_FLOOR, 1.0);
@@ -824,8 +821,9 @@ mod tests {
         let (rate, n) = (16000, 32);
         let mut rng = super::super::testutil::Lcg(7);
         let mut aec = KalmanAec::new(rate, 20.0);
-        for w in aec.w.iter_mut().chain(aec.ws.iter_mut()) {
-            *w = C64::new(0.5, 0.0);
+        for w in [&mut aec.w, &mut aec.ws] {
+            w.re.fill(0.5);
+            w.im.fill(0.0);
         }
         let (mut mic_pow, mut out_pow) = (0.0, 0.0);
         let mut out = vec![0.0; n];

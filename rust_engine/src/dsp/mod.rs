@@ -30,6 +30,7 @@ pub mod format;
 pub mod g711;
 pub mod gain;
 pub mod kalman_aec;
+mod kalman_lags;
 pub mod level_meter;
 pub mod mixer;
 pub mod rebuffer;
