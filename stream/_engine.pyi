@@ -21,6 +21,7 @@ __all__ = [
     "Chain",
     "ChannelMixKernel",
     "ColorConvertKernel",
+    "DelayEstimator",
     "DenoiseKernel",
     "EchoCancelKernel",
     "EnergyVADKernel",
@@ -299,6 +300,41 @@ class KalmanAecKernel:
     def pending_samples(self) -> int: ...
     @property
     def latency_samples(self) -> int: ...
+    @property
+    def stage(self) -> str: ...
+
+@final
+class DelayEstimator:
+    """The bulk delay of an echo path from the signals (GCC-PHAT): the engine's twin of
+    ``media_nodes.audio.echo_delay.DelayEstimator``, for ``EchoCancel(delay_ms="auto")``."""
+
+    def __new__(
+        cls,
+        sample_rate: int,
+        max_delay_ms: float = 1000.0,
+        window_s: float = 4.0,
+        lag_s: float = 0.1,
+        *,
+        stage: str = "echo_cancel",
+    ) -> Self: ...
+    def add_near(self, pos: int, samples: _Block) -> None:
+        """Near-end audio ``(C, n)`` float32 (channels averaged) at absolute position ``pos``."""
+
+    def add_far(self, pos: int, samples: _Block) -> None:
+        """Reference audio at ``pos`` on the near-end's clock, delay 0."""
+
+    def estimate(self, at: int) -> tuple[float, float] | None:
+        """``(delay_ms, ratio)`` from the window ending ``lag`` before ``at``, or None (silent,
+        or under half a second of near-end)."""
+
+    @property
+    def sample_rate(self) -> int: ...
+    @property
+    def lag(self) -> int: ...
+    @property
+    def max_delay(self) -> int: ...
+    @property
+    def size(self) -> int: ...
     @property
     def stage(self) -> str: ...
 

@@ -98,6 +98,13 @@ def make_chain(kernels: list[Any]) -> Any:
     return _engine.Chain(kernels)
 
 
+def engine_class(name: str, backend: str) -> Any | None:
+    """The engine's class ``name`` for a stage running on ``backend`` ("rust" or "python"): None
+    on the Python backend, or when the engine is not built or has no such class (a helper a
+    stage's twin also implements, as ``EchoCancel``'s delay estimator)."""
+    return getattr(_engine, name, None) if backend == "rust" else None
+
+
 def rtp_audio_leg(*args: Any, **kwargs: Any) -> Any:
     """The engine's ``RtpAudioLeg`` (a session's audio RTP: SRTP, jitter buffer, Opus); raises
     BackendUnavailable when the engine is not built or has none."""
@@ -117,6 +124,7 @@ __all__ = [
     "ENV_VAR",
     "MODES",
     "engine_available",
+    "engine_class",
     "engine_version",
     "has_rtp_audio_leg",
     "make_chain",

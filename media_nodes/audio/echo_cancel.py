@@ -43,7 +43,8 @@ from .echo_delay import (
     EST_RATIO,
     EST_SEARCH_HOP_S,
     EST_SEARCH_S,
-    DelayEstimator,
+    Estimator,
+    delay_estimator,
 )
 from .echo_settings import (  # noqa: F401 - DELAY_MS: its old home
     AEC3,
@@ -193,7 +194,7 @@ class EchoCancel(KernelBacked, Node):
         self._far_channels = 1  # of the kernel's stream (its drain feeds that many)
         self._rate = 0
         self._delay = 0  # bulk delay in samples at the near-end rate
-        self._estimator: DelayEstimator | None = None
+        self._estimator: Estimator | None = None
         self._next_estimate = 0  # the near-end position of the next estimate
         self._search_until = 0  # estimates come faster until here (or a delay is found)
         self._far_copied = 0  # the estimator has the reference up to here
@@ -427,7 +428,7 @@ class EchoCancel(KernelBacked, Node):
             self._rate = rate
             self._delay = round(self.bulk_delay_ms * rate / 1000)
             if self.auto_delay:
-                self._estimator = DelayEstimator(rate)
+                self._estimator = delay_estimator(rate, self.backend, self.name)
                 self._search_until = start + round(EST_SEARCH_S * rate)
                 self._next_estimate = start + self._hop(start)
                 self._far_copied = start - self._estimator.max_delay

@@ -6,10 +6,11 @@ the estimates agree; the constants below are the estimator's tuning and the node
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
+from stream.engine import engine_class
 from stream.kernel import Block
 
 AUTO_MAX_DELAY_MS = 1000.0  # the longest bulk delay "auto" looks for
@@ -24,6 +25,31 @@ EST_RATIO = 10.0  # a peak this far over the mean is an echo (uncorrelated: abou
 EST_AGREE_MS = 2.0  # two estimates in a row within this are believed
 SILENT = 1e-3  # -60 dBFS: no estimate when either side is quieter
 EST_TAPER_S = 0.05  # both ends of both signals faded over this (see DelayEstimator)
+
+
+class Estimator(Protocol):
+    """What the node uses of a delay estimator: ``DelayEstimator`` or the engine's twin."""
+
+    @property
+    def lag(self) -> int: ...
+    @property
+    def size(self) -> int: ...
+    @property
+    def max_delay(self) -> int: ...
+    def add_near(self, pos: int, x: Block) -> None: ...
+    def add_far(self, pos: int, x: Block) -> None: ...
+    def estimate(self, at: int) -> tuple[float, float] | None: ...
+
+
+def delay_estimator(rate: int, backend: str, stage: str) -> Estimator:
+    """The estimator for a stage running on ``backend``: the engine's ``DelayEstimator`` on
+    "rust" (the same method in Rust: the same delays, ratios within 1e-3; about 3x faster than
+    numpy's FFTs), else ``DelayEstimator``."""
+    native = engine_class("DelayEstimator", backend)
+    if native is not None:
+        estimator: Estimator = native(rate, stage=stage)
+        return estimator
+    return DelayEstimator(rate)
 
 
 class DelayEstimator:

@@ -24,6 +24,7 @@ pub mod channel_mix;
 pub mod denoise;
 pub mod design;
 pub mod echo_cancel;
+pub mod echo_delay;
 pub mod energy_vad;
 pub mod fir;
 pub mod format;

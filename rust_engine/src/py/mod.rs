@@ -10,6 +10,7 @@ mod chain;
 mod channel_mix;
 mod denoise;
 mod echo_cancel;
+mod echo_delay;
 mod energy_vad;
 mod error;
 mod format;
@@ -61,6 +62,7 @@ fn _engine(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<echo_cancel::EchoCancelKernel>()?;
     m.add_class::<aec3::Aec3Kernel>()?;
     m.add_class::<kalman_aec::KalmanAecKernel>()?;
+    m.add_class::<echo_delay::DelayEstimator>()?;
     m.add_class::<voice::HighPassKernel>()?;
     m.add_class::<voice::NoiseSuppressKernel>()?;
     m.add_class::<voice::AutoGainKernel>()?;
