@@ -25,6 +25,7 @@ import platform
 import sys
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import numpy as np
 
@@ -106,6 +107,21 @@ def kernel_us(node: EchoCancel, near: list[AudioFrame], ref: list[AudioFrame]) -
     return spent / len(near) * 1e6
 
 
+def cpu() -> str:
+    """The CPU's model and widest vector unit (the Kalman kernel's passes are compiled for AVX2
+    and AVX-512 and picked at run time, so the same code runs at different speeds)."""
+    try:
+        info = Path("/proc/cpuinfo").read_text(encoding="ascii", errors="replace")
+    except OSError:
+        return platform.machine()
+    model = next(
+        (ln.split(":", 1)[1].strip() for ln in info.splitlines() if "model name" in ln), ""
+    )
+    flags = set(next((ln for ln in info.splitlines() if ln.startswith("flags")), "").split())
+    simd = next((f for f in ("avx512f", "avx2") if f in flags), "no AVX2")
+    return f"{platform.machine()} {model} ({simd})".strip()
+
+
 def available(algorithm: str, backend: str) -> str | None:
     """Why ``algorithm`` cannot run on ``backend`` here, or None."""
     if backend == "rust" and not engine_available():
@@ -127,7 +143,7 @@ async def main() -> None:
     args = ap.parse_args()
     seconds, repeats = (1.5, 1) if args.smoke else (args.seconds, args.repeats)
     print(
-        f"# EchoCancel, whole node vs kernel alone: {platform.machine()}, {os.cpu_count()} cores, "
+        f"# EchoCancel, whole node vs kernel alone: {cpu()}, {os.cpu_count()} cores, "
         f"Python {sys.version.split()[0]}; {seconds:g} s scenes, best of {repeats}, CPU µs per "
         "20 ms frame"
     )
