@@ -215,3 +215,157 @@ pub fn update(
         }
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::needless_range_loop)] // parallel arrays indexed by lag and bin, as the passes
+mod tests {
+    //! Each pass, run on whatever vector unit this CPU has, against the plain `num_complex`
+    //! arithmetic it replaced (one complex per cell, lags in order): the same bits, so no
+    //! fused multiply-add or reordering entered the compiled versions.
+    use super::super::testutil::Lcg;
+    use super::*;
+
+    const PARTS: usize = 5;
+    const BINS: usize = 37; // not a multiple of any vector width: the tails run too
+
+    fn values(rng: &mut Lcg, n: usize) -> Vec<f64> {
+        // Full mantissas (an f32 alone would make many products exact).
+        (0..n)
+            .map(|_| 0.7 * f64::from(rng.next_f32()) + 1.234_567e-8 * f64::from(rng.next_f32()))
+            .collect()
+    }
+
+    fn split(rng: &mut Lcg, n: usize) -> Split {
+        Split {
+            re: values(rng, n),
+            im: values(rng, n),
+        }
+    }
+
+    fn complex(s: &Split, i: usize) -> C64 {
+        C64::new(s.re[i], s.im[i])
+    }
+
+    fn same(a: f64, b: f64) -> bool {
+        a.to_bits() == b.to_bits()
+    }
+
+    fn same_split(a: &Split, b: &[C64]) {
+        for (i, c) in b.iter().enumerate() {
+            assert!(same(a.re[i], c.re) && same(a.im[i], c.im), "cell {i}");
+        }
+    }
+
+    struct Case {
+        ring: Ring,
+        x: Split,
+        w: Split,
+        ws: Split,
+        p: Vec<f64>,
+        e: Split,
+        norm: Vec<f64>,
+        sums: Vec<f64>,
+    }
+
+    fn case(seed: u64) -> Case {
+        let mut rng = Lcg(seed);
+        let n = PARTS * BINS;
+        let positive = |rng: &mut Lcg, n| -> Vec<f64> {
+            values(rng, n).iter().map(|v| v.abs() + 0.1).collect()
+        };
+        Case {
+            ring: Ring {
+                head: 3,
+                parts: PARTS,
+                bins: BINS,
+            },
+            x: split(&mut rng, n),
+            w: split(&mut rng, n),
+            ws: split(&mut rng, n),
+            p: positive(&mut rng, n),
+            e: split(&mut rng, BINS),
+            norm: positive(&mut rng, BINS),
+            sums: positive(&mut rng, BINS),
+        }
+    }
+
+    /// Lag `l`'s far-end spectrum, bin `k`.
+    fn x_at(c: &Case, l: usize, k: usize) -> C64 {
+        complex(&c.x, c.ring.row(l).start + k)
+    }
+
+    #[test]
+    fn outputs_as_complex_arithmetic() {
+        let c = case(11);
+        let (mut acc, mut acc2) = (Split::zeros(BINS), Split::zeros(BINS));
+        let mut power = vec![0.0; BINS];
+        outputs(c.ring, &c.x, &c.w, &c.ws, &mut acc, &mut acc2, &mut power);
+        let mut want = (vec![C64::default(); BINS], vec![C64::default(); BINS]);
+        let mut want_power = vec![0.0; BINS];
+        for l in 0..PARTS {
+            for k in 0..BINS {
+                let x = x_at(&c, l, k);
+                want.0[k] += complex(&c.w, l * BINS + k) * x;
+                want.1[k] += complex(&c.ws, l * BINS + k) * x;
+                want_power[k] += x.norm_sqr();
+            }
+        }
+        same_split(&acc, &want.0);
+        same_split(&acc2, &want.1);
+        assert!(power.iter().zip(&want_power).all(|(a, b)| same(*a, *b)));
+    }
+
+    #[test]
+    fn shadow_step_and_misfit_as_complex_arithmetic() {
+        let mut c = case(12);
+        let step = 0.37;
+        let mut want_ws: Vec<C64> = (0..PARTS * BINS).map(|i| complex(&c.ws, i)).collect();
+        let mut want_misfit = vec![0.0; BINS];
+        for l in 0..PARTS {
+            for k in 0..BINS {
+                let (x, i) = (x_at(&c, l, k), l * BINS + k);
+                want_ws[i] += (x.conj() * step) * complex(&c.e, k) * c.norm[k];
+                want_misfit[k] += x.norm_sqr() * c.p[i];
+            }
+        }
+        let (mut got, mut alone) = (vec![0.0; BINS], vec![0.0; BINS]);
+        misfit(c.ring, &c.x, &c.p, &mut alone);
+        shadow_step(c.ring, &c.x, &mut c.ws, &c.p, step, &c.e, &c.norm, &mut got);
+        same_split(&c.ws, &want_ws);
+        assert!(got.iter().zip(&want_misfit).all(|(a, b)| same(*a, *b)));
+        assert!(alone.iter().zip(&want_misfit).all(|(a, b)| same(*a, *b)));
+    }
+
+    #[test]
+    fn update_as_complex_arithmetic() {
+        let mut c = case(13);
+        let (a2, leak) = (0.9987, 0.0013);
+        let mut want_w: Vec<C64> = (0..PARTS * BINS).map(|i| complex(&c.w, i)).collect();
+        let mut want_p = c.p.clone();
+        let mut want_misfit = vec![0.0; BINS];
+        for l in 0..PARTS {
+            for k in 0..BINS {
+                let (x, i) = (x_at(&c, l, k), l * BINS + k);
+                let x2 = x.norm_sqr();
+                let gain = want_p[i] / c.sums[k];
+                want_w[i] += (x.conj() * gain) * complex(&c.e, k);
+                want_p[i] = a2 * (1.0 - 0.5 * gain * x2) * want_p[i] + leak * want_w[i].norm_sqr();
+                want_misfit[k] += x2 * want_p[i];
+            }
+        }
+        let mut got = vec![0.0; BINS];
+        update(
+            c.ring,
+            &c.x,
+            &mut c.w,
+            &mut c.p,
+            &c.sums,
+            &c.e,
+            (a2, leak),
+            &mut got,
+        );
+        same_split(&c.w, &want_w);
+        assert!(c.p.iter().zip(&want_p).all(|(a, b)| same(*a, *b)));
+        assert!(got.iter().zip(&want_misfit).all(|(a, b)| same(*a, *b)));
+    }
+}
