@@ -9,10 +9,8 @@
 //! the whole window anew: a 4 s window and 1 s of delays at 8 kHz are three 131 072-point FFTs,
 //! the node's largest cost after the canceller with `"auto"` (numpy takes about 3x as long).
 
-use std::sync::Arc;
-
 use realfft::num_complex::Complex;
-use realfft::{ComplexToReal, RealFftPlanner, RealToComplex};
+use realfft::RealFftPlanner;
 
 use super::{BlockRef, EngineError, Result};
 
@@ -24,9 +22,6 @@ pub const EST_MIN_S: f64 = 0.5;
 pub const SILENT: f64 = 1e-3;
 /// Both ends of both signals are faded over this, in seconds.
 pub const EST_TAPER_S: f64 = 0.05;
-
-/// A forward and an inverse plan of one length.
-type Plans = (Arc<dyn RealToComplex<f32>>, Arc<dyn ComplexToReal<f32>>);
 
 /// Mono samples by absolute position over the last `size`; positions never written (gaps,
 /// before the first write) read as silence.
@@ -112,7 +107,6 @@ pub struct DelayEstimator {
     far: Ring,
     fade: Vec<f32>,
     planner: RealFftPlanner<f32>,
-    plans: Option<Plans>,
     // Work buffers, kept so an estimate allocates nothing once the window is full.
     mono: Vec<f32>,
     read: Vec<f32>,
@@ -168,7 +162,6 @@ impl DelayEstimator {
             far: Ring::new(size as usize),
             fade,
             planner: RealFftPlanner::new(),
-            plans: None,
             mono: Vec::new(),
             read: Vec::new(),
             near_d: Vec::new(),
@@ -207,14 +200,12 @@ impl DelayEstimator {
 
     /// Near-end audio at `pos` (channels averaged).
     pub fn add_near(&mut self, pos: i64, x: BlockRef<'_>) {
-        mono(x, &mut self.mono);
-        self.near.write(pos, &self.mono);
+        self.near.write(pos, mono(x, &mut self.mono));
     }
 
     /// Reference audio at `pos` on the near-end's clock, delay 0 (channels averaged).
     pub fn add_far(&mut self, pos: i64, x: BlockRef<'_>) {
-        mono(x, &mut self.mono);
-        self.far.write(pos, &self.mono);
+        self.far.write(pos, mono(x, &mut self.mono));
     }
 
     /// `(delay_ms, ratio)` from the window ending `lag` before `at`, or None (too little
@@ -240,7 +231,9 @@ impl DelayEstimator {
         fade(&mut self.near_d, &self.fade);
         fade(&mut self.far_d, &self.fade);
         let size = (self.near_d.len() + self.far_d.len()).next_power_of_two();
-        let (forward, inverse) = self.plans_for(size);
+        // The planner keeps the plans it made: a window of the same length plans nothing.
+        let forward = self.planner.plan_fft_forward(size);
+        let inverse = self.planner.plan_fft_inverse(size);
         let bins = size / 2 + 1;
         self.spec.resize(bins, Complex::default());
         self.spec_far.resize(bins, Complex::default());
@@ -289,36 +282,25 @@ impl DelayEstimator {
             f64::from(peak) / mean,
         ))
     }
-
-    fn plans_for(&mut self, size: usize) -> Plans {
-        match &self.plans {
-            Some((f, i)) if f.len() == size => (f.clone(), i.clone()),
-            _ => {
-                let plans = (
-                    self.planner.plan_fft_forward(size),
-                    self.planner.plan_fft_inverse(size),
-                );
-                self.plans = Some(plans.clone());
-                plans
-            }
-        }
-    }
 }
 
-/// `x`'s channels averaged into `out` (as numpy's `mean(axis=0)` in float32: summed in channel
-/// order, divided by the count).
-fn mono(x: BlockRef<'_>, out: &mut Vec<f32>) {
+/// `x` as mono: its one channel, or its channels averaged into `out` (as numpy's `mean(axis=0)`
+/// in float32: summed in channel order, divided by the count, where `reference::far_mono`
+/// multiplies by the reciprocal as the cancellers' twins do).
+fn mono<'a>(x: BlockRef<'a>, out: &'a mut Vec<f32>) -> &'a [f32] {
+    if x.channels == 1 {
+        return x.channel(0);
+    }
     out.clear();
     out.extend_from_slice(x.channel(0));
-    if x.channels > 1 {
-        for c in 1..x.channels {
-            for (o, v) in out.iter_mut().zip(x.channel(c)) {
-                *o += v;
-            }
+    for c in 1..x.channels {
+        for (o, v) in out.iter_mut().zip(x.channel(c)) {
+            *o += v;
         }
-        let n = x.channels as f32;
-        out.iter_mut().for_each(|o| *o /= n);
     }
+    let n = x.channels as f32;
+    out.iter_mut().for_each(|o| *o /= n);
+    out
 }
 
 /// The mean of each `q` samples (a tail short of `q` dropped), summed in order.
