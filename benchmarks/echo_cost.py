@@ -29,7 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
-from media_nodes.audio.echo_cancel import EchoCancel
+from media_nodes.audio.echo_cancel import KALMAN_SEARCH_MS, EchoCancel
+from media_nodes.audio.echo_delay import delay_estimator
 from media_nodes.audio.echo_scene import echo_scene
 from stream import AudioFrame, engine_available
 from stream.testing import split_frames
@@ -37,6 +38,7 @@ from stream.testing import split_frames
 FRAME_S = 0.02
 ECHO_S = 0.15  # the echo's bulk delay in the scene
 FIXED_MS = 100.0  # the fixed bulk delay (the kernel finds the rest)
+FILTER_MS = 200.0  # EchoCancel's default filter_ms
 BACKENDS = ("python", "rust")
 
 
@@ -188,6 +190,56 @@ async def main() -> None:
         print(
             f"most expensive node, {backend}: {n:.0f} µs per 20 ms frame ({n / 200:.2f} % of a core)"
         )
+    parts(seconds, repeats)
+
+
+def estimate_ms(backend: str, near: list[AudioFrame], ref: list[AudioFrame], repeats: int) -> float:
+    """CPU ms of one delay estimate over the whole window (the scene written, then estimated at
+    its end), best of ``repeats`` x 5."""
+    rate = near[0].sample_rate
+    estimator = delay_estimator(rate, backend, "bench")
+    pos = 0
+    for x, r in zip(near, ref, strict=True):
+        estimator.add_near(pos, x.samples)
+        estimator.add_far(pos, r.samples)
+        pos += x.samples.shape[1]
+    best = float("inf")
+    for _ in range(repeats * 5):
+        t0 = time.process_time()
+        estimator.estimate(pos)
+        best = min(best, time.process_time() - t0)
+    return best * 1e3
+
+
+def parts(seconds: float, repeats: int) -> None:
+    """What ``"auto"`` adds, part by part: the Kalman kernel with the search filter against the
+    usual one, and one delay estimate (numpy in the Python twin, the engine's on Rust)."""
+    print(
+        f'\n## The parts of "auto": Kalman kernel alone per 20 ms frame with the {FILTER_MS:g} ms '
+        f"filter and the {KALMAN_SEARCH_MS:g} ms search filter (µs), one delay estimate (ms)\n"
+    )
+    print("| part | backend | 16 kHz | 48 kHz |")
+    print("|---|---|---:|---:|")
+    for backend in BACKENDS:
+        if backend == "rust" and not engine_available():
+            continue
+        os.environ["REMOTEMEDIA_RUNTIME"] = backend
+        scenes = {rate: scene(seconds, rate, 1) for rate in (16000, 48000)}
+        for filter_ms in (FILTER_MS, KALMAN_SEARCH_MS):
+            cells = [
+                min(
+                    kernel_us(EchoCancel([], delay_ms=FIXED_MS, filter_ms=filter_ms), *s)
+                    for _ in range(repeats)
+                )
+                for s in scenes.values()
+            ]
+            print(
+                f"| Kalman kernel, {filter_ms:g} ms filter, µs | {backend} | "
+                + " | ".join(f"{c:.0f}" for c in cells)
+                + " |"
+            )
+        cells = [estimate_ms(backend, *s, repeats) for s in scenes.values()]
+        print(f"| delay estimate, ms | {backend} | " + " | ".join(f"{c:.2f}" for c in cells) + " |")
 
 
 if __name__ == "__main__":

@@ -43,8 +43,8 @@ class Estimator(Protocol):
 
 def delay_estimator(rate: int, backend: str, stage: str) -> Estimator:
     """The estimator for a stage running on ``backend``: the engine's ``DelayEstimator`` on
-    "rust" (the same method in Rust: the same delays, ratios within 1e-3; about 3x faster than
-    numpy's FFTs), else ``DelayEstimator``."""
+    "rust" (the same method in Rust: the same delays, ratios within 1e-3; about 2x faster),
+    else ``DelayEstimator``."""
     native = engine_class("DelayEstimator", backend)
     if native is not None:
         estimator: Estimator = native(rate, stage=stage)
