@@ -283,6 +283,15 @@ class KalmanAecKernel:
         ``samples`` later behind the near-end); returns the samples shifted by (whole blocks),
         0 when it cannot (then flush)."""
 
+    def advance_far(self, far: _Block) -> int:
+        """Far-end audio (channels averaged) played while the near-end was dropped: into the
+        far-end history in whole blocks, no output, no adaptation; returns the samples taken
+        (0 with no stream or between blocks)."""
+
+    def rewind_far(self, samples: int) -> int:
+        """The far-end fed from now on continues ``samples`` before where it stopped
+        (negative: after), the echo path as it was; whole blocks; returns the samples moved."""
+
     def set_filter_ms(self, filter_ms: float) -> None:
         """Models ``filter_ms`` of echo path from now on (and in later streams); a running
         stream keeps what it learnt of the lags both lengths cover. ConfigError out of range."""

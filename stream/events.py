@@ -11,6 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+#: The kind of event a live source emits where its frames' clock moved against the media they
+#: carry: a playout buffer concealed an underrun with audio of its own (``shift_ms`` > 0) or
+#: dropped audio to shrink its delay (< 0). The frames after it carry the peer's media
+#: ``shift_ms`` later than the frames before did; ``EchoCancel`` keeps the echo where it learnt it.
+PLAYOUT_SHIFT = "playout_shift"
+
 
 @dataclass(slots=True, frozen=True)
 class Event:
@@ -37,4 +43,4 @@ class Event:
         }
 
 
-__all__ = ["Event"]
+__all__ = ["PLAYOUT_SHIFT", "Event"]

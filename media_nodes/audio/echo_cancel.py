@@ -11,7 +11,9 @@ through, minus the tail of the echo of earlier far-end audio) and counted. ``ref
 is the audio a WebRTC session sends to its peer, bound by the session
 (stream/transport/echo_reference.py); its echo comes back a network round trip later, so the
 bulk delay is found from the signals (``delay_ms="auto"``, ``DelayEstimator``: echo_delay.py)
-and the filter's window moved there.
+and the filter's window moved there. A ``playout_shift`` event in the near-end stream (a call's
+playout buffer stretched or dropped audio) moves where the node reads the reference by as much,
+so the echo stays where the filter learnt it.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import numpy as np
 from stream.audio_adapter import AudioAdapter
 from stream.engine import select_kernel
 from stream.errors import FormatError, StreamError
+from stream.events import PLAYOUT_SHIFT, Event
 from stream.frames import AudioFrame, audio_frame_unchecked
 from stream.kernel import Block, config_error
 from stream.kernel_node import KernelBacked, check_audio
@@ -65,6 +68,7 @@ PEER = "peer"
 MAX_GAP_S = 1.0  # a reference whose clock jumps further restarts (no silence filled in)
 MAX_AHEAD_S = 2.0  # reference read ahead of the near-end before the reader waits
 AUTO_MARGIN_MS = 20.0  # the filter's window starts this long before the estimated echo
+MAX_SHIFT_MS = 10_000.0  # the largest move one playout_shift event may announce
 #: Kalman's filter while "auto" searches (from the stream's start until the first delay is found,
 #: or EST_SEARCH_S): an echo this late is cancelled before its delay is known; then the filter is
 #: cut to ``filter_ms`` around the echo, keeping what it learnt.
@@ -105,11 +109,14 @@ class EchoCancel(KernelBacked, Node):
     near-end's sample clock and keeps its sample count: output sample ``p`` is near-end sample
     ``p`` (the kernel's delay, ``latency_samples``, taken off: AEC3's first frame after a
     (re)start is that much shorter than a kernel frame, the others whole); with ``"auto"`` an
-    ``echo_delay`` event says when the bulk delay was found or moved. Raises ConfigError for
-    bad settings.
+    ``echo_delay`` event says when the bulk delay was found or moved. A ``playout_shift`` event
+    (``stream.events.PLAYOUT_SHIFT``) before a near-end frame says its clock moved against its
+    media (a call's playout buffer): the reference is read moved by as much. Raises ConfigError
+    for bad settings.
     """
 
     accepts_any = True
+    accepts_events = True  # playout_shift; every event is handed on in order
     settings = SETTINGS
     native_kernel = "KalmanAecKernel"  # the default algorithm's; build_kernel picks by algorithm
     python_kernel = KalmanAecKernel
@@ -194,6 +201,10 @@ class EchoCancel(KernelBacked, Node):
         self._far_channels = 1  # of the kernel's stream (its drain feeds that many)
         self._rate = 0
         self._delay = 0  # bulk delay in samples at the near-end rate
+        #: ms the near-end's clock gained over the media it carries (``playout_shift`` events);
+        #: reference and estimator work on the media's positions, near-end pts minus it
+        self._moved_ms = 0.0
+        self._jump = 0  # a move of the media the kernel's far-end has not followed yet
         self._estimator: Estimator | None = None
         self._next_estimate = 0  # the near-end position of the next estimate
         self._search_until = 0  # estimates come faster until here (or a delay is found)
@@ -317,7 +328,9 @@ class EchoCancel(KernelBacked, Node):
     def _ahead_s(self) -> float:
         placed = 0.0
         if self._rate and self._ref_start is not None:
-            near = self._next if self._next is not None else self._ref_start
+            near = self._ref_start
+            if self._next is not None:
+                near = self._next - self._moved(self._rate)
             placed = max(0, self._ref_end - max(near, self._ref_start)) / self._rate
         return self._incoming_s + placed
 
@@ -412,18 +425,23 @@ class EchoCancel(KernelBacked, Node):
 
     async def process(self, item: Any) -> AsyncIterator[Any]:
         if not isinstance(item, AudioFrame):
+            if type(item) is Event and item.kind == PLAYOUT_SHIFT:
+                self._playout_shift(item)
             yield item  # video and other items pass by
             return
         check_audio(self.name, item)
         rate = item.sample_rate
         n = item.samples.shape[1]
-        start = self._start(item, rate)
-        if start is None or (self._next is not None and abs(start - self._next) <= 1):
-            start = self._next if self._next is not None else 0
-        elif self._estimator is not None:  # the near-end's clock jumped: estimate from here
-            self._search_until = start + round(EST_SEARCH_S * rate)
-            self._next_estimate = start + self._hop(start)
-            self._far_copied = start - self._estimator.max_delay
+        at = self._start(item, rate)  # on the near-end's clock (output), media is at - moved
+        if at is None or (self._next is not None and abs(at - self._next) <= 1):
+            at = self._next if self._next is not None else 0
+            start = at - self._moved(rate)
+        else:
+            start = at - self._moved(rate)
+            if self._estimator is not None:  # the near-end's clock jumped: estimate from here
+                self._search_until = start + round(EST_SEARCH_S * rate)
+                self._next_estimate = start + self._hop(start)
+                self._far_copied = start - self._estimator.max_delay
         if self._rate == 0:
             self._rate = rate
             self._delay = round(self.bulk_delay_ms * rate / 1000)
@@ -436,8 +454,10 @@ class EchoCancel(KernelBacked, Node):
                     self._kernel.set_filter_ms(KALMAN_SEARCH_MS)
                     self._wide = True
         if self._out_pos is None:
-            self._out_pos = start
-        self._next = start + n
+            self._out_pos = at
+        self._next = at + n
+        if self._jump:
+            self._follow_jump(start)
         # Wait (bounded) for the reference to cover this frame (with "auto", also what the
         # estimator reads next); a stalled reference is not waited for again until it delivers
         # audio for the current time.
@@ -460,7 +480,7 @@ class EchoCancel(KernelBacked, Node):
                     "%s: no reference audio for %.0f ms at %.3f s; processing against silence",
                     self.name,
                     self.stall_ms,
-                    start / rate,
+                    at / rate,
                 )
                 break
             self._arrived.clear()
@@ -506,6 +526,33 @@ class EchoCancel(KernelBacked, Node):
         self.frames += 1
         for out in outs:
             yield out
+
+    def _playout_shift(self, event: Event) -> None:
+        """The near-end frames after ``event`` carry their media ``shift_ms`` later."""
+        shift = event.payload.get("shift_ms")
+        if not isinstance(shift, int | float) or not abs(shift) <= MAX_SHIFT_MS:
+            raise self._error(f"a {PLAYOUT_SHIFT} event needs 'shift_ms' within {MAX_SHIFT_MS:g}")
+        before = self._moved(self._rate)
+        self._moved_ms += shift
+        self._jump += self._moved(self._rate) - before
+
+    def _follow_jump(self, start: int) -> None:
+        """The media jumped by ``_jump`` before the frame at media ``start``: the Kalman
+        canceller's far-end follows it, its echo path the same. A stretch (the media repeats)
+        re-labels its far-end history; a skip feeds it the far-end of the dropped audio."""
+        jump, self._jump = self._jump, 0
+        if self.algorithm != KALMAN or self._skip is None or not self._rate:
+            return
+        if jump < 0:
+            channels = max(self._ref.channels, 1) if self._ref_start is not None else 1
+            far, _ = self._far_for(start + jump - self._delay, -jump, channels)
+            jump += int(self._kernel.advance_far(far))
+        if jump:
+            self._kernel.rewind_far(jump)
+
+    def _moved(self, rate: int) -> int:
+        """Samples the near-end's clock gained over its media (``playout_shift`` events)."""
+        return round(self._moved_ms * rate / 1000)
 
     def _hop(self, pos: int) -> int:
         """Samples from ``pos`` to the next estimate: a quarter second while searching (no delay

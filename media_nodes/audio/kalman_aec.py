@@ -128,6 +128,18 @@ class KalmanAec:
             else:
                 a[k:] = a[: parts - k].copy()
                 a[:k] = fill
+        self.rewind(m)
+
+    def rewind(self, m: int) -> None:
+        """The far-end fed from now on continues ``m`` blocks before where it stopped (``m`` < 0:
+        after it), the echo path as it was: the far-end history is re-labelled so each lag keeps
+        its far-end time; lags with no far-end of the new alignment are emptied, the filters
+        stay. (A playout buffer that stretched or skipped the near-end.)"""
+        parts, k = self.parts, abs(m)
+        if k >= parts:
+            self.x_hist[:] = 0.0
+            self.x_time = np.zeros(self.fft)
+            return
         # Ring: lag l lives in slot (head - l) % parts. Moving the head by m re-labels every
         # slot; the m slots that wrap around hold no far-end of the new alignment.
         if m > 0:
@@ -135,7 +147,7 @@ class KalmanAec:
             self.head = (self.head - k) % parts
             self.x_hist[stale] = 0.0
             self.x_time = np.fft.irfft(self.x_hist[self.head], n=self.fft)
-        else:
+        elif m < 0:
             self.head = (self.head + k) % parts
             self.x_hist[(self.head - np.arange(k)) % parts] = 0.0  # newer than fed: unknown
             self.x_time = np.zeros(self.fft)
@@ -179,11 +191,16 @@ class KalmanAec:
             w[i] = np.fft.rfft(taps)
         self.turn = (i + 1) % self.parts
 
-    def process(self, near: F64, far: F64) -> F64:
+    def advance(self, far: F64) -> None:
+        """A block of far-end with no near-end (a playout buffer dropped it): into the far-end
+        history only; nothing adapts, nothing comes out."""
         n = self.block
         self.x_time = np.concatenate([self.x_time[n:], far])
         self.head = (self.head + 1) % self.parts
         self.x_hist[self.head] = np.fft.rfft(self.x_time)
+
+    def process(self, near: F64, far: F64) -> F64:
+        self.advance(far)
         x = self._lagged()
         x2 = x.real**2 + x.imag**2
         e, e_f, echo = self._error(self.w, x, near)

@@ -129,6 +129,34 @@ class KalmanAecKernel(PairKernel):
         st.aec.shift(m)
         return m * st.aec.block
 
+    def advance_far(self, far: Any) -> int:
+        """Far-end audio ``(channels, n)`` played while the near-end was dropped (a playout
+        buffer's skip): into the far-end history in whole blocks, no output, no adaptation.
+        Returns the samples taken: 0 with no stream or between blocks (then ``rewind_far``)."""
+        st = self._st
+        if st is None or st.fill:
+            return 0
+        f = far_mono(np.asarray(far, np.float32)).astype(np.float64)
+        n = st.aec.block
+        whole = int(f.shape[0]) // n
+        for i in range(whole):
+            st.aec.advance(f[i * n : (i + 1) * n])
+        return whole * n
+
+    def rewind_far(self, samples: int) -> int:
+        """The far-end fed from now on continues ``samples`` before where it stopped (negative:
+        after), with the echo path as it was (the near-end's clock moved against its media, a
+        playout buffer's stretch or skip): the far-end history is re-labelled, the filters
+        stay. Rounds to whole canceller blocks; returns the samples it moved by (0: no
+        stream yet, or less than half a block)."""
+        st = self._st
+        if st is None:
+            return 0
+        m = round(int(samples) / st.aec.block)
+        if m:
+            st.aec.rewind(m)
+        return m * st.aec.block
+
     def set_filter_ms(self, filter_ms: float) -> None:
         """Model ``filter_ms`` of echo path from now on (and in later streams): a running
         stream keeps what it learnt of the lags both lengths cover, lags added start empty.

@@ -22,6 +22,11 @@ which costs the canceller its convergence) only when the fitted origins move mor
 move the fits by tens of ms for seconds at a time and must not; slow drift between the peer's
 clock and this host's is left to ``EchoCancel``'s delay estimator, which moves its window when
 the echo leaves it.
+
+A playout buffer between the peer and the pipeline (a telephony call's) moves the inbound clock
+against the peer's media on purpose (a ``playout_shift`` event in the inbound stream): the origin
+is fitted on the peer's media (``inbound_shifted``), so the stamps stay on it, and
+``EchoCancel`` moves its reading of them by the same events.
 """
 
 from __future__ import annotations
@@ -115,6 +120,7 @@ class PeerReference:
         self.dropped = 0  # frames the reader did not take in time
         self.unaligned = 0  # frames dropped before both clocks were known
         self.reanchors = 0
+        self._moved = 0.0  # seconds the inbound clock gained over the peer's media
 
     @property
     def stats(self) -> dict[str, Any]:
@@ -125,14 +131,20 @@ class PeerReference:
             "dropped": self.dropped,
             "unaligned": self.unaligned,
             "reanchors": self.reanchors,
+            "moved_ms": round(self._moved * 1000, 2),
             "offset_ms": None if shift is None else round(shift * 1000 / self._shift_rate, 2),
         }
+
+    def inbound_shifted(self, by: float) -> None:
+        """The inbound frames heard from now on carry the peer's media ``by`` seconds later
+        than those before (a ``playout_shift`` event)."""
+        self._moved += by
 
     def heard(self, frame: AudioFrame) -> None:
         """An inbound audio frame as the pipeline gets it (pts on the peer's clock)."""
         start = frame.time
         if start is not None and frame.num_samples:
-            self._in.update(start + frame.duration, self.clock())
+            self._in.update(start + frame.duration - self._moved, self.clock())
 
     def sent(self, frame: AudioFrame) -> None:
         """A frame the outbound track handed aiortc (silence included; pts on its clock)."""

@@ -1,8 +1,9 @@
 """A caller speaking Twilio's Media Streams protocol, as Twilio's side of a call does: it sends
 ``connected``, ``start``, the caller's audio as base64 mu-law chunks of 20 ms (in real time, or
-in bursts, some left out), DTMF digits, and answers each ``mark`` once the audio before it has
-been received; it records what the server sends, with arrival times. With a ``room`` it plays
-what it receives and its microphone picks that up again (the echo)."""
+in bursts, some left out, or held back a while as a stalled network does), DTMF digits, and
+answers each ``mark`` once the audio before it has been received; it records what the server
+sends, with arrival times. With a ``room`` it plays what it receives and its microphone picks
+that up again (the echo)."""
 
 from __future__ import annotations
 
@@ -85,8 +86,10 @@ async def twilio_call(
     stream_sid: str = "MZtest",
     stop: bool = True,
     after_media: tuple[int, Callable[[], Awaitable[Any]]] | None = None,
+    hold: tuple[int, int] | None = None,
 ) -> Received:
-    """Call ``url`` with ``signal`` (float32 mono at 8 kHz); see the module docstring."""
+    """Call ``url`` with ``signal`` (float32 mono at 8 kHz); see the module docstring.
+    ``hold=(i, k)``: chunks ``i .. i + k - 1`` are sent together with chunk ``i + k``."""
     got = Received()
     rng = np.random.default_rng(seed)
     n_chunks = signal.shape[0] // CHUNK
@@ -208,7 +211,8 @@ async def twilio_call(
                             }
                         )
                     )
-                if (i + 1) % burst == 0 or i == n_chunks - 1:
+                held = hold is not None and hold[0] <= i < hold[0] + hold[1]
+                if ((i + 1) % burst == 0 or i == n_chunks - 1) and not held:
                     if room is None:
                         due = t0 + (i + 1) * CHUNK / RATE
                         await asyncio.sleep(max(0.0, due - time.monotonic()))

@@ -116,3 +116,34 @@ def test_pacer_marks_follow_their_audio_and_clear_drops_the_queue() -> None:
     # the cap: a second and a half queued at once keeps the newest second
     p.put(tone(440, 1.5, RATE)[0])
     assert p.queued_ms == 1000.0 and p.stats["dropped_ms"] == 500.0
+
+
+def test_shift_counts_what_the_frames_gained_over_the_media() -> None:
+    """``shift``: +1 frame per stretch, -1 per skip, minus what the cap dropped; so the media
+    position of the frame handed out at tick ``t`` is ``t * F - shift`` from the first."""
+    parts = chunks(6.0)
+    feed = {t: [t] for t in range(50)}  # real time, bursts of 200 ms, real time again
+    feed.update({t: list(range(t - 10, t)) for t in range(60, 151, 10)})
+    feed.update({t: [t - 1] for t in range(151, 301)})
+    buf = PlayoutBuffer(RATE, 20.0)
+    x = np.concatenate(parts)
+    handed = 0
+    for t in range(310):
+        for i in feed.get(t, []):
+            buf.put(parts[i], i * 20, now=t * 0.02)
+        if not buf.started:
+            continue
+        stretched = buf.stretched
+        frame = buf.pull(now=t * 0.02)
+        media = handed - buf.shift  # where this frame's media starts
+        if buf.stretched == stretched and t > 70:  # real audio (past the cross-fade)
+            assert np.array_equal(frame, x[media : media + F]), t
+        handed += F
+    s = buf.stats
+    assert s["stretched"] > 0 and s["skipped"] > 0, s
+    assert buf.shift == (s["stretched"] - s["skipped"]) * F
+    assert s["shift_ms"] == buf.shift * 1000 / RATE
+    capped = PlayoutBuffer(RATE, 20.0, max_delay_ms=200.0)
+    for i, p in enumerate(parts[:50]):
+        capped.put(p, i * 20, now=0.0)
+    assert capped.shift == -round(capped.overflow_ms * RATE / 1000) < 0

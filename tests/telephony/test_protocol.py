@@ -266,3 +266,16 @@ def test_fuzz_plain_protocol_raises_only_protocol_error(messages: list[_Msg]) ->
             assert isinstance(item, Audio | Start | Event | Mark | Stop)
             if isinstance(item, Audio):
                 assert item.samples.dtype == np.float32 and item.samples.ndim == 1
+
+
+def test_plain_protocol_keeps_playout_shift_for_the_server() -> None:
+    """A client's own ``playout_shift`` event would move the echo canceller's far-end: refused;
+    other events pass as the caller's."""
+    line = PlainLine(None, "call", 65536)  # type: ignore[arg-type]  (reading needs no socket)
+    hello = {"type": "hello", "rate": 16000, "format": "s16le"}
+    line.read(_Msg(WSMsgType.TEXT, json.dumps(hello)))
+    shift = {"type": "event", "kind": "playout_shift", "payload": {"shift_ms": 20}}
+    with pytest.raises(ProtocolError, match="playout_shift"):
+        line.read(_Msg(WSMsgType.TEXT, json.dumps(shift)))
+    [event] = line.read(_Msg(WSMsgType.TEXT, json.dumps({**shift, "kind": "hello_there"})))
+    assert isinstance(event, Event) and event.kind == "hello_there"

@@ -296,6 +296,23 @@ impl KalmanAec {
         }
         self.p.copy_within(from, to);
         self.p[emptied].fill(p0);
+        self.rewind(m);
+    }
+
+    /// The far-end fed from now on continues `m` blocks before where it stopped (`m` < 0: after
+    /// it), the echo path as it was: the far-end history is re-labelled so each lag keeps its
+    /// far-end time; lags with no far-end of the new alignment are emptied, the filters stay
+    /// (a playout buffer that stretched or skipped the near-end).
+    pub fn rewind(&mut self, m: isize) {
+        let (parts, bins, k) = (self.parts, self.bins, m.unsigned_abs());
+        if k == 0 {
+            return;
+        }
+        if k >= parts {
+            self.x_hist.fill_zero(0..parts * bins);
+            self.x_time.fill(0.0);
+            return;
+        }
         // Ring: lag l lives in slot (head - l) mod parts. Moving the head by m re-labels every
         // slot; the k slots that wrap around hold no far-end of the new alignment.
         let stale: Vec<usize> = if m > 0 {
@@ -340,6 +357,19 @@ impl KalmanAec {
         self.turn %= parts;
     }
 
+    /// A block of far-end with no near-end (a playout buffer dropped it): into the far-end
+    /// history only; nothing adapts, nothing comes out.
+    pub fn advance(&mut self, far: &[f64]) {
+        let n = self.block;
+        assert!(far.len() == n);
+        self.x_time.copy_within(n.., 0);
+        self.x_time[n..].copy_from_slice(far);
+        self.head = (self.head + 1) % self.parts;
+        self.fft.time.copy_from_slice(&self.x_time);
+        self.fft.rfft(&mut self.spec);
+        self.x_hist.load(self.head * self.bins, &self.spec);
+    }
+
     /// Ring slots by lag (0: the newest spectrum).
     fn slots(&self) -> impl Iterator<Item = usize> + use<> {
         let (head, parts) = (self.head, self.parts);
@@ -354,13 +384,8 @@ impl KalmanAec {
     /// lag order, so the results are the same to the bit.
     pub fn process(&mut self, near: &[f64], far: &[f64], out: &mut [f64]) {
         let n = self.block;
-        assert!(near.len() == n && far.len() == n && out.len() == n);
-        self.x_time.copy_within(n.., 0);
-        self.x_time[n..].copy_from_slice(far);
-        self.head = (self.head + 1) % self.parts;
-        self.fft.time.copy_from_slice(&self.x_time);
-        self.fft.rfft(&mut self.spec);
-        self.x_hist.load(self.head * self.bins, &self.spec);
+        assert!(near.len() == n && out.len() == n);
+        self.advance(far);
         lags::outputs(
             self.ring(),
             &self.x_hist,
@@ -717,6 +742,41 @@ impl KalmanAecKernel {
             return 0;
         }
         s.aec.shift(m as isize);
+        m * block
+    }
+
+    /// Far-end audio played while the near-end was dropped (a playout buffer's skip): into the
+    /// far-end history in whole blocks (channels averaged), no output, no adaptation. Returns
+    /// the samples taken: 0 with no stream or between blocks (then [`Self::rewind_far`]).
+    pub fn advance_far(&mut self, far: BlockRef<'_>) -> usize {
+        let Some(s) = self.stream.as_mut() else {
+            return 0;
+        };
+        if s.fill != 0 {
+            return 0;
+        }
+        let n = s.aec.block();
+        let whole = far.frames / n;
+        for b in 0..whole {
+            for (i, v) in s.far.iter_mut().enumerate() {
+                *v = f64::from(far_mono(far, b * n + i));
+            }
+            s.aec.advance(&s.far);
+        }
+        whole * n
+    }
+
+    /// The far-end fed from now on continues `samples` before where it stopped (negative:
+    /// after), with the echo path as it was (the near-end's clock moved against its media): the
+    /// far-end history is re-labelled, the filters stay. Rounds to whole canceller blocks;
+    /// returns the samples moved by (0: no stream yet, or less than half a block).
+    pub fn rewind_far(&mut self, samples: i64) -> i64 {
+        let Some(s) = self.stream.as_mut() else {
+            return 0;
+        };
+        let block = s.aec.block() as i64;
+        let m = super::round_half_even(samples as f64 / block as f64) as i64;
+        s.aec.rewind(m as isize);
         m * block
     }
 

@@ -3,6 +3,7 @@
 use pyo3::prelude::*;
 
 use super::args;
+use super::array::read_block;
 use super::cell::{KernelCell, Reset};
 use super::error::IntoPyResult;
 use super::pair;
@@ -67,6 +68,21 @@ impl KalmanAecKernel {
     /// blocks; returns the samples shifted by, 0 when it cannot (then flush).
     fn shift_far(&self, py: Python<'_>, samples: i64) -> PyResult<i64> {
         self.cell.run(py, |k| Ok(k.shift_far(samples)))
+    }
+
+    /// Far-end audio (`(C, n)` float32, averaged) played while the near-end was dropped (a
+    /// playout buffer's skip): into the far-end history in whole blocks, no output, no
+    /// adaptation. Returns the samples taken: 0 with no stream or between blocks.
+    fn advance_far(&self, py: Python<'_>, far: &Bound<'_, PyAny>) -> PyResult<usize> {
+        let far = self.cell.py(py, read_block(far))?;
+        let fb = far.block();
+        self.cell.run(py, |k| Ok(k.advance_far(fb)))
+    }
+
+    /// The far-end fed from now on continues `samples` before where it stopped (negative:
+    /// after), the echo path as it was; whole blocks; returns the samples moved by.
+    fn rewind_far(&self, py: Python<'_>, samples: i64) -> PyResult<i64> {
+        self.cell.run(py, |k| Ok(k.rewind_far(samples)))
     }
 
     /// Models `filter_ms` of echo path from now on (and in later streams): a running stream keeps

@@ -38,7 +38,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from ...audio_adapter import AudioAdapter
 from ...errors import FormatError, StreamError
-from ...events import Event
+from ...events import PLAYOUT_SHIFT, Event
 from ...frames import AudioFrame
 from ...kernels.g711 import G711Codec, g711_kernel
 from ...pipeline import Pipeline
@@ -227,6 +227,8 @@ class PlainLine:
             ev, payload = data.get("kind"), data.get("payload", {})
             if not isinstance(ev, str) or not ev or len(ev) > 64 or not isinstance(payload, dict):
                 raise ProtocolError("an event needs a 'kind' (string) and a 'payload' object")
+            if ev == PLAYOUT_SHIFT:
+                raise ProtocolError(f"{PLAYOUT_SHIFT!r} is the server's own event")
             return [Event(ev, CALLER, None, payload)]
         if kind == "mark":
             name = data.get("name")
@@ -300,6 +302,11 @@ class PlainLine:
         )
 
 
+def _is_playout_shift(item: Any) -> bool:
+    """The call's own ``playout_shift`` event (clients cannot send one: ``PlainLine``)."""
+    return isinstance(item, Event) and item.kind == PLAYOUT_SHIFT and item.stage == CALLER
+
+
 class Call:
     """One call: the socket (``ws`` through ``line``), its pipeline, both directions' timing.
 
@@ -341,6 +348,8 @@ class Call:
         self.barge_ins = 0
         self.start: Start | None = None
         self.playout: PlayoutBuffer | None = None
+        self._playout_shift = 0  # the playout's shift as of the last frame pulled
+        self._shift_ms = 0.0  # its moves not yet announced (the frame after them was dropped)
         self.pacer: OutboundPacer | None = None
         self._input: asyncio.Queue[Any] = asyncio.Queue()
         self._end_input = object()
@@ -487,7 +496,7 @@ class Call:
                 while k < due:
                     await self._send_due()
                     if self.playout.started:  # the inbound clock starts with the first audio
-                        self._feed(self.playout.pull(self.clock()))
+                        self._pull()
                     k += 1
                 await asyncio.sleep(max(0.0, t0 + k * period - loop.time()))
         except ConnectionError:
@@ -496,6 +505,16 @@ class Call:
             log.exception("call %s: clock failed", self.id)
             self.close(f"internal error: {exc}")
 
+    def _pull(self) -> None:
+        """The playout buffer's next frame into the pipeline, after a ``playout_shift`` event
+        where the buffer moved the frames' clock against the caller's media."""
+        assert self.playout is not None
+        samples = self.playout.pull(self.clock())
+        moved = self.playout.shift - self._playout_shift
+        self._playout_shift = self.playout.shift
+        self._shift_ms += moved * 1000 / self.line.rate
+        self._feed(samples)
+
     def _feed(self, samples: F32) -> None:
         rate = self.line.rate
         frame = AudioFrame(samples[None, :], rate, self._in_pos, Fraction(1, rate))
@@ -503,6 +522,10 @@ class Call:
         if self._input.qsize() >= INPUT_QUEUE:
             self.frames_dropped += 1  # the pipeline is slower than real time
             return
+        if self._shift_ms:  # never dropped: echo cancellers follow the clock by it
+            shift = Event(PLAYOUT_SHIFT, CALLER, frame.time, {"shift_ms": self._shift_ms})
+            self._input.put_nowait(shift)
+            self._shift_ms = 0.0
         self.frames_in += 1
         self._input.put_nowait(frame)
 
@@ -553,6 +576,8 @@ class Call:
                         self.reference.heard(frame)
                     yield frame
             else:
+                if self.reference is not None and _is_playout_shift(item):
+                    self.reference.inbound_shifted(item.payload["shift_ms"] / 1000)
                 yield item
 
     async def _run_pipeline(self) -> None:

@@ -20,6 +20,10 @@ right after the previous chunk) and hands out one frame per tick of the call's c
 - **Backlog cap**: more than ``max_delay_ms`` buffered ahead (a stalled reader, a flood) drops the
   oldest audio so ``margin_ms`` is left (``overflow_ms``).
 
+Stretching, skipping and the cap move the frames' timeline against the caller's media: ``shift``
+counts the samples it gained (a call tells its echo reference, whose stamps follow it, so the
+echo of what the caller plays stays where the canceller learnt it).
+
 ``OutboundPacer`` holds what goes back to the caller: audio and marks in order, sent one
 ``frame_ms`` chunk per tick (up to ``lead`` chunks ahead of real time), a mark once the audio
 before it has been sent, ``clear()`` dropping everything queued (so it is honoured within the
@@ -158,6 +162,8 @@ class PlayoutBuffer:
         self.late = 0  # chunks that came after their time
         self.skipped = 0  # frames dropped to shrink the delay
         self.overflow_ms = 0.0
+        #: samples the handed-out frames gained over the media (+ stretched, - skipped or capped)
+        self.shift = 0
         self.chunks_in = 0
         self.duplicates = 0
 
@@ -196,6 +202,7 @@ class PlayoutBuffer:
             return
         new_pos = end - self.margin - self.frame
         self.overflow_ms += (new_pos - self.play_pos) * 1000 / self.rate
+        self.shift -= new_pos - self.play_pos
         self.play_pos = new_pos
         self._drop_before(new_pos)
 
@@ -231,6 +238,7 @@ class PlayoutBuffer:
             self.stretched += 1
             self.concealed += 1
             self.frames += 1
+            self.shift += f
             return self.concealer.conceal(f)
         if (
             len(self._levels) == self.window
@@ -238,6 +246,7 @@ class PlayoutBuffer:
             and self._has(pos, pos + f)
         ):
             self.skipped += 1  # the delay has room to shrink: drop a frame
+            self.shift -= f
             self._levels.clear()
             pos += f
             self._drop_before(pos)
@@ -302,6 +311,7 @@ class PlayoutBuffer:
             "skipped": self.skipped,
             "duplicates": self.duplicates,
             "overflow_ms": round(self.overflow_ms, 1),
+            "shift_ms": round(self.shift * 1000 / self.rate, 1),
             "level_ms": round(self.level * 1000 / self.rate, 1),
             "delay_ms_p50": pct(0.5),
             "delay_ms_p99": pct(0.99),
