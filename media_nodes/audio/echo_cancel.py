@@ -432,16 +432,16 @@ class EchoCancel(KernelBacked, Node):
         check_audio(self.name, item)
         rate = item.sample_rate
         n = item.samples.shape[1]
-        at = self._start(item, rate)  # on the near-end's clock (output), media is at - moved
-        if at is None or (self._next is not None and abs(at - self._next) <= 1):
+        at = self._start(item, rate)  # on the near-end's clock (output)
+        continues = at is None or (self._next is not None and abs(at - self._next) <= 1)
+        if continues:
             at = self._next if self._next is not None else 0
-            start = at - self._moved(rate)
-        else:
-            start = at - self._moved(rate)
-            if self._estimator is not None:  # the near-end's clock jumped: estimate from here
-                self._search_until = start + round(EST_SEARCH_S * rate)
-                self._next_estimate = start + self._hop(start)
-                self._far_copied = start - self._estimator.max_delay
+        assert at is not None
+        start = at - self._moved(rate)  # on its media's (reference and estimator)
+        if not continues and self._estimator is not None:  # the clock jumped: estimate from here
+            self._search_until = start + round(EST_SEARCH_S * rate)
+            self._next_estimate = start + self._hop(start)
+            self._far_copied = start - self._estimator.max_delay
         if self._rate == 0:
             self._rate = rate
             self._delay = round(self.bulk_delay_ms * rate / 1000)
@@ -492,7 +492,7 @@ class EchoCancel(KernelBacked, Node):
                 raise self._ref_error  # our own check of a reference frame, already named
             err = self._error(f"reference failed: {self._ref_error}")
             raise err from self._ref_error
-        channels = max(self._ref.channels, 1) if self._ref_start is not None else 1
+        channels = self._ref_channels()
         outs: list[Any] = []
         complete = True
         pos, x = start, item.samples
@@ -544,11 +544,15 @@ class EchoCancel(KernelBacked, Node):
         if self.algorithm != KALMAN or self._skip is None or not self._rate:
             return
         if jump < 0:
-            channels = max(self._ref.channels, 1) if self._ref_start is not None else 1
+            channels = self._ref_channels()
             far, _ = self._far_for(start + jump - self._delay, -jump, channels)
             jump += int(self._kernel.advance_far(far))
         if jump:
             self._kernel.rewind_far(jump)
+
+    def _ref_channels(self) -> int:
+        """Channels of the reference placed (1 before any)."""
+        return max(self._ref.channels, 1) if self._ref_start is not None else 1
 
     def _moved(self, rate: int) -> int:
         """Samples the near-end's clock gained over its media (``playout_shift`` events)."""
@@ -571,7 +575,7 @@ class EchoCancel(KernelBacked, Node):
         end = at - estimator.lag
         self._far_copied = max(self._far_copied, end - estimator.size)
         if end > self._far_copied:
-            channels = max(self._ref.channels, 1) if self._ref_start is not None else 1
+            channels = self._ref_channels()
             far, _ = self._far_for(self._far_copied, end - self._far_copied, channels)
             estimator.add_far(self._far_copied, far)
             self._far_copied = end

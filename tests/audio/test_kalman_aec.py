@@ -208,14 +208,27 @@ def test_twins_give_the_same_samples_however_the_input_is_split(
     np.testing.assert_allclose(outs["rust"], outs["python"], rtol=0, atol=1e-6)
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(
+def random_echo(rate: int, n: int, seed: int) -> tuple[F32, F32]:
+    """``n`` samples of white far-end at ``rate`` and its echo through a random 10 ms path, as
+    ``(1, n)`` float32 ``(mic, ref)``."""
+    rng = np.random.default_rng(seed)
+    far = rng.standard_normal(n) * 0.1
+    near = np.convolve(far, rng.standard_normal(rate // 100) * 0.05)[:n]
+    return near.astype(np.float32)[None], far.astype(np.float32)[None]
+
+
+#: A move mid-stream: at ``at`` s of half a second, by ``shift_ms``.
+MIDSTREAM_MOVE = given(
     rate=st.sampled_from([8000, 16000, 32000, 48000]),
     seed=st.integers(0, 2**31),
     at=st.floats(0.05, 0.4),
     shift_ms=st.floats(-150.0, 150.0),
     filter_ms=st.sampled_from([64.0, 200.0]),
 )
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@MIDSTREAM_MOVE
 def test_twins_shift_their_filters_alike(
     rate: int, seed: int, at: float, shift_ms: float, filter_ms: float
 ) -> None:
@@ -223,11 +236,8 @@ def test_twins_shift_their_filters_alike(
     whole blocks (0 when it is under half a block or as long as the filter) and go on giving
     the same samples within float32 rounding."""
     rust = _engine_kernel()
-    rng = np.random.default_rng(seed)
     n, cut = int(0.5 * rate), int(at * rate)
-    far = rng.standard_normal(n) * 0.1
-    near = np.convolve(far, rng.standard_normal(rate // 100) * 0.05)[:n]
-    mic, ref = near.astype(np.float32)[None], far.astype(np.float32)[None]
+    mic, ref = random_echo(rate, n, seed)
     delta = round(shift_ms * rate / 1000)
     outs, moved = {}, {}
     for name, cls in (("rust", rust), ("python", PythonKalman)):
@@ -259,11 +269,8 @@ def test_twins_resize_their_filters_alike(
     twins keep the lags both lengths cover and go on giving the same samples within float32
     rounding; the same length changes nothing; later streams get the new length."""
     rust = _engine_kernel()
-    rng = np.random.default_rng(seed)
     n, cut = int(0.5 * rate), int(at * rate)
-    far = rng.standard_normal(n) * 0.1
-    near = np.convolve(far, rng.standard_normal(rate // 100) * 0.05)[:n]
-    mic, ref = near.astype(np.float32)[None], far.astype(np.float32)[None]
+    mic, ref = random_echo(rate, n, seed)
     outs = {}
     for name, cls in (("rust", rust), ("python", PythonKalman)):
         for resize in (True, False):
@@ -283,26 +290,17 @@ def test_twins_resize_their_filters_alike(
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(
-    rate=st.sampled_from([8000, 16000, 32000, 48000]),
-    seed=st.integers(0, 2**31),
-    at=st.floats(0.05, 0.4),
-    jump_ms=st.floats(-150.0, 150.0),
-    filter_ms=st.sampled_from([64.0, 200.0]),
-)
+@MIDSTREAM_MOVE
 def test_twins_follow_a_jump_of_the_far_end_alike(
-    rate: int, seed: int, at: float, jump_ms: float, filter_ms: float
+    rate: int, seed: int, at: float, shift_ms: float, filter_ms: float
 ) -> None:
     """``advance_far`` (far-end with no near-end: a skipped frame) and ``rewind_far`` (the far-end
     continues earlier: a stretched one) mid-stream: both twins take the same samples (whole
     blocks, none between blocks) and go on giving the same samples within float32 rounding."""
     rust = _engine_kernel()
-    rng = np.random.default_rng(seed)
     n, cut = int(0.5 * rate), int(at * rate)
-    jump = round(jump_ms * rate / 1000)
-    far = rng.standard_normal(n + abs(jump)) * 0.1
-    near = np.convolve(far, rng.standard_normal(rate // 100) * 0.05)[: n + abs(jump)]
-    mic, ref = near.astype(np.float32)[None], far.astype(np.float32)[None]
+    jump = round(shift_ms * rate / 1000)
+    mic, ref = random_echo(rate, n + abs(jump), seed)
     outs, took = {}, {}
     for name, cls in (("rust", rust), ("python", PythonKalman)):
         k = cls(filter_ms, 20.0)

@@ -348,8 +348,7 @@ class Call:
         self.barge_ins = 0
         self.start: Start | None = None
         self.playout: PlayoutBuffer | None = None
-        self._playout_shift = 0  # the playout's shift as of the last frame pulled
-        self._shift_ms = 0.0  # its moves not yet announced (the frame after them was dropped)
+        self._announced = 0  # the playout's shift as of the last playout_shift event
         self.pacer: OutboundPacer | None = None
         self._input: asyncio.Queue[Any] = asyncio.Queue()
         self._end_input = object()
@@ -496,7 +495,7 @@ class Call:
                 while k < due:
                     await self._send_due()
                     if self.playout.started:  # the inbound clock starts with the first audio
-                        self._pull()
+                        self._feed(self.playout.pull(self.clock()))
                     k += 1
                 await asyncio.sleep(max(0.0, t0 + k * period - loop.time()))
         except ConnectionError:
@@ -505,16 +504,6 @@ class Call:
             log.exception("call %s: clock failed", self.id)
             self.close(f"internal error: {exc}")
 
-    def _pull(self) -> None:
-        """The playout buffer's next frame into the pipeline, after a ``playout_shift`` event
-        where the buffer moved the frames' clock against the caller's media."""
-        assert self.playout is not None
-        samples = self.playout.pull(self.clock())
-        moved = self.playout.shift - self._playout_shift
-        self._playout_shift = self.playout.shift
-        self._shift_ms += moved * 1000 / self.line.rate
-        self._feed(samples)
-
     def _feed(self, samples: F32) -> None:
         rate = self.line.rate
         frame = AudioFrame(samples[None, :], rate, self._in_pos, Fraction(1, rate))
@@ -522,10 +511,14 @@ class Call:
         if self._input.qsize() >= INPUT_QUEUE:
             self.frames_dropped += 1  # the pipeline is slower than real time
             return
-        if self._shift_ms:  # never dropped: echo cancellers follow the clock by it
-            shift = Event(PLAYOUT_SHIFT, CALLER, frame.time, {"shift_ms": self._shift_ms})
-            self._input.put_nowait(shift)
-            self._shift_ms = 0.0
+        # The buffer's moves of the frames' clock against the caller's media since the last
+        # event: an event before this frame, never dropped (echo cancellers follow it).
+        assert self.playout is not None
+        moved = self.playout.shift - self._announced
+        if moved:
+            shift_ms = moved * 1000 / rate
+            self._input.put_nowait(Event(PLAYOUT_SHIFT, CALLER, frame.time, {"shift_ms": shift_ms}))
+            self._announced = self.playout.shift
         self.frames_in += 1
         self._input.put_nowait(frame)
 
